@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Installs dependencies, builds, and runs every test (unit + integration).
+# Usage: tests/all.sh [address|thread]   (default: plain build in build/)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tests/setup.sh
+san=${1:-}
+dir=build${san:+-$san}
+cmake -S . -B "$dir" -DGATEWAY_SANITIZE="$san" >/dev/null
+cmake --build "$dir" -j "$(nproc)"
+ctest --test-dir "$dir" --output-on-failure --timeout 300
