@@ -1,0 +1,89 @@
+/*
+ * json: a strict, non-allocating JSON validator and a member iterator for
+ * the response path.
+ *
+ * Backend bodies are validated here and then spliced into the response as raw
+ * bytes (../shared/PERF-NOTES.md: cJSON validation costs ~4 ns per byte plus a
+ * malloc per node; this costs no allocation and touches each byte once).
+ *
+ * Strict RFC 8259: one value with optional surrounding whitespace; numbers per
+ * the grammar (no leading zeros, no '+', no bare '.'); strings with valid
+ * escapes, \uXXXX surrogates paired, no raw control characters, and valid
+ * UTF-8 (no overlongs, no encoded surrogates, nothing above U+10FFFF).
+ * Nesting deeper than JSON_MAX_DEPTH is invalid. Every function is safe on
+ * any bytes (no NUL termination needed; fuzzed); the stack use is bounded
+ * (no recursion).
+ */
+#ifndef GATEWAY_JSON_H
+#define GATEWAY_JSON_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* Arrays and objects nested deeper than this make a document invalid. */
+#define JSON_MAX_DEPTH 128
+
+enum json_type {
+    JSON_INVALID = 0,
+    JSON_NULL,
+    JSON_FALSE,
+    JSON_TRUE,
+    JSON_NUMBER,
+    JSON_STRING,
+    JSON_ARRAY,
+    JSON_OBJECT,
+};
+
+/* The type of the document's top-level value, or JSON_INVALID when p[0..n)
+ * is not exactly one valid JSON text. */
+enum json_type json_check(const char *p, size_t n);
+
+/* True when p[0..n) is one valid JSON text. */
+static inline bool json_valid(const char *p, size_t n)
+{
+    return json_check(p, n) != JSON_INVALID;
+}
+
+/* For a valid document whose top-level value is an object: sets *members /
+ * *len to the bytes between its braces with surrounding whitespace trimmed
+ * (len 0 for {}), ready to splice into another object. Returns false (and
+ * leaves the outputs alone) when the document is not an object. Cost: only
+ * the leading and trailing whitespace is read; it does not re-validate, so
+ * call it on a document json_check accepted. */
+bool json_object_members(const char *p, size_t n, const char **members, size_t *len);
+
+/* One member of an object, as slices of the document. */
+struct json_member {
+    const char *name; /* the name's raw bytes between the quotes (escapes kept) */
+    size_t name_len;
+    const char *value; /* the value's raw bytes */
+    size_t value_len;
+};
+
+/* Iterator over the members of a top-level object. */
+struct json_iter {
+    const char *p, *end; /* private */
+    bool started;        /* private: a member was read, so a ',' comes next */
+};
+
+/* Starts iterating the top-level object of p[0..n). Returns false when the
+ * document does not start with an object. */
+bool json_iter_object(struct json_iter *it, const char *p, size_t n);
+/* Stores the next member in *m. Returns false at the end of the object or on
+ * any syntax error (each member is validated as it is read, so this is safe
+ * on untrusted input; validate the whole document first to tell the two
+ * apart). */
+bool json_iter_next(struct json_iter *it, struct json_member *m);
+
+/* True when the raw JSON string contents raw[0..raw_len) (as between the
+ * quotes, escapes included) decode to exactly s[0..n). False on a malformed
+ * escape. */
+bool json_string_equals(const char *raw, size_t raw_len, const char *s, size_t n);
+
+/* Appends s[0..n) to out as a JSON string, quotes included: escapes '"',
+ * '\\' and control characters (bytes >= 0x80 are copied as they are).
+ * Returns the number of bytes written, which is at most 6 * n + 2; out must
+ * have room for that. */
+size_t json_escape_string(char *out, const char *s, size_t n);
+
+#endif
