@@ -16,7 +16,7 @@
 typedef struct pool pool_t;
 
 struct pool_ops {
-    void *(*new_fn)(void *ud);            /* NULL: malloc(obj_size) */
+    void *(*new_fn)(void *ud);             /* NULL: malloc(obj_size) */
     void (*reset_fn)(void *obj, void *ud); /* on put; NULL: nothing */
     void (*free_fn)(void *obj, void *ud);  /* NULL: free() */
     void *ud;
@@ -28,10 +28,16 @@ pool_t *pool_new(const char *name, size_t obj_size, size_t max_cached, const str
 void pool_free(pool_t *p);
 /* A cached object, or a new one (NULL when new fails). */
 void *pool_get(pool_t *p);
-/* Returns obj (reset first); frees it when the cache is full. NULL is ignored. */
+/* Returns obj (reset first); frees it (free_fn, without reset) when the cache
+ * is full. NULL is ignored. In ASan builds a cached plain block is poisoned,
+ * so a use after put is reported. */
 void pool_put(pool_t *p, void *obj);
 size_t pool_obj_size(const pool_t *p);
 const char *pool_name(const pool_t *p);
+/* Objects cached right now. Owner thread. */
+size_t pool_cached(const pool_t *p);
+/* Counters (a get served from the cache / by new): safe from any thread, for
+ * a metrics scrape. */
 uint64_t pool_hits(const pool_t *p);
 uint64_t pool_misses(const pool_t *p);
 
