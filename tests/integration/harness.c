@@ -1,0 +1,531 @@
+/* harness: processes and HTTP helpers for the integration tests. */
+#include "harness.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+
+extern char **environ;
+
+#ifndef GATEWAY_BIN
+#define GATEWAY_BIN "gateway"
+#endif
+#ifndef MOCK_BIN
+#define MOCK_BIN "mock_backend"
+#endif
+
+#define STOP_WAIT_MS    10000
+#define HEALTHY_WAIT_MS 10000
+#define POLL_STEP_MS    10
+
+static const char *g_gateway_bin = GATEWAY_BIN;
+static const char *g_mock_bin = MOCK_BIN;
+
+void h_init(int argc, char **argv)
+{
+    if (argc > 1 && argv[1][0]) g_gateway_bin = argv[1];
+    if (argc > 2 && argv[2][0]) g_mock_bin = argv[2];
+    curl_global_init(CURL_GLOBAL_ALL);
+    signal(SIGPIPE, SIG_IGN);
+}
+
+const char *h_gateway_bin(void)
+{
+    return g_gateway_bin;
+}
+
+double h_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
+}
+
+/* The short wait between two checks of a condition. */
+static void poll_pause(void)
+{
+    struct timespec ts = {0, POLL_STEP_MS * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* ---- processes ---- */
+
+/* Waits for pid at most ms; returns the wait status or -1 when still
+ * running. */
+static int wait_bounded(pid_t pid, int ms)
+{
+    double end = h_now_ms() + ms;
+    for (;;) {
+        int st;
+        pid_t r = waitpid(pid, &st, WNOHANG);
+        if (r == pid) return st;
+        if (r < 0 && errno != EINTR) return -1;
+        if (h_now_ms() >= end) return -1;
+        poll_pause();
+    }
+}
+
+static int stop_pid(pid_t pid, const char *what)
+{
+    if (pid <= 0) return -1;
+    kill(pid, SIGTERM);
+    int st = wait_bounded(pid, STOP_WAIT_MS);
+    if (st == -1) {
+        fprintf(stderr, "harness: %s (pid %d) ignored SIGTERM for %d ms, killing it\n", what,
+                (int)pid, STOP_WAIT_MS);
+        kill(pid, SIGKILL);
+        while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+        }
+        return -1;
+    }
+    return st;
+}
+
+int h_mock_start(struct h_mock *m)
+{
+    memset(m, 0, sizeof *m);
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) != 0) return -errno;
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, p[1], STDOUT_FILENO);
+    char *argv[] = {(char *)g_mock_bin, "--port", "0", NULL};
+    pid_t pid;
+    int rc = posix_spawn(&pid, g_mock_bin, &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    close(p[1]);
+    if (rc != 0) {
+        close(p[0]);
+        fprintf(stderr, "harness: cannot start %s: %s\n", g_mock_bin, strerror(rc));
+        return -rc;
+    }
+    m->pid = pid;
+
+    /* Read "port N\n", bounded. */
+    char line[64] = "";
+    size_t len = 0;
+    double end = h_now_ms() + HEALTHY_WAIT_MS;
+    while (!memchr(line, '\n', len) && len < sizeof line - 1) {
+        int left = (int)(end - h_now_ms());
+        struct pollfd pf = {.fd = p[0], .events = POLLIN};
+        if (left <= 0 || poll(&pf, 1, left) <= 0) break;
+        ssize_t n = read(p[0], line + len, sizeof line - 1 - len);
+        if (n <= 0) break;
+        len += (size_t)n;
+        line[len] = '\0';
+    }
+    close(p[0]);
+    if (sscanf(line, "port %d", &m->port) != 1 || m->port <= 0) {
+        fprintf(stderr, "harness: mock backend did not report its port (got '%s')\n", line);
+        h_mock_stop(m);
+        return -EIO;
+    }
+    snprintf(m->origin, sizeof m->origin, "http://127.0.0.1:%d", m->port);
+    return 0;
+}
+
+int h_mock_stop(struct h_mock *m)
+{
+    int st = stop_pid(m->pid, "mock backend");
+    m->pid = 0;
+    return st;
+}
+
+/* Binds 127.0.0.1:0 and returns the port the kernel chose (see the race
+ * note in harness.h). */
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    struct sockaddr_in sin = {.sin_family = AF_INET};
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t sl = sizeof sin;
+    int port = -EADDRNOTAVAIL;
+    if (bind(fd, (struct sockaddr *)&sin, sizeof sin) == 0 &&
+        getsockname(fd, (struct sockaddr *)&sin, &sl) == 0)
+        port = ntohs(sin.sin_port);
+    close(fd);
+    return port;
+}
+
+char *h_subst(const char *tmpl, const char *backend, int port)
+{
+    char portstr[16];
+    snprintf(portstr, sizeof portstr, "%d", port);
+    size_t cap = strlen(tmpl) + 1;
+    for (const char *p = tmpl; (p = strstr(p, "${")); p++)
+        cap += strlen(backend) + 16;
+    char *out = malloc(cap);
+    if (!out) abort();
+    size_t o = 0;
+    for (const char *p = tmpl; *p;) {
+        if (strncmp(p, "${BACKEND}", 10) == 0) {
+            o += (size_t)sprintf(out + o, "%s", backend);
+            p += 10;
+        } else if (strncmp(p, "${PORT}", 7) == 0) {
+            o += (size_t)sprintf(out + o, "%s", portstr);
+            p += 7;
+        } else {
+            out[o++] = *p++;
+        }
+    }
+    out[o] = '\0';
+    return out;
+}
+
+int h_write_temp(char *path, size_t pathlen, const char *text)
+{
+    snprintf(path, pathlen, "/tmp/gw-itest-XXXXXX.json");
+    int fd = mkstemps(path, 5);
+    if (fd < 0) return -errno;
+    size_t len = strlen(text);
+    ssize_t w = write(fd, text, len);
+    close(fd);
+    return w == (ssize_t)len ? 0 : -EIO;
+}
+
+void h_gateway_dump(const struct h_gateway *g)
+{
+    if (!g->stderr_path[0]) return;
+    FILE *f = fopen(g->stderr_path, "r");
+    if (!f) return;
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    long from = size > 8192 ? size - 8192 : 0;
+    fseek(f, from, SEEK_SET);
+    fprintf(stderr, "---- gateway output (%s, last %ld bytes) ----\n", g->stderr_path, size - from);
+    char buf[4096];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0)
+        fwrite(buf, 1, n, stderr);
+    fprintf(stderr, "---- end of gateway output ----\n");
+    fclose(f);
+}
+
+static int spawn_gateway(struct h_gateway *g)
+{
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, g->stderr_path,
+                                     O_WRONLY | O_APPEND | O_CREAT, 0600);
+    posix_spawn_file_actions_adddup2(&fa, STDOUT_FILENO, STDERR_FILENO);
+    posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+    char *argv[] = {(char *)g_gateway_bin, "-c", g->conf_path, NULL};
+    int rc = posix_spawn(&g->pid, g_gateway_bin, &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    if (rc != 0) {
+        fprintf(stderr, "harness: cannot start %s: %s\n", g_gateway_bin, strerror(rc));
+        g->pid = 0;
+        return -rc;
+    }
+    return 0;
+}
+
+/* Polls /healthz until 200. Returns 0, -ECHILD when the gateway exited, or
+ * -ETIMEDOUT. */
+static int wait_healthy(struct h_gateway *g)
+{
+    double end = h_now_ms() + HEALTHY_WAIT_MS;
+    char url[128];
+    snprintf(url, sizeof url, "%s/healthz", g->base);
+    for (;;) {
+        int st;
+        if (waitpid(g->pid, &st, WNOHANG) == g->pid) {
+            fprintf(stderr, "harness: gateway exited before it was healthy (status 0x%x)\n", st);
+            g->pid = 0;
+            return -ECHILD;
+        }
+        struct h_resp r;
+        h_request("GET", url, NULL, NULL, 1000, &r);
+        long status = r.status;
+        h_resp_free(&r);
+        if (status == 200) return 0;
+        if (h_now_ms() >= end) return -ETIMEDOUT;
+        poll_pause();
+    }
+}
+
+int h_gateway_start(struct h_gateway *g, const char *tmpl, const struct h_mock *m)
+{
+    memset(g, 0, sizeof *g);
+    snprintf(g->stderr_path, sizeof g->stderr_path, "/tmp/gw-itest-XXXXXX.log");
+    int fd = mkstemps(g->stderr_path, 4);
+    if (fd < 0) return -errno;
+    close(fd);
+    int rc = -EIO;
+    for (int attempt = 0; attempt < 3; attempt++) {
+        g->port = free_port();
+        if (g->port < 0) return g->port;
+        snprintf(g->base, sizeof g->base, "http://127.0.0.1:%d", g->port);
+        char *text = h_subst(tmpl, m ? m->origin : "http://127.0.0.1:1", g->port);
+        if (g->conf_path[0]) unlink(g->conf_path);
+        rc = h_write_temp(g->conf_path, sizeof g->conf_path, text);
+        free(text);
+        if (rc) return rc;
+        rc = spawn_gateway(g);
+        if (rc) return rc;
+        rc = wait_healthy(g);
+        if (rc == 0) return 0;
+        if (rc != -ECHILD) break; /* running but never healthy: do not retry */
+    }
+    h_gateway_dump(g);
+    if (g->pid) stop_pid(g->pid, "gateway");
+    g->pid = 0;
+    return rc;
+}
+
+int h_gateway_stop(struct h_gateway *g, bool keep_log)
+{
+    int st = stop_pid(g->pid, "gateway");
+    g->pid = 0;
+    if (g->conf_path[0]) unlink(g->conf_path);
+    if (!keep_log && g->stderr_path[0]) unlink(g->stderr_path);
+    return st;
+}
+
+int h_run(char *const argv[], int timeout_ms, char **output)
+{
+    char path[] = "/tmp/gw-itest-run-XXXXXX";
+    int fd = mkstemp(path);
+    if (fd < 0) return -1;
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, fd, STDOUT_FILENO);
+    posix_spawn_file_actions_adddup2(&fa, fd, STDERR_FILENO);
+    posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+    pid_t pid;
+    int rc = posix_spawn(&pid, argv[0], &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    int code = -1;
+    if (rc == 0) {
+        int st = wait_bounded(pid, timeout_ms);
+        if (st == -1) {
+            fprintf(stderr, "harness: %s did not exit within %d ms\n", argv[0], timeout_ms);
+            kill(pid, SIGKILL);
+            waitpid(pid, &st, 0);
+        } else if (WIFEXITED(st)) {
+            code = WEXITSTATUS(st);
+        }
+    } else {
+        fprintf(stderr, "harness: cannot run %s: %s\n", argv[0], strerror(rc));
+    }
+    if (output) {
+        struct stat sb;
+        fstat(fd, &sb);
+        *output = calloc(1, (size_t)sb.st_size + 1);
+        if (!*output) abort();
+        ssize_t n = pread(fd, *output, (size_t)sb.st_size, 0);
+        (*output)[n > 0 ? n : 0] = '\0';
+    }
+    close(fd);
+    unlink(path);
+    return code;
+}
+
+/* ---- HTTP ---- */
+
+static size_t on_body(char *data, size_t size, size_t nmemb, void *arg)
+{
+    struct h_resp *r = arg;
+    size_t n = size * nmemb;
+    char *p = realloc(r->body, r->body_len + n + 1);
+    if (!p) return 0;
+    memcpy(p + r->body_len, data, n);
+    r->body = p;
+    r->body_len += n;
+    r->body[r->body_len] = '\0';
+    return n;
+}
+
+static size_t on_header(char *data, size_t size, size_t nmemb, void *arg)
+{
+    struct h_resp *r = arg;
+    size_t n = size * nmemb;
+    size_t len = n;
+    while (len && (data[len - 1] == '\r' || data[len - 1] == '\n'))
+        len--;
+    if (len >= 5 && strncmp(data, "HTTP/", 5) == 0) {
+        /* a new response (after a 100 Continue, say): forget the old headers */
+        for (size_t i = 0; i < r->n_headers; i++)
+            free(r->headers[i]);
+        r->n_headers = 0;
+        return n;
+    }
+    if (!len) return n;
+    char **h = realloc(r->headers, (r->n_headers + 1) * sizeof *h);
+    if (!h) return 0;
+    r->headers = h;
+    r->headers[r->n_headers++] = strndup(data, len);
+    return n;
+}
+
+int h_request(const char *method, const char *url, const char *const *headers, const char *body,
+              long timeout_ms, struct h_resp *out)
+{
+    memset(out, 0, sizeof *out);
+    CURL *c = curl_easy_init();
+    if (!c) abort();
+    struct curl_slist *hl = NULL;
+    for (size_t i = 0; headers && headers[i]; i++)
+        hl = curl_slist_append(hl, headers[i]);
+    if (body) hl = curl_slist_append(hl, "Expect:");
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_PATH_AS_IS, 1L);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms > 0 ? timeout_ms : 30000L);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hl);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, out);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, out);
+    if (strcmp(method, "HEAD") == 0)
+        curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
+    else if (strcmp(method, "GET") != 0)
+        curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    if (body) {
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
+    }
+    CURLcode rc = curl_easy_perform(c);
+    out->curl_code = (int)rc;
+    if (rc == CURLE_OK) curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &out->status);
+    curl_off_t us = 0;
+    curl_easy_getinfo(c, CURLINFO_TOTAL_TIME_T, &us);
+    out->total_ms = (double)us / 1000.0;
+    if (!out->body) {
+        out->body = calloc(1, 1);
+        if (!out->body) abort();
+    }
+    out->json = cJSON_ParseWithLength(out->body, out->body_len);
+    curl_slist_free_all(hl);
+    curl_easy_cleanup(c);
+    return (int)rc;
+}
+
+int h_get(const char *base, const char *path, const char *const *headers, struct h_resp *out)
+{
+    char url[4096];
+    snprintf(url, sizeof url, "%s%s", base, path);
+    return h_request("GET", url, headers, NULL, 0, out);
+}
+
+const char *h_header(const struct h_resp *r, const char *name)
+{
+    size_t nl = strlen(name);
+    for (size_t i = 0; i < r->n_headers; i++) {
+        const char *h = r->headers[i];
+        if (strncasecmp(h, name, nl) == 0 && h[nl] == ':') {
+            const char *v = h + nl + 1;
+            while (*v == ' ' || *v == '\t')
+                v++;
+            return v;
+        }
+    }
+    return NULL;
+}
+
+void h_resp_free(struct h_resp *r)
+{
+    free(r->body);
+    for (size_t i = 0; i < r->n_headers; i++)
+        free(r->headers[i]);
+    free(r->headers);
+    cJSON_Delete(r->json);
+    memset(r, 0, sizeof *r);
+}
+
+/* ---- the mock's control routes ---- */
+
+cJSON *h_mock_log(const struct h_mock *m, const char *prefix)
+{
+    char url[1024];
+    snprintf(url, sizeof url, "%s/_log%s%s", m->origin, prefix ? "?prefix=" : "",
+             prefix ? prefix : "");
+    struct h_resp r;
+    h_request("GET", url, NULL, NULL, 5000, &r);
+    cJSON *log = NULL;
+    if (r.status == 200 && cJSON_IsArray(r.json)) {
+        log = r.json;
+        r.json = NULL;
+    }
+    h_resp_free(&r);
+    return log;
+}
+
+static int mock_post(const struct h_mock *m, const char *path_query)
+{
+    char url[1024];
+    snprintf(url, sizeof url, "%s%s", m->origin, path_query);
+    struct h_resp r;
+    h_request("POST", url, NULL, "", 5000, &r);
+    int rc = r.status == 200 ? 0 : -1;
+    h_resp_free(&r);
+    return rc;
+}
+
+int h_mock_reset(const struct h_mock *m)
+{
+    return mock_post(m, "/_mode?clear=1") | mock_post(m, "/_log/clear");
+}
+
+int h_mock_mode(const struct h_mock *m, const char *query)
+{
+    char pq[900];
+    snprintf(pq, sizeof pq, "/_mode?%s", query);
+    return mock_post(m, pq);
+}
+
+cJSON *h_wait_log(const struct h_mock *m, const char *prefix, h_log_pred pred, void *arg,
+                  int timeout_ms)
+{
+    double end = h_now_ms() + timeout_ms;
+    for (;;) {
+        cJSON *log = h_mock_log(m, prefix);
+        const cJSON *e;
+        cJSON_ArrayForEach(e, log)
+        {
+            if (!pred || pred(e, arg)) {
+                cJSON *copy = cJSON_Duplicate(e, 1);
+                cJSON_Delete(log);
+                return copy;
+            }
+        }
+        cJSON_Delete(log);
+        if (h_now_ms() >= end) return NULL;
+        poll_pause();
+    }
+}
+
+bool h_pred_hung_up(const cJSON *entry, void *arg)
+{
+    (void)arg;
+    return cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(entry, "finished")) &&
+           cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(entry, "client_hung_up"));
+}
+
+const char *h_log_header(const cJSON *entry, const char *lname)
+{
+    return h_json_str(cJSON_GetObjectItemCaseSensitive(entry, "headers"), lname);
+}
+
+const char *h_json_str(const cJSON *obj, const char *name)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, name);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}

@@ -1,0 +1,132 @@
+/*
+ * harness: runs the real gateway binary against a real mock backend process
+ * (tests/mock/mock_backend.c) for the integration tests, and talks to both
+ * with libcurl.
+ *
+ * Processes are started with posix_spawn and stopped by PID (SIGTERM, a
+ * bounded wait, then SIGKILL). Each test program starts its own processes on
+ * ephemeral ports, so programs can run in parallel. Every wait is a poll on
+ * a condition with a bounded total time, never a fixed sleep.
+ *
+ * Failures in the harness itself (cannot spawn, gateway never healthy) are
+ * reported on stderr and returned as negative errno values; the tests turn
+ * them into assertion failures.
+ */
+#ifndef TESTS_INTEGRATION_HARNESS_H
+#define TESTS_INTEGRATION_HARNESS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#include <cJSON.h>
+
+/* A started mock backend. */
+struct h_mock {
+    pid_t pid;
+    int port;
+    char origin[64]; /* "http://127.0.0.1:<port>" */
+};
+
+/* A started gateway. */
+struct h_gateway {
+    pid_t pid;
+    int port;
+    char base[64];         /* "http://127.0.0.1:<port>" */
+    char conf_path[256];   /* the written config (removed by h_gateway_stop) */
+    char stderr_path[256]; /* its stderr and stdout, kept for debugging */
+};
+
+/* The result of one request. */
+struct h_resp {
+    long status;   /* 0 when the transfer failed (see curl_code) */
+    int curl_code; /* CURLcode */
+    char *body;    /* NUL-terminated, owned */
+    size_t body_len;
+    char **headers; /* "Name: value" lines of the final response, owned */
+    size_t n_headers;
+    double total_ms; /* time from start to the last byte */
+    cJSON *json;     /* body parsed, or NULL when not valid JSON; owned */
+};
+
+/* Sets the paths of the binaries from argv[1] (gateway) and argv[2] (mock)
+ * when given, else from the compile definitions GATEWAY_BIN and MOCK_BIN.
+ * Initialises libcurl. Call once from main. */
+void h_init(int argc, char **argv);
+const char *h_gateway_bin(void);
+
+/* Starts a mock backend on an ephemeral port and reads the port it prints.
+ * Returns 0 or a negative errno value. */
+int h_mock_start(struct h_mock *m);
+/* SIGTERM, bounded wait, SIGKILL. Returns the wait status, or -1. */
+int h_mock_stop(struct h_mock *m);
+
+/* Writes a config from template, replacing every "${BACKEND}" by the mock's
+ * origin and every "${PORT}" by a free port, starts `gateway -c FILE` with
+ * stdout and stderr going to a temp file, and waits (at most ~10 s) until
+ * GET /healthz answers 200.
+ *
+ * The free port is found by binding port 0 on 127.0.0.1, reading it and
+ * closing the socket: another process may take it before the gateway binds
+ * it. That race is small on a test machine; when the gateway exits before it
+ * becomes healthy, the start is retried with a new port (3 attempts).
+ * Returns 0, or a negative errno value after printing the gateway's stderr. */
+int h_gateway_start(struct h_gateway *g, const char *tmpl, const struct h_mock *m);
+/* Stops the gateway (SIGTERM, bounded wait, SIGKILL), removes the config and,
+ * unless keep_log, the stderr file. Returns the wait status, or -1. */
+int h_gateway_stop(struct h_gateway *g, bool keep_log);
+/* Prints the last bytes of the gateway's stderr/stdout to stderr. */
+void h_gateway_dump(const struct h_gateway *g);
+
+/* Writes text to a new temp file; path receives its name. Returns 0 or a
+ * negative errno value. */
+int h_write_temp(char *path, size_t pathlen, const char *text);
+
+/* Substitutes ${BACKEND} and ${PORT} in tmpl. Returns a malloc'd string. */
+char *h_subst(const char *tmpl, const char *backend, int port);
+
+/* Runs a program to completion (bounded by timeout_ms, then SIGKILL) with
+ * stdout and stderr captured together into *output (malloc'd).
+ * Returns the exit code, or -1 when it did not exit normally. */
+int h_run(char *const argv[], int timeout_ms, char **output);
+
+/* Does one request. url is complete ("http://..."); it is sent as given
+ * (no path normalisation). headers is a NULL-terminated list of
+ * "Name: value" lines, or NULL; body may be NULL. timeout_ms 0 = 30 s.
+ * Returns 0 when an HTTP response was received, else the CURLcode (the
+ * response then has status 0). */
+int h_request(const char *method, const char *url, const char *const *headers, const char *body,
+              long timeout_ms, struct h_resp *out);
+/* GET base + path. */
+int h_get(const char *base, const char *path, const char *const *headers, struct h_resp *out);
+/* The value of a response header (case-insensitive name), or NULL. */
+const char *h_header(const struct h_resp *r, const char *name);
+void h_resp_free(struct h_resp *r);
+
+/* Fetches the mock's request log (GET /_log[?prefix=P]); the caller owns
+ * the returned array; NULL on failure. */
+cJSON *h_mock_log(const struct h_mock *m, const char *prefix);
+/* POST /_log/clear and POST /_mode?clear=1. Returns 0 or -1. */
+int h_mock_reset(const struct h_mock *m);
+/* POST /_mode?<query>, e.g. "prefix=/users&status=500". Returns 0 or -1. */
+int h_mock_mode(const struct h_mock *m, const char *query);
+
+/* A condition on one log entry. */
+typedef bool (*h_log_pred)(const cJSON *entry, void *arg);
+/* Polls the mock's log until an entry with a path starting with prefix
+ * satisfies pred (pred NULL: any entry), at most timeout_ms. Returns a
+ * copy of the entry (caller owns) or NULL on timeout. */
+cJSON *h_wait_log(const struct h_mock *m, const char *prefix, h_log_pred pred, void *arg,
+                  int timeout_ms);
+/* Predicate: the entry is finished and client_hung_up is true. */
+bool h_pred_hung_up(const cJSON *entry, void *arg);
+
+/* Header value of a logged request (name lowercased), or NULL. */
+const char *h_log_header(const cJSON *entry, const char *lname);
+/* String member of a JSON object, or NULL. */
+const char *h_json_str(const cJSON *obj, const char *name);
+
+/* Monotonic milliseconds. */
+double h_now_ms(void);
+
+#endif
