@@ -1,0 +1,58 @@
+/*
+ * urlbuild: the backend URL of one call, from the backend's URL template,
+ * the route params and the client's query string.
+ *
+ * Each param is percent-decoded once and re-encoded as exactly one path
+ * segment: every byte but the RFC 3986 unreserved ones (ALPHA DIGIT - . _ ~)
+ * becomes %XX, so a param can never add a segment, a query or a fragment; a
+ * param that decodes to "." or ".." is written "%2E" / "%2E%2E" so that no
+ * dot-segment removal (curl's, a proxy's) can climb out of its segment.
+ *
+ * Then the endpoint's forward_query names, in config order: the first
+ * occurrence of each in the client's raw query (names compared after
+ * decoding) is appended as name=value with '?' or '&' as the template needs.
+ * Query names and values are decoded with form semantics ('+' is a space)
+ * and re-encoded with the same strict set (a space becomes %20, a literal
+ * '+' arrives as %2B), so what a form decoder reads is unchanged.
+ *
+ * Two forms: urlbuild() writes the whole URL; urlbuild_origin() and
+ * urlbuild_path() write the fixed "scheme://host:port" and the per-request
+ * "/path?query" apart, for a prebuilt CURLU whose path alone is set per
+ * request (../shared/PERF-NOTES.md, knob 6). No allocation beyond the
+ * output buffer's growth.
+ */
+#ifndef GATEWAY_URLBUILD_H
+#define GATEWAY_URLBUILD_H
+
+#include <stddef.h>
+
+#include "core/buf.h"
+#include "gateway/config.h"
+#include "gateway/router.h"
+
+/* Appends the backend URL for this request to out: origin, path with params
+ * substituted, forwarded query. raw_query is the client's query string
+ * without the '?' (may be NULL when query_len is 0). Returns 0; -EINVAL when
+ * a param or a forwarded query value has malformed percent-encoding or
+ * decodes to a NUL byte (the client gets a 400), or when the template is not
+ * usable (a param refers past m->n_params, a param inside the origin);
+ * -ENOMEM. On failure out is left as it was. */
+int urlbuild(buf_t *out, const struct endpoint_conf *ep, const struct backend_conf *b,
+             const struct route_match *m, const char *raw_query, size_t query_len);
+
+/* Like urlbuild() without the origin: appends "/path?query" (at least "/").
+ */
+int urlbuild_path(buf_t *out, const struct endpoint_conf *ep, const struct backend_conf *b,
+                  const struct route_match *m, const char *raw_query, size_t query_len);
+
+/* Writes the template's "scheme://authority" into out[0..cap) with a NUL.
+ * Returns its length, -EINVAL when the template has no "://" or a param
+ * inside the origin, -ENOSPC when it does not fit. Fixed per backend: call it
+ * once per config snapshot. */
+int urlbuild_origin(const struct backend_conf *b, char *out, size_t cap);
+
+/* Appends s[0..n) with every byte but the unreserved ones as %XX (upper-case
+ * hex). Returns 0 or -ENOMEM. */
+int urlbuild_encode(buf_t *out, const char *s, size_t n);
+
+#endif
