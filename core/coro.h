@@ -17,7 +17,10 @@
  * coroutines alive at once is bounded by coro_config.max_alive (default
  * 16 384 = 32 768 mappings, leaving room for the rest of the process).
  * coro_create() fails with EAGAIN beyond it and ENOMEM when mmap fails; the
- * counters in coro_stats tell an operator when that happens.
+ * counters in coro_stats tell an operator when that happens. Under
+ * ThreadSanitizer every started, unfinished coroutine also holds a TSan fiber
+ * (about 4 more mappings), so budget ~6 mappings per suspended coroutine
+ * there.
  *
  * A coroutine belongs to the thread that created it.
  */
@@ -50,14 +53,31 @@ void coro_resume(coro_t *co);
 void coro_yield(void);
 /* True once the coroutine's function has returned. */
 bool coro_finished(const coro_t *co);
-/* Frees a finished or never-started coroutine; its stack goes to the pool. */
+/* Frees a finished or never-started coroutine; its stack goes to the pool.
+ * A suspended coroutine may be freed too (a scheduler tearing down): it is
+ * dropped without unwinding, so whatever its frames own is leaked. */
 void coro_free(coro_t *co);
 /* The running coroutine, or NULL on a thread's own stack. */
 coro_t *coro_self(void);
+/* The usable stack of co: [*lo, *lo + *len); the guard page lies just below
+ * *lo. For diagnostics and tests. */
+void coro_stack_bounds(const coro_t *co, void **lo, size_t *len);
 
 /* One pointer-sized slot per coroutine for the scheduler that drives it. */
 void *coro_sched_data(const coro_t *co);
 void coro_set_sched_data(coro_t *co, void *data);
+
+/* Scheduler-owned fields at the very start of every coroutine, reachable
+ * without a call (the loop's run queue links through next); coro.c never
+ * reads them. data is the slot coro_sched_data() returns. */
+struct coro_sched {
+    coro_t *next;
+    void *data;
+};
+static inline struct coro_sched *coro_sched(coro_t *co)
+{
+    return (struct coro_sched *)(void *)co;
+}
 
 struct coro_stats {
     uint64_t alive;           /* process-wide */
@@ -66,7 +86,8 @@ struct coro_stats {
     uint64_t pooled_stacks;   /* calling thread's pool */
 };
 void coro_get_stats(struct coro_stats *st);
-/* Unmaps the calling thread's pooled stacks (at thread exit). */
+/* Unmaps the calling thread's pooled stacks. Also runs by itself when a
+ * thread that pooled stacks exits. */
 void coro_thread_cleanup(void);
 
 #endif
