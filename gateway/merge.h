@@ -1,0 +1,54 @@
+/*
+ * merge: one JSON object out of the backends' bodies.
+ *
+ * Parts are written in config order. A backend with a "key" becomes
+ * "key": <its body>; one without a key has its object's members spliced at
+ * the top level (an empty {} adds nothing). "allow" keeps only the listed
+ * top-level members of the body, in the body's order.
+ *
+ * Nothing is re-encoded: the bodies' raw bytes (validated by merge_check) are
+ * copied, so numbers and strings arrive exactly as the backend wrote them
+ * (../shared/PERF-NOTES.md: a cJSON print costs ~12 us and rewrites 64.0 as
+ * 64). allow filtering walks the members with gateway/json.h's iterator and
+ * copies the kept ones raw, also without a parse tree or an allocation.
+ *
+ * Member names are not deduplicated: when two key-less backends (or a key and
+ * a backend's member) share a name, the output repeats it, which RFC 8259
+ * permits and most parsers resolve to the last one. Config authors avoid it
+ * with "key" or "allow".
+ */
+#ifndef GATEWAY_MERGE_H
+#define GATEWAY_MERGE_H
+
+#include <stddef.h>
+
+#include "core/buf.h"
+#include "gateway/config.h"
+
+enum merge_part_kind {
+    MERGE_PART_BODY, /* body[0..len) is the backend's answer (len 0: null) */
+    MERGE_PART_NULL, /* null: "key": null, or nothing without a key */
+    MERGE_PART_OMIT, /* leave this backend out */
+};
+
+struct merge_part {
+    const struct backend_conf *b;
+    const char *body; /* accepted by merge_check(b, ...) */
+    size_t len;
+    enum merge_part_kind kind;
+};
+
+/* Appends the merged object for parts[0..n) to out. The bodies must have
+ * passed merge_check for their backend. Returns 0; -EINVAL when a body does
+ * not have the shape its backend needs (not an object where one is needed:
+ * merge_check was skipped); -ENOMEM. On failure out is left as it was. */
+int merge_build(buf_t *out, const struct merge_part *parts, size_t n);
+
+/* Is body[0..len) acceptable from backend b? Returns 0 when it is valid JSON
+ * of the right shape: an object when b has no key or has allow; anything
+ * with a key. An empty body is accepted as null (a 204 or an empty 2xx is a
+ * success; without a key it adds nothing). Otherwise -1 with *why set to a
+ * static reason ("invalid JSON", "not an object"); why may be NULL. */
+int merge_check(const struct backend_conf *b, const char *body, size_t len, const char **why);
+
+#endif
