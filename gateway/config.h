@@ -17,35 +17,37 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/avalue.h"
+
 /* One segment of a route pattern: a literal or a {param}. */
 struct route_seg {
     const char *literal; /* NULL for a param segment */
     size_t literal_len;
-    int param;           /* index into endpoint->params when literal == NULL */
+    int param; /* index into endpoint->params when literal == NULL */
 };
 
 /* A piece of a backend URL template: literal bytes, or a param reference. */
 struct url_part {
-    const char *literal; /* NULL for a param */
+    const char *literal; /* NULL for a param; else points into backend->url, not NUL-terminated */
     size_t literal_len;
-    int param;           /* index into endpoint->params when literal == NULL */
+    int param; /* index into endpoint->params when literal == NULL */
 };
 
 enum fallback_kind { FALLBACK_NONE, FALLBACK_DEGRADED, FALLBACK_STATIC };
 
 struct backend_conf {
     const char *name;
-    const char *url;       /* the template as written */
+    const char *url;        /* the template as written */
     struct url_part *parts; /* the template split at {param}s */
     size_t n_parts;
-    const char *method;    /* "GET" unless configured */
-    uint32_t timeout_ms;   /* own or defaults.backend_timeout_ms */
-    const char *key;       /* NULL: merge the object's fields at top level */
-    bool required;         /* default true */
+    const char *method;  /* "GET" unless configured */
+    uint32_t timeout_ms; /* own or defaults.backend_timeout_ms */
+    const char *key;     /* NULL: merge the object's fields at top level */
+    bool required;       /* default true */
     enum fallback_kind fallback;
-    const char *static_json; /* fallback "static": the value, printed compactly */
+    const char *static_json; /* fallback "static": the value, printed compactly, NUL-terminated */
     size_t static_len;
-    const char **allow;    /* NULL: keep every field */
+    const char **allow; /* NULL: keep every field (an empty list keeps none) */
     size_t n_allow;
     bool forward_body;
     size_t max_response_bytes; /* defaults.max_response_bytes */
@@ -53,14 +55,14 @@ struct backend_conf {
 
 struct endpoint_conf {
     const char *name;
-    const char *method;    /* "GET", "POST", ... */
-    const char *path;      /* pattern as written, "/api/dashboard/{id}" */
-    struct route_seg *segs; /* path split at '/', leading '/' dropped */
+    const char *method;     /* "GET", "POST", ... (default "GET") */
+    const char *path;       /* pattern as written, "/api/dashboard/{id}" */
+    struct route_seg *segs; /* path split at '/', leading '/' dropped; "/" has none */
     size_t n_segs;
-    const char **params;   /* param names in path order */
+    const char **params; /* param names in path order */
     size_t n_params;
-    uint32_t timeout_ms;   /* own or defaults.timeout_ms (not clamped) */
-    int concurrency;       /* own or defaults.concurrency */
+    uint32_t timeout_ms; /* own or defaults.timeout_ms (not clamped) */
+    int concurrency;     /* own or defaults.concurrency */
     const char **forward_headers;
     size_t n_forward_headers;
     const char **forward_query;
@@ -70,12 +72,13 @@ struct endpoint_conf {
 };
 
 struct server_conf {
-    const char *listen;    /* "host:port" as written */
-    char host[64];         /* parsed numeric host, "0.0.0.0" */
+    const char *listen; /* "host:port" as written */
+    char host[64];      /* numeric, no brackets: "0.0.0.0", "::1"; "localhost" -> "127.0.0.1" */
+    int family;         /* AF_INET or AF_INET6 */
     uint16_t port;
-    int workers;           /* 0 in the file = number of CPUs, resolved here */
+    int workers; /* 0 in the file = number of CPUs, resolved here */
     unsigned max_connections;
-    unsigned connection_timeout_s;
+    unsigned connection_timeout_s; /* 0: idle connections never time out */
     size_t max_request_body_bytes;
     uint32_t shutdown_timeout_ms;
 };
@@ -89,13 +92,14 @@ struct defaults_conf {
 };
 
 struct degraded_conf {
-    size_t max_entries;
+    size_t max_entries; /* 0: store nothing */
     uint32_t max_stale_s;
     const char *snapshot_path; /* NULL: no snapshot */
     uint32_t snapshot_interval_s;
 };
 
 struct config {
+    av_snap_t snap; /* first: the snapshot header of core/avalue.h (zeroed) */
     struct server_conf server;
     struct defaults_conf defaults;
     struct degraded_conf degraded;
@@ -106,18 +110,30 @@ struct config {
     void *arena;
 };
 
-/* Problems found while loading: one "path: message" line each. */
+/* Problems found while loading: one "path: message" line each, in document
+ * order (checks across endpoints, such as duplicate routes, come where the
+ * second occurrence is). Lines are malloc'd and owned by the struct. */
 struct config_errors {
     char **lines;
     size_t n;
 };
+/* Frees every line and empties errs; NULL is fine. */
 void config_errors_free(struct config_errors *errs);
 
-/* Parses and validates a JSON text. Returns the snapshot, or NULL when there
- * was any problem (then errs lists all of them; errs may be NULL). */
+/* Parses and validates a JSON text (need not be NUL-terminated). Returns the
+ * snapshot, owned by the caller (config_free), or NULL when there was any
+ * problem: then errs (which may be NULL) is set to all of them and must be
+ * freed with config_errors_free. errs is emptied first; on success it stays
+ * empty. A JSON syntax error is a single line "<input>: invalid JSON near line
+ * L, column C (byte B)". Out of memory: NULL, with an "out of memory" line
+ * when even that fits. Not thread-safe against another concurrent parse
+ * (cJSON keeps its last error in a global). */
 struct config *config_parse(const char *json, size_t len, struct config_errors *errs);
-/* Reads path and calls config_parse; an unreadable file is one error line. */
+/* Reads path and parses it like config_parse; a syntax error line starts
+ * with the path instead of "<input>", and an unreadable file is the single
+ * line "<path>: <strerror>". */
 struct config *config_load(const char *path, struct config_errors *errs);
+/* Frees the snapshot and everything it points to; NULL is fine. */
 void config_free(struct config *cfg);
 
 #endif

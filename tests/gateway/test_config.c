@@ -1,0 +1,631 @@
+/* Tests for gateway/config.c: the demo config, every validation error with
+ * its JSON path, several errors at once, and every config shipped in conf/. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <glob.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "gateway/config.h"
+
+/* The repo root, from this file's path (CMake compiles it by absolute path). */
+static const char *src_root(void)
+{
+    static char root[4096];
+    snprintf(root, sizeof(root), "%s", __FILE__);
+    for (int i = 0; i < 3; i++) {
+        char *slash = strrchr(root, '/');
+        if (!slash) return "."; /* compiled by relative path: run from the root */
+        *slash = '\0';
+    }
+    return root[0] ? root : "/";
+}
+
+/* JSON in tests is written with ' for " to stay readable. */
+static char *q(const char *s)
+{
+    char *out = strdup(s);
+    for (char *c = out; *c; c++)
+        if (*c == '\'') *c = '"';
+    return out;
+}
+
+static struct config *parse_q(const char *json, struct config_errors *errs)
+{
+    char *j = q(json);
+    struct config *cfg = config_parse(j, strlen(j), errs);
+    free(j);
+    return cfg;
+}
+
+static void dump(const struct config_errors *errs)
+{
+    for (size_t i = 0; i < errs->n; i++)
+        print_message("  | %s\n", errs->lines[i]);
+}
+
+/* Expects json to fail with exactly one line equal to line. */
+static void expect_line(const char *json, const char *line)
+{
+    struct config_errors errs;
+    struct config *cfg = parse_q(json, &errs);
+    assert_null(cfg);
+    if (errs.n != 1 || strcmp(errs.lines[0], line) != 0) {
+        print_message("expected exactly: %s\ngot:\n", line);
+        dump(&errs);
+        fail();
+    }
+    config_errors_free(&errs);
+}
+
+/* Expects json to fail with exactly one line, for path, containing text. */
+static void expect_err(const char *json, const char *path, const char *text)
+{
+    struct config_errors errs;
+    struct config *cfg = parse_q(json, &errs);
+    assert_null(cfg);
+    size_t plen = strlen(path);
+    if (errs.n != 1 || strncmp(errs.lines[0], path, plen) != 0 ||
+        strncmp(errs.lines[0] + plen, ": ", 2) != 0 || !strstr(errs.lines[0] + plen, text)) {
+        print_message("expected one line \"%s: ...%s...\", got:\n", path, text);
+        dump(&errs);
+        fail();
+    }
+    config_errors_free(&errs);
+}
+
+static void expect_ok(const char *json)
+{
+    struct config_errors errs;
+    struct config *cfg = parse_q(json, &errs);
+    if (!cfg) {
+        print_message("expected a valid config, got:\n");
+        dump(&errs);
+        fail();
+    }
+    assert_int_equal(errs.n, 0);
+    config_free(cfg);
+}
+
+/* One endpoint "e" on GET /a/{id} with the given backends. */
+#define EPS(backends) "'endpoints':[{'name':'e','path':'/a/{id}','backends':[" backends "]}]"
+#define EP1(backends) "{" EPS(backends) "}"
+#define BE            "{'name':'b','url':'http://h/x/{id}'}"
+#define BE0           "{'name':'b','url':'http://h/'}" /* for paths without {id} */
+/* A valid config with one more top-level member. */
+#define WITH(member) "{" member "," EPS(BE) "}"
+/* One endpoint with extra fields before "backends". */
+#define EPF(fields) "{'endpoints':[{'name':'e','path':'/a/{id}'," fields ",'backends':[" BE "]}]}"
+/* One backend with extra fields. */
+#define BEF(fields) EP1("{'name':'b','url':'http://h/x/{id}'," fields "}")
+
+static void test_demo_config(void **state)
+{
+    (void)state;
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/conf/gateway.json", src_root());
+    struct config_errors errs;
+    struct config *cfg = config_load(path, &errs);
+    if (!cfg) dump(&errs);
+    assert_non_null(cfg);
+    assert_int_equal(errs.n, 0);
+
+    assert_string_equal(cfg->server.listen, "0.0.0.0:8080");
+    assert_string_equal(cfg->server.host, "0.0.0.0");
+    assert_int_equal(cfg->server.family, AF_INET);
+    assert_int_equal(cfg->server.port, 8080);
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    assert_int_equal(cfg->server.workers, ncpu > 0 ? ncpu : 1);
+    assert_int_equal(cfg->server.max_connections, 10000);
+    assert_int_equal(cfg->server.connection_timeout_s, 30);
+    assert_int_equal(cfg->server.max_request_body_bytes, 1048576);
+    assert_int_equal(cfg->server.shutdown_timeout_ms, 10000);
+    assert_int_equal(cfg->defaults.timeout_ms, 1000);
+    assert_int_equal(cfg->defaults.max_timeout_ms, 10000);
+    assert_int_equal(cfg->defaults.backend_timeout_ms, 1000);
+    assert_int_equal(cfg->defaults.max_response_bytes, 8388608);
+    assert_int_equal(cfg->defaults.concurrency, 16);
+    assert_int_equal(cfg->degraded.max_entries, 100000);
+    assert_int_equal(cfg->degraded.max_stale_s, 3600);
+    assert_null(cfg->degraded.snapshot_path);
+    assert_int_equal(cfg->degraded.snapshot_interval_s, 30);
+    assert_string_equal(cfg->access_log_path, "-");
+
+    assert_int_equal(cfg->n_endpoints, 4);
+    const struct endpoint_conf *d = &cfg->endpoints[0];
+    assert_string_equal(d->name, "dashboard");
+    assert_string_equal(d->method, "GET");
+    assert_string_equal(d->path, "/api/dashboard/{id}");
+    assert_int_equal(d->n_segs, 3);
+    assert_string_equal(d->segs[0].literal, "api");
+    assert_int_equal(d->segs[0].literal_len, 3);
+    assert_string_equal(d->segs[1].literal, "dashboard");
+    assert_null(d->segs[2].literal);
+    assert_int_equal(d->segs[2].param, 0);
+    assert_int_equal(d->n_params, 1);
+    assert_string_equal(d->params[0], "id");
+    assert_int_equal(d->timeout_ms, 800);
+    assert_int_equal(d->concurrency, 16);
+    assert_int_equal(d->n_forward_headers, 2);
+    assert_string_equal(d->forward_headers[0], "Authorization");
+    assert_string_equal(d->forward_headers[1], "Accept-Language");
+    assert_int_equal(d->n_forward_query, 1);
+    assert_string_equal(d->forward_query[0], "lang");
+    assert_int_equal(d->n_backends, 3);
+
+    const struct backend_conf *u = &d->backends[0];
+    assert_string_equal(u->name, "user");
+    assert_string_equal(u->url, "http://127.0.0.1:9001/users/{id}");
+    assert_int_equal(u->n_parts, 2);
+    assert_int_equal(u->parts[0].literal_len, strlen("http://127.0.0.1:9001/users/"));
+    assert_memory_equal(u->parts[0].literal, "http://127.0.0.1:9001/users/",
+                        u->parts[0].literal_len);
+    assert_null(u->parts[1].literal);
+    assert_int_equal(u->parts[1].param, 0);
+    assert_string_equal(u->method, "GET");
+    assert_int_equal(u->timeout_ms, 300);
+    assert_string_equal(u->key, "user");
+    assert_true(u->required);
+    assert_int_equal(u->fallback, FALLBACK_DEGRADED);
+    assert_null(u->static_json);
+    assert_null(u->allow);
+    assert_false(u->forward_body);
+    assert_int_equal(u->max_response_bytes, 8388608);
+
+    const struct backend_conf *o = &d->backends[1];
+    assert_string_equal(o->key, "orders");
+    assert_int_equal(o->timeout_ms, 1000); /* defaults.backend_timeout_ms */
+    assert_true(o->required);
+    assert_int_equal(o->fallback, FALLBACK_NONE);
+
+    const struct backend_conf *r = &d->backends[2];
+    assert_false(r->required);
+    assert_int_equal(r->fallback, FALLBACK_STATIC);
+    assert_string_equal(r->static_json, "{\"items\":[]}");
+    assert_int_equal(r->static_len, strlen("{\"items\":[]}"));
+    assert_int_equal(r->n_allow, 1);
+    assert_string_equal(r->allow[0], "items");
+
+    const struct endpoint_conf *us = &cfg->endpoints[1];
+    assert_string_equal(us->name, "user");
+    assert_int_equal(us->timeout_ms, 1000); /* defaults.timeout_ms */
+    assert_null(us->backends[0].key);
+    assert_int_equal(us->n_forward_headers, 0);
+
+    const struct endpoint_conf *s = &cfg->endpoints[2];
+    assert_string_equal(s->name, "slow-dashboard");
+    assert_int_equal(s->timeout_ms, 500);
+    assert_int_equal(s->backends[1].timeout_ms, 3000);
+
+    const struct endpoint_conf *f = &cfg->endpoints[3];
+    assert_string_equal(f->name, "flaky");
+    assert_false(f->backends[1].required);
+    assert_int_equal(f->backends[1].n_parts, 1); /* no placeholder: one literal */
+    config_free(cfg);
+}
+
+static void test_defaults_and_parsed_forms(void **state)
+{
+    (void)state;
+    struct config_errors errs;
+    struct config *cfg =
+        parse_q("{'server':{'listen':'[::1]:9090','workers':3},'defaults':{'timeout_ms':50,"
+                "'backend_timeout_ms':40,'concurrency':2,'max_response_bytes':100},"
+                "'degraded':{'snapshot_path':'/tmp/snap'},'access_log':{'path':'off'},"
+                "'endpoints':[{'name':'e','method':'POST','path':'/u/{uid}/o/{oid}','timeout_ms':"
+                "99999,'backends':[{'name':'b','method':'PUT','forward_body':true,"
+                "'url':'https://h:8443/o/{oid}?u={uid}&x=1','static':null,'fallback':'static'}]},"
+                "{'name':'root','path':'/','backends':[{'name':'b','url':'http://[::1]:1/'}]}]}",
+                &errs);
+    if (!cfg) dump(&errs);
+    assert_non_null(cfg);
+    assert_string_equal(cfg->server.host, "::1");
+    assert_int_equal(cfg->server.family, AF_INET6);
+    assert_int_equal(cfg->server.port, 9090);
+    assert_int_equal(cfg->server.workers, 3);
+    assert_int_equal(cfg->server.max_connections, 10000);
+    assert_string_equal(cfg->degraded.snapshot_path, "/tmp/snap");
+    assert_int_equal(cfg->degraded.max_entries, 100000);
+    assert_string_equal(cfg->access_log_path, "off");
+
+    const struct endpoint_conf *e = &cfg->endpoints[0];
+    assert_int_equal(e->timeout_ms, 99999); /* above max_timeout_ms: valid, clamped later */
+    assert_int_equal(e->concurrency, 2);
+    assert_int_equal(e->n_params, 2);
+    assert_string_equal(e->params[1], "oid");
+    assert_int_equal(e->segs[3].param, 1);
+    const struct backend_conf *b = &e->backends[0];
+    assert_int_equal(b->timeout_ms, 40);
+    assert_int_equal(b->max_response_bytes, 100);
+    assert_true(b->forward_body);
+    assert_string_equal(b->method, "PUT");
+    assert_string_equal(b->static_json, "null");
+    /* "https://h:8443/o/" {oid} "?u=" {uid} "&x=1" */
+    assert_int_equal(b->n_parts, 5);
+    assert_memory_equal(b->parts[0].literal, "https://h:8443/o/", b->parts[0].literal_len);
+    assert_int_equal(b->parts[1].param, 1);
+    assert_memory_equal(b->parts[2].literal, "?u=", 3);
+    assert_int_equal(b->parts[2].literal_len, 3);
+    assert_int_equal(b->parts[3].param, 0);
+    assert_memory_equal(b->parts[4].literal, "&x=1", 4);
+    assert_int_equal(b->parts[4].literal_len, 4);
+
+    assert_int_equal(cfg->endpoints[1].n_segs, 0);
+    assert_string_equal(cfg->endpoints[1].method, "GET");
+    config_free(cfg);
+
+    cfg = parse_q(WITH("'server':{'listen':'localhost:81'}"), &errs);
+    assert_non_null(cfg);
+    assert_string_equal(cfg->server.host, "127.0.0.1");
+    config_free(cfg);
+}
+
+static void test_syntax_and_file_errors(void **state)
+{
+    (void)state;
+    expect_line("{'endpoints': [\n  {'name': 'e',,}]}",
+                "<input>: invalid JSON near line 2, column 17 (byte 32)");
+    expect_err("{'endpoints': []} x", "<input>", "invalid JSON near line 1");
+    expect_err("", "<input>", "invalid JSON");
+    expect_line("[1]", "<input>: expected a JSON object at the top level, got an array");
+
+    struct config_errors errs;
+    assert_null(config_load("/nonexistent/gw.json", &errs));
+    assert_int_equal(errs.n, 1);
+    assert_string_equal(errs.lines[0], "/nonexistent/gw.json: No such file or directory");
+    config_errors_free(&errs);
+
+    char tmpl[] = "/tmp/test_config_XXXXXX";
+    int fd = mkstemp(tmpl);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, "{\n\"endpoints\": x}", 17), 17);
+    close(fd);
+    assert_null(config_load(tmpl, &errs));
+    assert_int_equal(errs.n, 1);
+    char want[200];
+    snprintf(want, sizeof(want), "%s: invalid JSON near line 2, column 14 (byte 15)", tmpl);
+    assert_string_equal(errs.lines[0], want);
+    config_errors_free(&errs);
+    unlink(tmpl);
+
+    /* errs may be NULL */
+    assert_null(config_parse("{", 1, NULL));
+}
+
+static void test_structure_errors(void **state)
+{
+    (void)state;
+    expect_err("{}", "endpoints", "is required");
+    expect_line("{'endpoints':[]}", "endpoints: must not be empty");
+    expect_line("{'endpoints':{}}", "endpoints: expected an array of endpoints, got an object");
+    expect_line("{'endpoints':[3]}", "endpoints[0]: expected an object, got a number");
+    expect_err("{'endpoints':[{'name':'e','path':'/a'}]}", "endpoints[0].backends", "is required");
+    expect_err("{'endpoints':[{'name':'e','path':'/a','backends':[]}]}", "endpoints[0].backends",
+               "must not be empty");
+    expect_err("{'endpoints':[{'path':'/a','backends':[" BE0 "]}]}", "endpoints[0].name",
+               "is required");
+    expect_err("{'endpoints':[{'name':'e','backends':[" BE "]}]}", "endpoints[0].path",
+               "is required");
+    expect_err(EP1("{'url':'http://h/'}"), "endpoints[0].backends[0].name", "is required");
+    expect_err(EP1("{'name':'b'}"), "endpoints[0].backends[0].url", "is required");
+    expect_err(EP1("'x'"), "endpoints[0].backends[0]", "expected an object, got a string");
+    expect_err(EPF("'name':'f'"), "endpoints[0].name", "duplicate key");
+    expect_err(WITH("'server':[]"), "server", "expected an object, got an array");
+}
+
+static void test_unknown_keys(void **state)
+{
+    (void)state;
+    expect_err(WITH("'extra':1"), "extra",
+               "unknown key (expected one of: server, defaults, degraded, access_log, endpoints)");
+    expect_err(WITH("'server':{'lisen':'0.0.0.0:1'}"), "server.lisen",
+               "unknown key (expected one of: listen, workers,");
+    expect_err(WITH("'defaults':{'timeout':1}"), "defaults.timeout", "unknown key");
+    expect_err(WITH("'degraded':{'max':1}"), "degraded.max", "unknown key");
+    expect_err(WITH("'access_log':{'file':'x'}"), "access_log.file", "unknown key");
+    expect_err(EPF("'timeout':1"), "endpoints[0].timeout", "unknown key");
+    expect_err(BEF("'Key':'k'"), "endpoints[0].backends[0].Key", "unknown key");
+
+    /* a key too long for a path buffer: the path is cut, marked, still one line */
+    char json[2000], key[1001];
+    memset(key, 'k', 1000);
+    key[1000] = '\0';
+    snprintf(json, sizeof(json), WITH("'server':{'%s':1}"), key);
+    struct config_errors errs;
+    assert_null(parse_q(json, &errs));
+    assert_int_equal(errs.n, 1);
+    assert_true(strncmp(errs.lines[0], "server.kkk", 10) == 0);
+    assert_non_null(strstr(errs.lines[0], "k...: unknown key"));
+    config_errors_free(&errs);
+}
+
+static void test_types_and_ranges(void **state)
+{
+    (void)state;
+    expect_line(WITH("'server':{'workers':'4'}"),
+                "server.workers: expected an integer, got a string");
+    expect_line(WITH("'server':{'workers':1.5}"), "server.workers: must be an integer, got 1.5");
+    expect_line(WITH("'server':{'workers':-1}"),
+                "server.workers: must be between 0 and 1024, got -1");
+    expect_err(WITH("'server':{'max_connections':0}"), "server.max_connections",
+               "must be >= 1, got 0");
+    expect_err(WITH("'server':{'listen':8080}"), "server.listen",
+               "expected a string, got a number");
+    expect_err(WITH("'defaults':{'timeout_ms':0}"), "defaults.timeout_ms", ">= 1");
+    expect_err(WITH("'defaults':{'max_timeout_ms':null}"), "defaults.max_timeout_ms",
+               "expected an integer, got null");
+    expect_err(WITH("'defaults':{'concurrency':0}"), "defaults.concurrency", "between 1 and 65535");
+    expect_err(WITH("'defaults':{'max_response_bytes':1e300}"), "defaults.max_response_bytes",
+               ">= 1");
+    expect_err(WITH("'degraded':{'snapshot_interval_s':0}"), "degraded.snapshot_interval_s",
+               ">= 1");
+    expect_err(WITH("'degraded':{'snapshot_path':''}"), "degraded.snapshot_path",
+               "must not be empty");
+    expect_err(WITH("'access_log':{'path':true}"), "access_log.path",
+               "expected a string, got a boolean");
+    expect_err(EPF("'timeout_ms':0"), "endpoints[0].timeout_ms", ">= 1");
+    expect_err(EPF("'concurrency':0"), "endpoints[0].concurrency", "between 1 and 65535");
+    expect_err(BEF("'timeout_ms':'1'"), "endpoints[0].backends[0].timeout_ms",
+               "expected an integer");
+    expect_err(BEF("'required':'yes'"), "endpoints[0].backends[0].required",
+               "expected a boolean, got a string");
+    expect_err(BEF("'key':''"), "endpoints[0].backends[0].key", "must not be empty");
+    expect_err(BEF("'key':1"), "endpoints[0].backends[0].key", "expected a string");
+    expect_ok(BEF("'key':null,'allow':null,'fallback':null"));
+    expect_err(BEF("'allow':'items'"), "endpoints[0].backends[0].allow",
+               "expected an array of strings, got a string");
+    expect_err(BEF("'allow':['a',2]"), "endpoints[0].backends[0].allow[1]",
+               "expected a string, got a number");
+    expect_err("{'endpoints':[{'name':'a b','path':'/a','backends':[" BE0 "]}]}",
+               "endpoints[0].name", "not a valid name");
+}
+
+static void test_listen(void **state)
+{
+    (void)state;
+    expect_line(WITH("'server':{'listen':'example.com:80'}"),
+                "server.listen: \"example.com:80\" is not a numeric address and port (expected "
+                "\"a.b.c.d:port\" or \"[v6]:port\")");
+    expect_err(WITH("'server':{'listen':'8080'}"), "server.listen", "not a numeric");
+    expect_err(WITH("'server':{'listen':'::1:80'}"), "server.listen", "not a numeric");
+    expect_err(WITH("'server':{'listen':'[::1:80'}"), "server.listen", "not a numeric");
+    expect_err(WITH("'server':{'listen':'1.2.3.4:0'}"), "server.listen",
+               "port must be an integer between 1 and 65535");
+    expect_err(WITH("'server':{'listen':'1.2.3.4:65536'}"), "server.listen", "port");
+    expect_err(WITH("'server':{'listen':'1.2.3.4:'}"), "server.listen", "port");
+    expect_err(WITH("'server':{'listen':'1.2.3.4:8x'}"), "server.listen", "port");
+    expect_ok(WITH("'server':{'listen':'[::]:65535'}"));
+}
+
+static void test_methods_and_paths(void **state)
+{
+    (void)state;
+    expect_line("{'endpoints':[{'name':'e','method':'get','path':'/a','backends':[" BE0 "]}]}",
+                "endpoints[0].method: unsupported method \"get\" (expected one of: GET, POST, "
+                "PUT, PATCH, DELETE, HEAD, OPTIONS)");
+    expect_err(BEF("'method':'FETCH'"), "endpoints[0].backends[0].method", "unsupported method");
+#define P(path)                                                                                    \
+    "{'endpoints':[{'name':'e','path':'" path "','backends':[{'name':'b','url':'http://h/'}]}]}"
+    expect_line(P("a/b"), "endpoints[0].path: must start with '/', got \"a/b\"");
+    expect_err(P("/a//b"), "endpoints[0].path", "empty segment");
+    expect_err(P("/a/"), "endpoints[0].path", "empty segment");
+    expect_err(P(""), "endpoints[0].path", "must not be empty");
+    expect_err(P("/a/x{id}"), "endpoints[0].path", "must be a whole segment");
+    expect_err(P("/a/{id}x"), "endpoints[0].path", "must be a whole segment");
+    expect_err(P("/a/{1d}"), "endpoints[0].path", "bad parameter \"{1d}\"");
+    expect_err(P("/a/{}"), "endpoints[0].path", "bad parameter");
+    expect_err(P("/a/{i-d}"), "endpoints[0].path", "bad parameter");
+    expect_line(P("/a/{id}/b/{id}"),
+                "endpoints[0].path: duplicate parameter {id} in \"/a/{id}/b/{id}\"");
+    expect_err(P("/a b"), "endpoints[0].path", "not allowed");
+    expect_err(P("/a?x=1"), "endpoints[0].path", "'?'");
+    expect_err(P("/a%2Fb"), "endpoints[0].path", "'%'");
+    expect_line(P("/healthz"), "endpoints[0].path: /healthz is a built-in path");
+    expect_err(P("/readyz"), "endpoints[0].path", "built-in");
+    expect_err(P("/metrics"), "endpoints[0].path", "built-in");
+    expect_ok(P("/metrics/x"));
+    expect_ok(P("/"));
+    expect_ok(P("/v1/a-b_c.d~e:f@g/{_x1}"));
+#undef P
+}
+
+static void test_urls(void **state)
+{
+    (void)state;
+    /* the exact line from DESIGN.md / the issue */
+    expect_line("{'endpoints':[{'name':'a','path':'/api/a/{id}','backends':[" BE "]},"
+                "{'name':'x','path':'/api/x/{id}','backends':["
+                "{'name':'b','url':'http://h/u/{uid}'}]}]}",
+                "endpoints[1].backends[0].url: {uid} is not a parameter of /api/x/{id}");
+#define U(url) EP1("{'name':'b','url':'" url "'}")
+    expect_err(U("ftp://h/x"), "endpoints[0].backends[0].url",
+               "must start with http:// or https://");
+    expect_err(U("h/x"), "endpoints[0].backends[0].url", "must start with http://");
+    expect_err(U("http://h"), "endpoints[0].backends[0].url", "needs a path starting with '/'");
+    expect_err(U("http://h?x=1"), "endpoints[0].backends[0].url", "needs a path");
+    expect_err(U("http:///x"), "endpoints[0].backends[0].url", "bad host or port");
+    expect_err(U("http://h:0/x"), "endpoints[0].backends[0].url", "bad host or port");
+    expect_err(U("http://h:99999/x"), "endpoints[0].backends[0].url", "bad host or port");
+    expect_err(U("http://u@h/x"), "endpoints[0].backends[0].url", "bad host or port");
+    expect_err(U("http://{id}/x"), "endpoints[0].backends[0].url",
+               "placeholders are only allowed in the path and query");
+    expect_err(U("http://h/x y"), "endpoints[0].backends[0].url", "whitespace");
+    expect_err(U("http://h/x\\t"), "endpoints[0].backends[0].url", "whitespace");
+    expect_err(U("http://h/x#f"), "endpoints[0].backends[0].url", "fragment");
+    expect_err(U("http://h/x/{id"), "endpoints[0].backends[0].url", "unbalanced '{'");
+    expect_err(U("http://h/x/{a{id}"), "endpoints[0].backends[0].url", "unbalanced '{'");
+    expect_err(U("http://h/x/id}"), "endpoints[0].backends[0].url", "unbalanced '}'");
+    expect_err(U("http://h/x/{}"), "endpoints[0].backends[0].url", "bad placeholder {}");
+    expect_line(U("http://h/x?q={nope}"),
+                "endpoints[0].backends[0].url: {nope} is not a parameter of /a/{id}");
+    expect_ok(U("https://h.example-1.org:8443/x/{id}?a={id}&b=c"));
+    expect_ok(U("http://[fe80::1]:80/x/{id}{id}"));
+#undef U
+}
+
+static void test_fallback_and_body(void **state)
+{
+    (void)state;
+    expect_line(BEF("'fallback':'cache'"),
+                "endpoints[0].backends[0].fallback: must be \"degraded\" or \"static\", got "
+                "\"cache\"");
+    expect_err(BEF("'fallback':1"), "endpoints[0].backends[0].fallback", "got a number");
+    expect_line(BEF("'fallback':'static'"),
+                "endpoints[0].backends[0].static: is required when fallback is \"static\"");
+    expect_err(BEF("'static':{}"), "endpoints[0].backends[0].static",
+               "only used with \"fallback\": \"static\"");
+    expect_err(BEF("'fallback':'degraded','static':[]"), "endpoints[0].backends[0].static",
+               "only used with");
+    expect_ok(BEF("'fallback':'static','static':[1,{'a':'b'}]"));
+    expect_ok(BEF("'fallback':'degraded','required':false"));
+
+    expect_line(BEF("'forward_body':true"),
+                "endpoints[0].backends[0].forward_body: endpoint method GET has no body to "
+                "forward (only POST, PUT and PATCH do)");
+    expect_err(BEF("'forward_body':1"), "endpoints[0].backends[0].forward_body",
+               "expected a boolean");
+    expect_err("{'endpoints':[{'name':'e','method':'PATCH','path':'/a','backends':["
+               "{'name':'b','url':'http://h/','forward_body':true}]}]}",
+               "endpoints[0].backends[0].forward_body", "backend method GET cannot carry a body");
+    expect_ok("{'endpoints':[{'name':'e','method':'POST','path':'/a','backends':["
+              "{'name':'b','method':'POST','url':'http://h/','forward_body':true}]}]}");
+}
+
+static void test_forwarding_lists(void **state)
+{
+    (void)state;
+    expect_line(EPF("'forward_headers':['Accept','X Bad']"),
+                "endpoints[0].forward_headers[1]: \"X Bad\" is not a valid header name");
+    expect_err(EPF("'forward_headers':['A:b']"), "endpoints[0].forward_headers[0]",
+               "not a valid header name");
+    expect_err(EPF("'forward_headers':['']"), "endpoints[0].forward_headers[0]",
+               "must not be empty");
+    expect_err(EPF("'forward_headers':['Accept','accept']"), "endpoints[0].forward_headers[1]",
+               "duplicate header name");
+    expect_err(EPF("'forward_headers':'Accept'"), "endpoints[0].forward_headers",
+               "expected an array of strings");
+    expect_err(EPF("'forward_query':['']"), "endpoints[0].forward_query[0]", "must not be empty");
+    expect_err(EPF("'forward_query':['a','a']"), "endpoints[0].forward_query[1]", "duplicate");
+    expect_err(EPF("'forward_query':['a=b']"), "endpoints[0].forward_query[0]", "not a valid");
+    expect_err(EPF("'forward_query':[null]"), "endpoints[0].forward_query[0]",
+               "expected a string, got null");
+}
+
+static void test_duplicates(void **state)
+{
+    (void)state;
+    expect_line(EP1(BE "," BE), "endpoints[0].backends[1].name: duplicate backend name \"b\" (also "
+                                "endpoints[0].backends[0])");
+    expect_line(EP1("{'name':'a','url':'http://h/','key':'k'},{'name':'b','url':'http://h/',"
+                    "'key':'k'}"),
+                "endpoints[0].backends[1].key: key \"k\" is already used by "
+                "endpoints[0].backends[0]");
+    expect_line("{'endpoints':[{'name':'e','path':'/a','backends':[" BE0 "]},"
+                "{'name':'e','path':'/b','backends':[" BE0 "]}]}",
+                "endpoints[1].name: duplicate endpoint name \"e\" (also endpoints[0])");
+    expect_line("{'endpoints':[{'name':'a','path':'/a/{id}/c','backends':[" BE "]},"
+                "{'name':'b','path':'/a/{x}/c','backends':[{'name':'b','url':'http://h/'}]}]}",
+                "endpoints[1].path: duplicate route GET /a/{x}/c: endpoints[0] already routes "
+                "GET /a/{id}/c");
+    /* a different method, or a literal against a param, is a different route */
+    expect_ok("{'endpoints':[{'name':'a','path':'/a/{id}','backends':[" BE "]},"
+              "{'name':'b','method':'POST','path':'/a/{x}','backends':[{'name':'b','url':"
+              "'http://h/'}]},{'name':'c','path':'/a/me','backends':[{'name':'b','url':"
+              "'http://h/'}]},{'name':'d','path':'/a/{id}/x','backends':[{'name':'b','url':"
+              "'http://h/'}]}]}");
+}
+
+static void test_many_errors_at_once(void **state)
+{
+    (void)state;
+    struct config_errors errs;
+    struct config *cfg =
+        parse_q("{'server':{'listen':'nowhere','workers':'x'},'bogus':1,"
+                "'endpoints':[{'name':'a','path':'/api/a/{id}','backends':[" BE "]},"
+                "{'name':'x','path':'/api/x/{id}','backends':["
+                "{'name':'b','url':'http://h/u/{uid}'},{'url':'gopher://h/'}]},"
+                "{'name':'a','path':'/metrics','backends':[" BE "]}]}",
+                &errs);
+    assert_null(cfg);
+    static const char *const want[] = {
+        "bogus: unknown key",
+        "server.listen: \"nowhere\" is not a numeric address",
+        "server.workers: expected an integer, got a string",
+        "endpoints[1].backends[0].url: {uid} is not a parameter of /api/x/{id}",
+        "endpoints[1].backends[1].name: is required",
+        "endpoints[1].backends[1].url: must start with http:// or https://",
+        "endpoints[2].path: /metrics is a built-in path",
+        "endpoints[2].name: duplicate endpoint name \"a\" (also endpoints[0])",
+    };
+    size_t n_want = sizeof(want) / sizeof(want[0]);
+    if (errs.n != n_want) dump(&errs);
+    assert_int_equal(errs.n, n_want);
+    for (size_t i = 0; i < n_want; i++) {
+        bool found = false;
+        for (size_t j = 0; j < errs.n; j++)
+            if (strncmp(errs.lines[j], want[i], strlen(want[i])) == 0) found = true;
+        if (!found) {
+            print_message("missing: %s\n", want[i]);
+            dump(&errs);
+            fail();
+        }
+    }
+    config_errors_free(&errs);
+    assert_int_equal(errs.n, 0);
+    assert_null(errs.lines);
+}
+
+static void test_shipped_configs_load(void **state)
+{
+    (void)state;
+    char pat[4200];
+    size_t total = 0;
+    static const char *const globs[] = {"conf/*.json", "conf/examples/*.json"};
+    for (size_t g = 0; g < 2; g++) {
+        snprintf(pat, sizeof(pat), "%s/%s", src_root(), globs[g]);
+        glob_t gl;
+        int rc = glob(pat, 0, NULL, &gl);
+        assert_true(rc == 0 || rc == GLOB_NOMATCH);
+        for (size_t i = 0; rc == 0 && i < gl.gl_pathc; i++) {
+            struct config_errors errs;
+            struct config *cfg = config_load(gl.gl_pathv[i], &errs);
+            if (!cfg) {
+                print_message("%s:\n", gl.gl_pathv[i]);
+                dump(&errs);
+                fail();
+            }
+            config_free(cfg);
+            total++;
+        }
+        if (rc == 0) globfree(&gl);
+    }
+    assert_true(total >= 2); /* at least conf/gateway.json and one example */
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_demo_config),
+        cmocka_unit_test(test_defaults_and_parsed_forms),
+        cmocka_unit_test(test_syntax_and_file_errors),
+        cmocka_unit_test(test_structure_errors),
+        cmocka_unit_test(test_unknown_keys),
+        cmocka_unit_test(test_types_and_ranges),
+        cmocka_unit_test(test_listen),
+        cmocka_unit_test(test_methods_and_paths),
+        cmocka_unit_test(test_urls),
+        cmocka_unit_test(test_fallback_and_body),
+        cmocka_unit_test(test_forwarding_lists),
+        cmocka_unit_test(test_duplicates),
+        cmocka_unit_test(test_many_errors_at_once),
+        cmocka_unit_test(test_shipped_configs_load),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
