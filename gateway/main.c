@@ -1,12 +1,140 @@
+/*
+ * gateway: command line, signals, and the process lifecycle.
+ */
+#include <curl/curl.h>
+#include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include "gateway/config.h"
+#include "gateway/server.h"
+
+#define DEFAULT_CONFIG "conf/gateway.json"
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: gateway [-c FILE] [--check]\n"
+               "\n"
+               "A fan-out HTTP gateway: one client request, several backend calls at once,\n"
+               "merged JSON within a deadline.\n"
+               "\n"
+               "  -c, --config FILE  configuration (default " DEFAULT_CONFIG ")\n"
+               "      --check        validate the configuration, print every problem, exit\n"
+               "  -h, --help         this text\n"
+               "  -V, --version      print the version\n"
+               "\n"
+               "Signals: SIGHUP reloads the configuration; SIGTERM and SIGINT drain and exit.\n");
+}
+
+static struct config *load(const char *path)
+{
+    struct config_errors errs = {0};
+    struct config *cfg = config_load(path, &errs);
+    for (size_t i = 0; i < errs.n; i++)
+        fprintf(stderr, "%s\n", errs.lines[i]);
+    config_errors_free(&errs);
+    return cfg;
+}
+
+static void reload(struct gateway *gw, const char *path)
+{
+    struct config *next = load(path);
+    if (!next) {
+        fprintf(stderr, "gateway: reload of %s failed; keeping the running configuration\n",
+                path);
+        return;
+    }
+    struct config *cur = av_acquire(&gw->config);
+    if (strcmp(cur->server.listen, next->server.listen) != 0 ||
+        cur->server.workers != next->server.workers)
+        fprintf(stderr, "gateway: server.listen / server.workers changed: takes effect after a "
+                        "restart\n");
+    av_release(&gw->config, cur);
+    av_store(&gw->config, next);
+    fprintf(stderr, "gateway: configuration reloaded from %s\n", path);
+}
 
 int main(int argc, char **argv)
 {
-    if (argc > 1 && strcmp(argv[1], "--version") == 0) {
-        printf("gateway %s\n", GATEWAY_VERSION);
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'}, {"check", no_argument, NULL, 'k'},
+        {"help", no_argument, NULL, 'h'},         {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *path = DEFAULT_CONFIG;
+    bool check = false;
+    int c;
+    while ((c = getopt_long(argc, argv, "c:hV", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c':
+            path = optarg;
+            break;
+        case 'k':
+            check = true;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        case 'V':
+            printf("gateway %s\n", GATEWAY_VERSION);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        usage(stderr);
+        return 2;
+    }
+
+    struct config *cfg = load(path);
+    if (!cfg)
+        return 1;
+    if (check) {
+        config_free(cfg);
+        printf("%s: ok\n", path);
         return 0;
     }
-    fprintf(stderr, "usage: gateway --version\n");
-    return 2;
+
+    signal(SIGPIPE, SIG_IGN);
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0) {
+        fprintf(stderr, "gateway: curl_global_init failed\n");
+        config_free(cfg);
+        return 1;
+    }
+    static struct gateway gw;
+    const char *listen = cfg->server.listen;
+    int workers = cfg->server.workers;
+    if (server_start(&gw, cfg) != 0) {
+        curl_global_cleanup();
+        return 1;
+    }
+    fprintf(stderr, "gateway %s: listening on %s with %d workers\n", GATEWAY_VERSION, listen,
+            workers);
+
+    for (;;) {
+        int sig;
+        if (sigwait(&sigs, &sig) != 0)
+            continue;
+        if (sig == SIGHUP) {
+            reload(&gw, path);
+            continue;
+        }
+        fprintf(stderr, "gateway: %s, draining\n", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+        break;
+    }
+    server_stop(&gw);
+    curl_global_cleanup();
+    fprintf(stderr, "gateway: stopped\n");
+    return 0;
 }

@@ -1,0 +1,320 @@
+#include "gateway/fanout.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "core/errgroup.h"
+#include "core/loop.h"
+#include "gateway/merge.h"
+#include "gateway/upstream.h"
+#include "gateway/urlbuild.h"
+
+/* Headers one backend call sends beyond the forwarded ones. */
+#define OWN_HEADERS 3
+#define MAX_FORWARD 32
+
+const char fanout_key_trace[] = "trace";
+const char fanout_key_request_id[] = "request_id";
+
+/* errgroup error for "backend i failed": i + 1, so 0 stays success. */
+#define CALL_FAILED(i) ((int)(i) + 1)
+
+const char *outcome_name(enum outcome o)
+{
+    static const char *const names[] = {"ok",        "error",  "timeout", "cancelled",
+                                        "degraded", "static", "omitted"};
+    return names[o];
+}
+
+static int json_escape(buf_t *out, const char *s)
+{
+    int rc = buf_putc(out, '"');
+    for (; *s && !rc; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\')
+            rc = buf_putc(out, '\\') || buf_putc(out, (char)ch);
+        else if (ch < 0x20)
+            rc = buf_printf(out, "\\u%04x", ch);
+        else
+            rc = buf_putc(out, (char)ch);
+    }
+    return rc ? rc : buf_putc(out, '"');
+}
+
+void fanout_error_body(buf_t *out, const char *msg, const char *backend, const char *request_id)
+{
+    buf_clear(out);
+    int rc = buf_puts(out, "{\"error\":");
+    rc = rc ? rc : json_escape(out, msg);
+    rc = rc ? rc : buf_puts(out, ",\"backend\":");
+    rc = rc ? rc : (backend ? json_escape(out, backend) : buf_puts(out, "null"));
+    rc = rc ? rc : buf_puts(out, ",\"request_id\":");
+    rc = rc ? rc : json_escape(out, request_id);
+    rc = rc ? rc : buf_putc(out, '}');
+    (void)rc; /* out of memory leaves a short body; the status still tells */
+}
+
+int fanout_prepare(struct request *r, const char *timeout_hdr, const char *traceparent_hdr,
+                   const char *request_id_hdr)
+{
+    if (request_id_hdr && trace_request_id_valid(request_id_hdr, strlen(request_id_hdr)))
+        snprintf(r->request_id, sizeof r->request_id, "%s", request_id_hdr);
+    else
+        trace_request_id_new(r->request_id);
+
+    struct trace_parent client;
+    if (traceparent_hdr && trace_parse(traceparent_hdr, strlen(traceparent_hdr), &client) == 0)
+        trace_child(&client, &r->trace);
+    else
+        trace_start(&r->trace, TRACE_FLAG_SAMPLED);
+    if (!r->ep)
+        return 0;
+
+    const struct defaults_conf *d = &r->cfg->defaults;
+    uint64_t ms = r->ep->timeout_ms;
+    if (timeout_hdr) {
+        uint32_t client_ms;
+        if (trace_parse_timeout_ms(timeout_hdr, &client_ms) != 0) {
+            fanout_error_body(&r->out, "invalid X-Request-Timeout-Ms", NULL, r->request_id);
+            return 400;
+        }
+        if (client_ms < ms)
+            ms = client_ms;
+    }
+    if (ms > d->max_timeout_ms)
+        ms = d->max_timeout_ms;
+    r->deadline_ns = r->start_ns + ms * 1000000u;
+
+    ctx_t *dl = ctx_with_deadline(ctx_background(), r->deadline_ns);
+    ctx_t *tr = dl ? ctx_with_value(dl, fanout_key_trace, &r->trace) : NULL;
+    r->ctx = tr ? ctx_with_value(tr, fanout_key_request_id, r->request_id) : NULL;
+    if (tr)
+        ctx_release(tr); /* the child holds its parents */
+    if (dl)
+        ctx_release(dl);
+    if (!r->ctx) {
+        fanout_error_body(&r->out, "out of memory", NULL, r->request_id);
+        return 503;
+    }
+    return 0;
+}
+
+/* The headers of one backend call, as "Name: value" lines in hdrs. */
+static size_t call_headers(struct backend_call *c, ctx_t *ctx, char own[OWN_HEADERS][192],
+                           buf_t *fwd, const char **hdrs)
+{
+    struct request *r = c->req;
+    size_t n = 0;
+    struct trace_parent span;
+    trace_child(&r->trace, &span);
+    char tp[TRACEPARENT_LEN + 1];
+    trace_format(&span, tp);
+    snprintf(own[0], sizeof own[0], "traceparent: %s", tp);
+    uint64_t left = ctx_remaining(ctx);
+    uint64_t left_ms = left == UINT64_MAX ? 0 : (left + 999999) / 1000000;
+    snprintf(own[1], sizeof own[1], "X-Request-Timeout-Ms: %" PRIu64, left_ms ? left_ms : 1);
+    snprintf(own[2], sizeof own[2], "X-Request-Id: %s", r->request_id);
+    for (; n < OWN_HEADERS; n++)
+        hdrs[n] = own[n];
+
+    /* Forwarded headers: one buffer, NUL-separated lines, pointers after. */
+    const struct endpoint_conf *ep = r->ep;
+    size_t offs[MAX_FORWARD];
+    size_t nf = 0;
+    for (size_t i = 0; i < ep->n_forward_headers && nf < MAX_FORWARD; i++) {
+        const char *v = r->header(r->conn, ep->forward_headers[i]);
+        if (!v)
+            continue;
+        offs[nf++] = fwd->len;
+        if (buf_printf(fwd, "%s: %s", ep->forward_headers[i], v) || buf_putc(fwd, '\0'))
+            return n;
+    }
+    for (size_t i = 0; i < nf; i++)
+        hdrs[n++] = fwd->data + offs[i];
+    return n;
+}
+
+/* The one place every call ends: classifies what happened and applies the
+ * backend's fallback. Returns 0, or CALL_FAILED(i) to fail the group. */
+static int call_finish(struct backend_call *c, ctx_t *ctx, const struct upstream_resp *resp)
+{
+    const struct backend_conf *b = c->b;
+    switch (resp->result) {
+    case UP_OK:
+        if (resp->status < 200 || resp->status > 299) {
+            c->outcome = OUT_ERROR;
+            c->why = "bad status";
+        } else if (resp->status == 204 || c->body.len == 0) {
+            c->outcome = OUT_OK;
+            c->part = NULL; /* merges as null */
+        } else if (merge_check(b, c->body.data, c->body.len, &c->why) != 0) {
+            c->outcome = OUT_ERROR;
+        } else {
+            c->outcome = OUT_OK;
+            c->part = c->body.data;
+            c->part_len = c->body.len;
+        }
+        break;
+    case UP_TIMEOUT:
+        c->outcome = OUT_TIMEOUT;
+        c->why = "timeout";
+        break;
+    case UP_CANCELED:
+        c->outcome = OUT_CANCELLED;
+        c->why = "cancelled";
+        break;
+    case UP_TOO_BIG:
+    case UP_ERROR:
+        c->outcome = OUT_ERROR;
+        c->why = resp->error;
+        break;
+    }
+    (void)ctx;
+    if (c->outcome == OUT_OK)
+        return 0;
+    if (b->fallback == FALLBACK_STATIC) {
+        c->outcome = OUT_STATIC;
+        c->part = b->static_json;
+        c->part_len = b->static_len;
+        return 0;
+    }
+    if (!b->required) {
+        c->outcome = OUT_OMITTED;
+        c->omit = true;
+        return 0;
+    }
+    return CALL_FAILED(c - c->req->calls);
+}
+
+static int call_backend(ctx_t *gctx, void *arg)
+{
+    struct backend_call *c = arg;
+    struct request *r = c->req;
+    const struct backend_conf *b = c->b;
+    uint64_t t0 = mono_ns();
+    uint64_t deadline = t0 + (uint64_t)b->timeout_ms * 1000000u;
+    if (deadline > r->deadline_ns)
+        deadline = r->deadline_ns;
+    struct upstream_resp resp = {.body = &c->body};
+
+    ctx_t *ctx = ctx_with_deadline(gctx, deadline);
+    buf_t url, fwd;
+    buf_init(&url, NULL);
+    buf_init(&fwd, NULL);
+    if (!ctx) {
+        resp.result = UP_ERROR;
+        resp.error = "out of memory";
+    } else if (urlbuild(&url, r->ep, b, &r->match, r->query, r->query_len) != 0) {
+        resp.result = UP_ERROR;
+        resp.error = "cannot build URL";
+    } else {
+        char own[OWN_HEADERS][192];
+        const char *hdrs[OWN_HEADERS + MAX_FORWARD];
+        struct upstream_req req = {
+            .method = b->method,
+            .url = url.data,
+            .headers = hdrs,
+            .n_headers = call_headers(c, ctx, own, &fwd, hdrs),
+            .body = b->forward_body ? r->body : NULL,
+            .body_len = b->forward_body ? r->body_len : 0,
+            .max_bytes = b->max_response_bytes,
+        };
+        if (req.body == NULL && b->forward_body)
+            req.body = "";
+        upstream_call(r->up, ctx, &req, &resp);
+    }
+    c->status = resp.status;
+    int rc = call_finish(c, ctx, &resp);
+    c->dur_ns = mono_ns() - t0;
+    if (ctx)
+        ctx_release(ctx);
+    buf_free(&url);
+    buf_free(&fwd);
+    return rc;
+}
+
+static void write_timing(struct request *r)
+{
+    for (size_t i = 0; i < r->n_calls; i++) {
+        const struct backend_call *c = &r->calls[i];
+        int rc = buf_printf(&r->timing, "%s%s;dur=%.1f", i ? ", " : "", c->b->name,
+                            (double)c->dur_ns / 1e6);
+        if (!rc && c->outcome != OUT_OK)
+            rc = buf_printf(&r->timing, ";desc=\"%s\"", outcome_name(c->outcome));
+        if (rc)
+            return;
+        if (c->outcome >= OUT_DEGRADED)
+            if (buf_printf(&r->degraded, "%s%s", r->degraded.len ? "," : "", c->b->name))
+                return;
+    }
+}
+
+static void answer(struct request *r, int err)
+{
+    write_timing(r);
+    if (err > 0) {
+        const struct backend_call *c = &r->calls[err - 1];
+        r->status = c->outcome == OUT_TIMEOUT ? 504 : 502;
+        char msg[160];
+        snprintf(msg, sizeof msg, "backend %s failed: %s", c->b->name, c->why ? c->why : "error");
+        if (c->outcome == OUT_ERROR && c->status && (c->status < 200 || c->status > 299))
+            snprintf(msg, sizeof msg, "backend %s failed: status %ld", c->b->name, c->status);
+        fanout_error_body(&r->out, msg, c->b->name, r->request_id);
+        return;
+    }
+    if (err < 0) {
+        r->status = 503;
+        fanout_error_body(&r->out, "overloaded", NULL, r->request_id);
+        return;
+    }
+    struct merge_part parts[r->n_calls];
+    for (size_t i = 0; i < r->n_calls; i++) {
+        const struct backend_call *c = &r->calls[i];
+        parts[i] = (struct merge_part){
+            .b = c->b,
+            .body = c->part,
+            .len = c->part_len,
+            .kind = c->omit ? MERGE_PART_OMIT : c->part ? MERGE_PART_BODY : MERGE_PART_NULL,
+        };
+    }
+    if (merge_build(&r->out, parts, r->n_calls) != 0) {
+        r->status = 502;
+        fanout_error_body(&r->out, "cannot merge backend responses", NULL, r->request_id);
+        return;
+    }
+    r->status = 200;
+}
+
+void fanout_run(void *arg)
+{
+    struct request *r = arg;
+    errgroup_t *g = eg_new(r->ctx);
+    int err = -ENOMEM;
+    if (g) {
+        eg_set_limit(g, r->ep->concurrency);
+        for (size_t i = 0; i < r->n_calls; i++)
+            if (eg_go(g, call_backend, &r->calls[i]) != 0)
+                break;
+        err = eg_wait(g);
+        eg_free(g);
+    }
+    answer(r, err);
+    server_request_done(r);
+}
+
+void fanout_cleanup(struct request *r)
+{
+    for (size_t i = 0; i < r->n_calls; i++)
+        buf_free(&r->calls[i].body);
+    buf_free(&r->out);
+    buf_free(&r->timing);
+    buf_free(&r->degraded);
+    buf_free(&r->body_in);
+    buf_free(&r->query_in);
+    if (r->ctx) {
+        ctx_release(r->ctx);
+        r->ctx = NULL;
+    }
+}

@@ -1,0 +1,108 @@
+/*
+ * fanout: one client request's backend calls and its answer.
+ *
+ * fanout_run is the request's coroutine: an errgroup under the request's
+ * context runs one coroutine per backend (bounded by the endpoint's
+ * concurrency); every call ends in call_finish, the one place where a
+ * failure becomes a fallback (degraded, static, omitted) or fails the group,
+ * which cancels the siblings at once. The bodies are then merged into the
+ * response. server.c owns the HTTP side; this file never touches MHD.
+ */
+#ifndef GATEWAY_FANOUT_H
+#define GATEWAY_FANOUT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/buf.h"
+#include "core/ctx.h"
+#include "gateway/config.h"
+#include "gateway/router.h"
+#include "gateway/trace.h"
+
+struct worker;
+struct upstream;
+
+/* What became of one backend call (also a metrics label). */
+enum outcome {
+    OUT_OK,
+    OUT_ERROR,
+    OUT_TIMEOUT,
+    OUT_CANCELLED,
+    OUT_DEGRADED,
+    OUT_STATIC,
+    OUT_OMITTED,
+};
+const char *outcome_name(enum outcome o);
+
+struct backend_call {
+    struct request *req;
+    const struct backend_conf *b;
+    enum outcome outcome;
+    long status;      /* backend HTTP status, 0 when none */
+    const char *why;  /* failure reason, static text */
+    buf_t body;       /* the response body */
+    const char *part; /* what is merged: body, static or degraded bytes; NULL = null */
+    size_t part_len;
+    bool omit;        /* leave the key out */
+    uint64_t dur_ns;
+};
+
+/* Looks up a request header (case-insensitive name); NULL when absent.
+ * Provided by server.c. */
+typedef const char *(*header_fn)(void *conn, const char *name);
+
+struct request {
+    struct request *prev, *next;  /* the worker's live requests */
+    struct worker *w;
+    struct upstream *up;
+    const struct config *cfg;     /* pinned for the request's life */
+    const struct endpoint_conf *ep;
+    struct route_match match;     /* params point into the raw URL */
+    const char *query;            /* raw query string (no '?'), or NULL */
+    size_t query_len;
+    void *conn;                   /* for header lookups */
+    header_fn header;
+    const char *body;             /* client body (forward_body) */
+    size_t body_len;
+    buf_t body_in;                /* where body points */
+    buf_t query_in;               /* where query points */
+
+    ctx_t *ctx;                   /* deadline, trace values; owned */
+    uint64_t start_ns;
+    uint64_t deadline_ns;
+    struct trace_parent trace;    /* the gateway's span: the client's trace id or a new one */
+    char request_id[TRACE_REQUEST_ID_MAX + 1];
+
+    /* the answer, filled by fanout_run */
+    int status;
+    buf_t out;                    /* JSON body */
+    buf_t timing;                 /* Server-Timing value */
+    buf_t degraded;               /* X-Gateway-Degraded value ("" when complete) */
+
+    size_t n_calls;
+    struct backend_call calls[];  /* one per backend */
+};
+
+/* ctx_value keys of the request context. */
+extern const char fanout_key_trace[];      /* struct trace_parent * */
+extern const char fanout_key_request_id[]; /* const char * */
+
+/* Sets up r's ids from the client's headers and, when r->ep is set, its
+ * context (deadline, trace values). Returns 0, or an HTTP status (400) with
+ * r->out holding the JSON error. */
+int fanout_prepare(struct request *r, const char *timeout_hdr, const char *traceparent_hdr,
+                   const char *request_id_hdr);
+/* The request coroutine: runs the calls, then fills status, out, timing,
+ * degraded. Calls server_request_done(r) at the end. */
+void fanout_run(void *r);
+/* Frees what fanout allocated in r (not r itself). */
+void fanout_cleanup(struct request *r);
+
+/* Writes {"error":msg,"backend":backend|null,"request_id":id} into out. */
+void fanout_error_body(buf_t *out, const char *msg, const char *backend, const char *request_id);
+
+/* Implemented by server.c: the answer is ready (or the client is gone). */
+void server_request_done(struct request *r);
+
+#endif

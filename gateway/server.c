@@ -1,0 +1,594 @@
+#include "gateway/server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/coro.h"
+#include "core/loop.h"
+#include "gateway/fanout.h"
+#include "gateway/router.h"
+#include "gateway/upstream.h"
+
+#define container_of(p, type, member) ((type *)((char *)(p) - offsetof(type, member)))
+
+/* ctx_cancel cause when the client hung up (logged as 499). */
+#define CAUSE_CLIENT_GONE 499
+#define CAUSE_SHUTDOWN 503
+
+struct worker {
+    struct gateway *gw;
+    int id;
+    pthread_t thread;
+    sem_t started;
+    int start_err;
+
+    loop_t *loop;
+    struct MHD_Daemon *mhd;
+    loop_io_t mhd_io;
+    loop_timer_t mhd_timer;
+    loop_hook_t mhd_prepare;
+    bool mhd_run_needed;
+    struct upstream *up;
+
+    struct request *live; /* every request from its first byte to its last */
+    unsigned n_live;
+    bool stopping;
+    loop_timer_t stop_timer;
+};
+
+/* Where a request is, seen from libmicrohttpd. */
+enum req_state {
+    RS_READY,   /* answer known (built-in, error): queue it */
+    RS_FANOUT,  /* headers and body read: start the fan-out */
+    RS_RUNNING, /* suspended while the fan-out runs */
+    RS_DONE,    /* resumed with the answer */
+};
+
+/* What server.c keeps beside struct request. */
+struct conn_state {
+    enum req_state state;
+    struct MHD_Connection *conn;
+    loop_io_t client_io; /* watches for a hang-up while suspended */
+    bool watching;
+    bool hung_up;
+    bool too_large;
+    bool builtin;
+    char allow[ROUTE_ALLOW_MAX];
+    const char *content_type;
+    struct request req; /* last: ends with the calls */
+};
+
+static struct conn_state *state_of(struct request *r)
+{
+    return container_of(r, struct conn_state, req);
+}
+
+/* ---- libmicrohttpd in the worker's loop ---- */
+
+static void mhd_run(struct worker *w)
+{
+    w->mhd_run_needed = false;
+    MHD_run(w->mhd);
+    MHD_UNSIGNED_LONG_LONG ms;
+    if (MHD_get_timeout(w->mhd, &ms) == MHD_YES)
+        loop_timer_start(w->loop, &w->mhd_timer, loop_now(w->loop) + ms * 1000000ull);
+    else
+        loop_timer_stop(w->loop, &w->mhd_timer);
+}
+
+static void on_mhd_io(loop_t *loop, loop_io_t *io, uint32_t revents)
+{
+    (void)loop;
+    (void)revents;
+    mhd_run(container_of(io, struct worker, mhd_io));
+}
+
+static void on_mhd_timer(loop_t *loop, loop_timer_t *t)
+{
+    (void)loop;
+    mhd_run(container_of(t, struct worker, mhd_timer));
+}
+
+/* libmicrohttpd neither wakes its epoll fd on MHD_resume_connection nor
+ * counts resumed connections in MHD_get_timeout (PERF-NOTES knob 4): run it
+ * in the same iteration, once for every connection resumed in it. */
+static void on_mhd_prepare(loop_t *loop, loop_hook_t *h)
+{
+    (void)loop;
+    struct worker *w = container_of(h, struct worker, mhd_prepare);
+    if (w->mhd_run_needed)
+        mhd_run(w);
+}
+
+/* Keep the URL raw: routing works on the still-encoded path, so a %2F stays
+ * inside its segment, and query values are forwarded as the client sent
+ * them (re-encoded strictly by urlbuild). */
+static size_t unescape_none(void *cls, struct MHD_Connection *c, char *s)
+{
+    (void)cls;
+    (void)c;
+    return strlen(s);
+}
+
+/* ---- requests ---- */
+
+static const char *header_lookup(void *conn, const char *name)
+{
+    return MHD_lookup_connection_value(conn, MHD_HEADER_KIND, name);
+}
+
+static void live_add(struct worker *w, struct request *r)
+{
+    r->prev = NULL;
+    r->next = w->live;
+    if (w->live)
+        w->live->prev = r;
+    w->live = r;
+    w->n_live++;
+}
+
+static void maybe_stop(struct worker *w);
+
+static void live_remove(struct worker *w, struct request *r)
+{
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        w->live = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+    w->n_live--;
+    maybe_stop(w);
+}
+
+static void json_answer(struct conn_state *cs, int status, const char *msg)
+{
+    cs->req.status = status;
+    fanout_error_body(&cs->req.out, msg, NULL, cs->req.request_id);
+    cs->state = RS_READY;
+}
+
+static enum MHD_Result append_query(void *cls, enum MHD_ValueKind kind, const char *key,
+                                    const char *value)
+{
+    (void)kind;
+    buf_t *q = cls;
+    if (q->len && buf_putc(q, '&'))
+        return MHD_NO;
+    if (buf_puts(q, key) || (value && (buf_putc(q, '=') || buf_puts(q, value))))
+        return MHD_NO;
+    return MHD_YES;
+}
+
+static void builtin(struct worker *w, struct conn_state *cs, const char *path)
+{
+    struct request *r = &cs->req;
+    bool draining = atomic_load_explicit(&w->gw->draining, memory_order_relaxed);
+    cs->state = RS_READY;
+    if (strcmp(path, "/healthz") == 0) {
+        r->status = 200;
+        (void)buf_puts(&r->out, "{\"status\":\"ok\"}");
+    } else if (strcmp(path, "/readyz") == 0) {
+        r->status = draining ? 503 : 200;
+        (void)buf_puts(&r->out, draining ? "{\"status\":\"draining\"}" : "{\"status\":\"ready\"}");
+    } else {
+        r->status = 200;
+        cs->content_type = "text/plain; version=0.0.4";
+        (void)buf_printf(&r->out, "# TYPE gateway_inflight_requests gauge\n"
+                                  "gateway_inflight_requests %u\n",
+                         w->n_live);
+    }
+}
+
+static bool is_builtin(const char *path)
+{
+    return strcmp(path, "/healthz") == 0 || strcmp(path, "/readyz") == 0 ||
+           strcmp(path, "/metrics") == 0;
+}
+
+/* First call for a request: headers are in. Route it and make its state;
+ * nothing is queued yet (queueing in the first call makes libmicrohttpd
+ * close the connection: PERF-NOTES knob 3). */
+static struct conn_state *begin(struct worker *w, struct MHD_Connection *conn, const char *url,
+                                const char *method)
+{
+    const struct config *cfg = av_acquire(&w->gw->config);
+    struct route_match m;
+    size_t path_len = strlen(url);
+    int rc = is_builtin(url) ? 0 : router_match(cfg, method, url, path_len, &m);
+    size_t n_calls = rc == 200 ? m.ep->n_backends : 0;
+    struct conn_state *cs =
+        calloc(1, sizeof *cs + n_calls * sizeof(struct backend_call));
+    if (!cs) {
+        av_release(&w->gw->config, (void *)cfg);
+        return NULL;
+    }
+    struct request *r = &cs->req;
+    cs->conn = conn;
+    cs->content_type = "application/json";
+    r->w = w;
+    r->up = w->up;
+    r->cfg = cfg;
+    r->conn = conn;
+    r->header = header_lookup;
+    r->start_ns = mono_ns();
+    buf_init(&r->out, NULL);
+    buf_init(&r->timing, NULL);
+    buf_init(&r->degraded, NULL);
+    buf_init(&r->body_in, NULL);
+    buf_init(&r->query_in, NULL);
+    live_add(w, r);
+
+    if (rc == 200) {
+        r->ep = m.ep;
+        r->match = m;
+        r->n_calls = n_calls;
+        for (size_t i = 0; i < n_calls; i++) {
+            r->calls[i].req = r;
+            r->calls[i].b = &m.ep->backends[i];
+            buf_init(&r->calls[i].body, NULL);
+        }
+    }
+    int st = fanout_prepare(r, header_lookup(conn, "X-Request-Timeout-Ms"),
+                            header_lookup(conn, "traceparent"), header_lookup(conn, "X-Request-Id"));
+    if (atomic_load_explicit(&w->gw->draining, memory_order_relaxed) && !is_builtin(url)) {
+        json_answer(cs, 503, "draining");
+        return cs;
+    }
+    if (is_builtin(url)) {
+        cs->builtin = true;
+        if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
+            snprintf(cs->allow, sizeof cs->allow, "GET, HEAD");
+            json_answer(cs, 405, "method not allowed");
+        } else {
+            builtin(w, cs, url);
+        }
+        return cs;
+    }
+    if (rc == 404) {
+        json_answer(cs, 404, "not found");
+        return cs;
+    }
+    if (rc == 405) {
+        snprintf(cs->allow, sizeof cs->allow, "%s", m.allow);
+        json_answer(cs, 405, "method not allowed");
+        return cs;
+    }
+    if (rc != 200) {
+        json_answer(cs, 400, "bad request path");
+        return cs;
+    }
+    if (st) {
+        r->status = st;
+        cs->state = RS_READY;
+        return cs;
+    }
+    if (r->ep->n_forward_query) {
+        MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, append_query, &r->query_in);
+        r->query = r->query_in.data;
+        r->query_len = r->query_in.len;
+    }
+    cs->state = RS_FANOUT;
+    return cs;
+}
+
+static void on_client_event(loop_t *loop, loop_io_t *io, uint32_t revents)
+{
+    (void)revents;
+    struct conn_state *cs = container_of(io, struct conn_state, client_io);
+    loop_io_stop(loop, io);
+    cs->watching = false;
+    cs->hung_up = true;
+    ctx_cancel(cs->req.ctx, CAUSE_CLIENT_GONE);
+}
+
+static void start_fanout(struct worker *w, struct conn_state *cs)
+{
+    struct request *r = &cs->req;
+    cs->state = RS_RUNNING;
+    if (!loop_spawn(w->loop, fanout_run, r)) {
+        json_answer(cs, 503, "overloaded: no coroutine available");
+        return;
+    }
+    MHD_suspend_connection(cs->conn);
+    /* libmicrohttpd does not watch a suspended connection: we do, so a
+     * client that hangs up cancels its backend calls. */
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(cs->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (ci && loop_io_start(w->loop, &cs->client_io, ci->connect_fd, EPOLLRDHUP, on_client_event) == 0)
+        cs->watching = true;
+}
+
+void server_request_done(struct request *r)
+{
+    struct conn_state *cs = state_of(r);
+    struct worker *w = r->w;
+    if (cs->watching) {
+        loop_io_stop(w->loop, &cs->client_io);
+        cs->watching = false;
+    }
+    if (cs->state != RS_RUNNING) /* spawn failed path answered already */
+        return;
+    cs->state = RS_DONE;
+    MHD_resume_connection(cs->conn);
+    w->mhd_run_needed = true;
+}
+
+static void add_header(struct MHD_Response *resp, const char *name, const char *value)
+{
+    if (value && *value)
+        MHD_add_response_header(resp, name, value);
+}
+
+static enum MHD_Result queue_answer(struct worker *w, struct conn_state *cs)
+{
+    struct request *r = &cs->req;
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(r->out.len, r->out.data, MHD_RESPMEM_MUST_COPY);
+    if (!resp)
+        return MHD_NO;
+    char tp[TRACEPARENT_LEN + 1];
+    trace_format(&r->trace, tp);
+    add_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, cs->content_type);
+    add_header(resp, "X-Request-Id", r->request_id);
+    add_header(resp, "traceparent", tp);
+    if (r->n_calls)
+        add_header(resp, "Server-Timing", r->timing.data);
+    if (r->degraded.len) {
+        add_header(resp, "X-Gateway-Completed", "false");
+        add_header(resp, "X-Gateway-Degraded", r->degraded.data);
+    }
+    if (r->status == 405)
+        add_header(resp, MHD_HTTP_HEADER_ALLOW, cs->allow);
+    if (r->status == 503 && !cs->builtin)
+        add_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, "1");
+    if (atomic_load_explicit(&w->gw->draining, memory_order_relaxed) || cs->too_large)
+        add_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+    enum MHD_Result ret = MHD_queue_response(cs->conn, (unsigned)r->status, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version, const char *upload,
+                                  size_t *upload_size, void **con_cls)
+{
+    (void)version;
+    struct worker *w = cls;
+    struct conn_state *cs = *con_cls;
+    if (!cs) {
+        cs = begin(w, conn, url, method);
+        *con_cls = cs;
+        return cs ? MHD_YES : MHD_NO;
+    }
+    struct request *r = &cs->req;
+    if (*upload_size) {
+        size_t n = *upload_size;
+        *upload_size = 0;
+        if (cs->state == RS_FANOUT && !cs->too_large) {
+            if (r->body_in.len + n > r->cfg->server.max_request_body_bytes) {
+                cs->too_large = true;
+                json_answer(cs, 413, "request body too large");
+            } else if (buf_append(&r->body_in, upload, n)) {
+                json_answer(cs, 503, "out of memory");
+            }
+        }
+        return MHD_YES;
+    }
+    switch (cs->state) {
+    case RS_FANOUT:
+        r->body = r->body_in.data;
+        r->body_len = r->body_in.len;
+        start_fanout(w, cs);
+        if (cs->state == RS_READY)
+            return queue_answer(w, cs);
+        return MHD_YES;
+    case RS_RUNNING: /* spurious call while suspended: nothing to do */
+        return MHD_YES;
+    case RS_DONE:
+        if (cs->hung_up)
+            return MHD_NO; /* nobody to answer: close */
+        return queue_answer(w, cs);
+    case RS_READY:
+        return queue_answer(w, cs);
+    }
+    return MHD_NO;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    (void)conn;
+    (void)toe;
+    struct worker *w = cls;
+    struct conn_state *cs = *con_cls;
+    if (!cs)
+        return;
+    *con_cls = NULL;
+    struct request *r = &cs->req;
+    fanout_cleanup(r);
+    av_release(&w->gw->config, (void *)r->cfg);
+    live_remove(w, r);
+    free(cs);
+}
+
+/* ---- workers ---- */
+
+static void maybe_stop(struct worker *w)
+{
+    if (w->stopping && w->n_live == 0)
+        loop_stop(w->loop);
+}
+
+/* The shutdown timeout passed: cancel what still runs; each answers at once. */
+static void on_stop_timer(loop_t *loop, loop_timer_t *t)
+{
+    (void)loop;
+    struct worker *w = container_of(t, struct worker, stop_timer);
+    for (struct request *r = w->live; r; r = r->next)
+        if (r->ctx && state_of(r)->state == RS_RUNNING)
+            ctx_cancel(r->ctx, CAUSE_SHUTDOWN);
+}
+
+static void worker_begin_stop(void *arg)
+{
+    struct worker *w = arg;
+    w->stopping = true;
+    MHD_socket ls = MHD_quiesce_daemon(w->mhd);
+    if (ls != MHD_INVALID_SOCKET)
+        close(ls);
+    const struct config *cfg = av_acquire(&w->gw->config);
+    loop_timer_start(w->loop, &w->stop_timer,
+                     loop_now(w->loop) + (uint64_t)cfg->server.shutdown_timeout_ms * 1000000ull);
+    av_release(&w->gw->config, (void *)cfg);
+    maybe_stop(w);
+}
+
+static int worker_listen(struct worker *w, const struct config *cfg)
+{
+    struct sockaddr_storage ss = {0};
+    const struct server_conf *s = &cfg->server;
+    struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
+    unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    if (inet_pton(AF_INET, s->host, &a4->sin_addr) == 1) {
+        a4->sin_family = AF_INET;
+        a4->sin_port = htons(s->port);
+    } else if (inet_pton(AF_INET6, s->host, &a6->sin6_addr) == 1) {
+        a6->sin6_family = AF_INET6;
+        a6->sin6_port = htons(s->port);
+        flags |= MHD_USE_IPv6;
+    } else {
+        fprintf(stderr, "gateway: cannot listen on %s\n", s->listen);
+        return -EINVAL;
+    }
+    unsigned per_worker = s->max_connections / (unsigned)w->gw->n_workers + 1;
+    w->mhd = MHD_start_daemon(
+        flags, s->port, NULL, NULL, on_request, w, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+        MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_UNESCAPE_CALLBACK,
+        unescape_none, NULL, MHD_OPTION_NOTIFY_COMPLETED, on_completed, w,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)s->connection_timeout_s,
+        MHD_OPTION_CONNECTION_LIMIT, per_worker, MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u,
+        MHD_OPTION_END);
+    if (!w->mhd) {
+        fprintf(stderr, "gateway: cannot listen on %s (address in use or not allowed)\n",
+                s->listen);
+        return -EADDRINUSE;
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(w->mhd, MHD_DAEMON_INFO_EPOLL_FD);
+    if (!di || loop_io_start(w->loop, &w->mhd_io, di->epoll_fd, EPOLLIN, on_mhd_io) < 0)
+        return -EIO;
+    loop_timer_init(&w->mhd_timer, on_mhd_timer);
+    loop_hook_add(w->loop, &w->mhd_prepare, on_mhd_prepare);
+    mhd_run(w);
+    return 0;
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    int err = -ENOMEM;
+    w->loop = loop_new();
+    if (w->loop) {
+        loop_timer_init(&w->stop_timer, on_stop_timer);
+        w->up = upstream_new(w->loop);
+        const struct config *cfg = av_acquire(&w->gw->config);
+        err = w->up ? worker_listen(w, cfg) : -ENOMEM;
+        av_release(&w->gw->config, (void *)cfg);
+    }
+    w->start_err = err;
+    sem_post(&w->started);
+    if (err == 0)
+        loop_run(w->loop);
+    if (!w->loop)
+        return NULL;
+
+    loop_timer_stop(w->loop, &w->stop_timer);
+    if (w->mhd) {
+        loop_io_stop(w->loop, &w->mhd_io);
+        loop_timer_stop(w->loop, &w->mhd_timer);
+        loop_hook_remove(w->loop, &w->mhd_prepare);
+        MHD_stop_daemon(w->mhd);
+    }
+    upstream_free(w->up);
+    loop_free(w->loop);
+    coro_thread_cleanup();
+    return NULL;
+}
+
+static void config_free_snap(void *p)
+{
+    config_free(p);
+}
+
+int server_start(struct gateway *gw, struct config *cfg)
+{
+    av_init(&gw->config, config_free_snap);
+    av_store(&gw->config, cfg);
+    atomic_store(&gw->draining, false);
+    int n = cfg->server.workers > 0 ? cfg->server.workers : 1;
+    gw->workers = calloc((size_t)n, sizeof *gw->workers);
+    if (!gw->workers)
+        return -ENOMEM;
+    gw->n_workers = n;
+    /* Workers take no signals: the main thread waits for them. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    int err = 0;
+    int started = 0;
+    for (int i = 0; i < n && !err; i++) {
+        struct worker *w = calloc(1, sizeof *w);
+        if (!w) {
+            err = -ENOMEM;
+            break;
+        }
+        w->gw = gw;
+        w->id = i;
+        sem_init(&w->started, 0, 0);
+        if ((err = -pthread_create(&w->thread, NULL, worker_main, w)) != 0) {
+            sem_destroy(&w->started);
+            free(w);
+            break;
+        }
+        gw->workers[started++] = w;
+        sem_wait(&w->started);
+        err = w->start_err;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (err) {
+        gw->n_workers = started;
+        server_stop(gw);
+    }
+    return err;
+}
+
+void server_stop(struct gateway *gw)
+{
+    atomic_store(&gw->draining, true);
+    for (int i = 0; i < gw->n_workers; i++) {
+        struct worker *w = gw->workers[i];
+        if (w->start_err == 0)
+            loop_submit(w->loop, worker_begin_stop, w);
+    }
+    for (int i = 0; i < gw->n_workers; i++) {
+        pthread_join(gw->workers[i]->thread, NULL);
+        sem_destroy(&gw->workers[i]->started);
+        free(gw->workers[i]);
+    }
+    free(gw->workers);
+    gw->workers = NULL;
+    gw->n_workers = 0;
+    av_destroy(&gw->config);
+}

@@ -1,0 +1,38 @@
+/*
+ * server: the process (shared state, worker threads) and the HTTP side of a
+ * request (libmicrohttpd glue).
+ *
+ * Shared-nothing workers: each thread owns a loop, a libmicrohttpd daemon
+ * in external-epoll mode on its own SO_REUSEPORT listening socket, an
+ * upstream (curl multi) and pools. A request never leaves its worker. The
+ * only shared state is the config snapshot (an atomic value, pinned by each
+ * request for its whole life) and a few flags.
+ */
+#ifndef GATEWAY_SERVER_H
+#define GATEWAY_SERVER_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/avalue.h"
+#include "gateway/config.h"
+
+struct worker;
+
+struct gateway {
+    avalue_t config;         /* struct config snapshots */
+    struct worker **workers; /* read-only after start */
+    int n_workers;
+    atomic_bool draining;    /* readiness off, new requests get 503 */
+};
+
+/* Starts cfg->server.workers threads serving cfg (gw takes ownership of
+ * cfg). Returns 0, or -errno with a message on stderr (e.g. the port is
+ * taken). */
+int server_start(struct gateway *gw, struct config *cfg);
+/* Stops accepting, lets in-flight requests finish within the configured
+ * shutdown timeout (then cancels them), joins the workers, frees all. */
+void server_stop(struct gateway *gw);
+
+#endif

@@ -1,0 +1,392 @@
+#include "gateway/upstream.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#define container_of(p, type, member) ((type *)((char *)(p) - offsetof(type, member)))
+
+/* Easy handles kept per worker: enough for the transfers of a busy worker. */
+#define EASY_POOL_MAX 1024
+/* Idle backend connections curl keeps per worker. */
+#define MAX_IDLE_CONNECTIONS 1024
+/* Most header lines one call sends (forwarded + trace + timeout). */
+#define MAX_HEADERS 40
+
+/* One socket curl uses; found by fd in up->socks. */
+struct usock {
+    loop_io_t io;
+    struct upstream *up;
+    int want;        /* the last CURL_POLL_* curl asked for */
+    bool registered; /* in the loop's epoll set */
+};
+
+struct upstream {
+    loop_t *loop;
+    CURLM *multi;
+    loop_timer_t timer;
+    loop_hook_t prepare;
+    bool timeout_now; /* curl asked for a 0 ms timeout */
+    unsigned inflight;
+    pool_t *easy_pool;
+    struct usock **socks; /* indexed by fd */
+    size_t n_socks;
+};
+
+/* One transfer, on the calling coroutine's stack. */
+struct call {
+    struct upstream *up;
+    CURL *easy;
+    coro_t *co;
+    struct upstream_resp *resp;
+    size_t max_bytes;
+    CURLcode code;
+    bool done;
+    bool aborted;
+    bool too_big;
+    ctx_hook_t on_done;
+};
+
+static void drain(struct upstream *up)
+{
+    CURLMsg *msg;
+    int left;
+    while ((msg = curl_multi_info_read(up->multi, &left))) {
+        if (msg->msg != CURLMSG_DONE)
+            continue;
+        struct call *c = NULL;
+        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&c);
+        c->code = msg->data.result;
+        curl_multi_remove_handle(up->multi, msg->easy_handle);
+        up->inflight--;
+        c->done = true;
+        loop_wake(c->co);
+    }
+}
+
+static void socket_action(struct upstream *up, curl_socket_t s, int flags)
+{
+    int running;
+    curl_multi_socket_action(up->multi, s, flags, &running);
+    drain(up);
+}
+
+static void on_sock_event(loop_t *loop, loop_io_t *io, uint32_t revents)
+{
+    (void)loop;
+    struct usock *us = container_of(io, struct usock, io);
+    if (us->want == CURL_POLL_REMOVE) {
+        /* An idle keep-alive connection got data or was closed: stop
+         * watching it; curl notices when it next tries to reuse it. */
+        loop_io_stop(us->up->loop, &us->io);
+        us->registered = false;
+        return;
+    }
+    int flags = 0;
+    if (revents & (EPOLLIN | EPOLLRDHUP))
+        flags |= CURL_CSELECT_IN;
+    if (revents & EPOLLOUT)
+        flags |= CURL_CSELECT_OUT;
+    if (revents & (EPOLLERR | EPOLLHUP))
+        flags |= CURL_CSELECT_ERR;
+    /* us may be freed inside (curl closing the socket): do not touch it after. */
+    socket_action(us->up, io->fd, flags);
+}
+
+static struct usock *sock_lookup(struct upstream *up, curl_socket_t s)
+{
+    return (size_t)s < up->n_socks ? up->socks[s] : NULL;
+}
+
+static struct usock *sock_make(struct upstream *up, curl_socket_t s)
+{
+    if ((size_t)s >= up->n_socks) {
+        size_t n = up->n_socks ? up->n_socks : 64;
+        while (n <= (size_t)s)
+            n *= 2;
+        struct usock **t = realloc(up->socks, n * sizeof *t);
+        if (!t)
+            return NULL;
+        memset(t + up->n_socks, 0, (n - up->n_socks) * sizeof *t);
+        up->socks = t;
+        up->n_socks = n;
+    }
+    struct usock *us = calloc(1, sizeof *us);
+    if (!us)
+        return NULL;
+    us->up = up;
+    us->io.fd = -1;
+    up->socks[s] = us;
+    return us;
+}
+
+static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
+{
+    (void)easy;
+    (void)socketp;
+    struct upstream *up = userp;
+    struct usock *us = sock_lookup(up, s);
+    if (what == CURL_POLL_REMOVE) {
+        if (us)
+            us->want = what; /* lazy: keep the registration */
+        return 0;
+    }
+    if (!us && !(us = sock_make(up, s)))
+        return -1;
+    us->want = what;
+    uint32_t ev = ((what & CURL_POLL_IN) ? EPOLLIN : 0) | ((what & CURL_POLL_OUT) ? EPOLLOUT : 0);
+    if (!us->registered) {
+        if (loop_io_start(up->loop, &us->io, s, ev, on_sock_event) < 0)
+            return -1;
+        us->registered = true;
+    } else if (us->io.events != ev) {
+        if (loop_io_modify(up->loop, &us->io, ev) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* curl closes its sockets through here, so a socket's state lives exactly
+ * as long as the fd. */
+static int on_close_socket(void *clientp, curl_socket_t s)
+{
+    struct upstream *up = clientp;
+    struct usock *us = sock_lookup(up, s);
+    if (us) {
+        if (us->registered)
+            loop_io_stop(up->loop, &us->io);
+        up->socks[s] = NULL;
+        free(us);
+    }
+    return close(s);
+}
+
+static int on_timer(CURLM *multi, long ms, void *userp)
+{
+    (void)multi;
+    struct upstream *up = userp;
+    if (ms < 0) {
+        loop_timer_stop(up->loop, &up->timer);
+        up->timeout_now = false;
+    } else if (ms == 0) {
+        /* Served by the prepare hook in this iteration: no timer syscall,
+         * and every transfer added by this batch of coroutines starts in
+         * one socket_action call. */
+        loop_timer_stop(up->loop, &up->timer);
+        up->timeout_now = true;
+    } else {
+        loop_timer_start(up->loop, &up->timer, loop_now(up->loop) + (uint64_t)ms * 1000000u);
+    }
+    return 0;
+}
+
+static void on_timer_fire(loop_t *loop, loop_timer_t *t)
+{
+    (void)loop;
+    socket_action(container_of(t, struct upstream, timer), CURL_SOCKET_TIMEOUT, 0);
+}
+
+static void on_prepare(loop_t *loop, loop_hook_t *h)
+{
+    struct upstream *up = container_of(h, struct upstream, prepare);
+    for (int i = 0; up->timeout_now && i < 4; i++) {
+        up->timeout_now = false;
+        socket_action(up, CURL_SOCKET_TIMEOUT, 0);
+    }
+    if (up->timeout_now) { /* still asking: let the poll return at once */
+        up->timeout_now = false;
+        loop_timer_start(loop, &up->timer, loop_now(loop));
+    }
+}
+
+static size_t on_write(char *p, size_t size, size_t n, void *userdata)
+{
+    struct call *c = userdata;
+    size_t len = size * n;
+    buf_t *b = c->resp->body;
+    if (b->len + len > c->max_bytes) {
+        c->too_big = true;
+        return 0; /* CURLE_WRITE_ERROR ends the transfer */
+    }
+    return buf_append(b, p, len) == 0 ? len : 0;
+}
+
+static void *easy_new(void *ud)
+{
+    struct upstream *up = ud;
+    CURL *e = curl_easy_init();
+    if (!e)
+        return NULL;
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, on_close_socket);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, up);
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+    return e;
+}
+
+static void easy_free(void *obj, void *ud)
+{
+    (void)ud;
+    curl_easy_cleanup(obj);
+}
+
+struct upstream *upstream_new(loop_t *loop)
+{
+    struct upstream *up = calloc(1, sizeof *up);
+    if (!up)
+        return NULL;
+    up->loop = loop;
+    struct pool_ops ops = {.new_fn = easy_new, .free_fn = easy_free, .ud = up};
+    up->easy_pool = pool_new("curl_easy", sizeof(void *), EASY_POOL_MAX, &ops);
+    up->multi = curl_multi_init();
+    if (!up->easy_pool || !up->multi) {
+        upstream_free(up);
+        return NULL;
+    }
+    curl_multi_setopt(up->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+    curl_multi_setopt(up->multi, CURLMOPT_SOCKETDATA, up);
+    curl_multi_setopt(up->multi, CURLMOPT_TIMERFUNCTION, on_timer);
+    curl_multi_setopt(up->multi, CURLMOPT_TIMERDATA, up);
+    curl_multi_setopt(up->multi, CURLMOPT_MAXCONNECTS, (long)MAX_IDLE_CONNECTIONS);
+    loop_timer_init(&up->timer, on_timer_fire);
+    loop_hook_add(loop, &up->prepare, on_prepare);
+    return up;
+}
+
+void upstream_free(struct upstream *up)
+{
+    if (!up)
+        return;
+    /* Transfers still added belong to parked coroutines that the caller
+     * has already given up on; closing the multi handle aborts them. */
+    if (up->multi)
+        curl_multi_cleanup(up->multi);
+    loop_timer_stop(up->loop, &up->timer);
+    loop_hook_remove(up->loop, &up->prepare);
+    if (up->easy_pool)
+        pool_free(up->easy_pool);
+    for (size_t i = 0; i < up->n_socks; i++) {
+        if (up->socks[i]) {
+            if (up->socks[i]->registered)
+                loop_io_stop(up->loop, &up->socks[i]->io);
+            free(up->socks[i]);
+        }
+    }
+    free(up->socks);
+    free(up);
+}
+
+static void on_ctx_done(ctx_t *ctx, ctx_hook_t *h)
+{
+    (void)ctx;
+    struct call *c = container_of(h, struct call, on_done);
+    if (c->done)
+        return;
+    /* Removing an unfinished transfer closes its connection at once: the
+     * backend sees the abort, and nothing waits for its answer. */
+    curl_multi_remove_handle(c->up->multi, c->easy);
+    c->up->inflight--;
+    c->done = true;
+    c->aborted = true;
+    loop_wake(c->co);
+}
+
+static enum upstream_result ctx_result(const ctx_t *ctx)
+{
+    return ctx_err(ctx) == CTX_DEADLINE_EXCEEDED ? UP_TIMEOUT : UP_CANCELED;
+}
+
+void upstream_call(struct upstream *up, ctx_t *ctx, const struct upstream_req *req,
+                   struct upstream_resp *resp)
+{
+    resp->status = 0;
+    resp->error = NULL;
+    if (ctx_done(ctx)) {
+        resp->result = ctx_result(ctx);
+        return;
+    }
+    CURL *e = pool_get(up->easy_pool);
+    if (!e) {
+        resp->result = UP_ERROR;
+        resp->error = "out of memory";
+        return;
+    }
+    struct call c = {.up = up, .easy = e, .co = coro_self(), .resp = resp,
+                     .max_bytes = req->max_bytes};
+
+    /* Header list on the stack: curl only reads it during the transfer. */
+    struct curl_slist hdr[MAX_HEADERS + 1];
+    size_t nh = 0;
+    for (size_t i = 0; i < req->n_headers && nh < MAX_HEADERS; i++)
+        hdr[nh++].data = (char *)req->headers[i];
+    if (req->body)
+        hdr[nh++].data = (char *)"Expect:";
+    for (size_t i = 0; i < nh; i++)
+        hdr[i].next = i + 1 < nh ? &hdr[i + 1] : NULL;
+
+    curl_easy_setopt(e, CURLOPT_URL, req->url);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, &c);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, &c);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, nh ? hdr : NULL);
+    if (req->body) {
+        curl_easy_setopt(e, CURLOPT_POSTFIELDS, req->body);
+        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+    }
+    if (strcmp(req->method, "GET") != 0)
+        curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, req->method);
+
+    if (!ctx_after_func(ctx, &c.on_done, on_ctx_done)) {
+        resp->result = ctx_result(ctx);
+        goto out;
+    }
+    if (curl_multi_add_handle(up->multi, e) != CURLM_OK) {
+        ctx_hook_remove(ctx, &c.on_done);
+        resp->result = UP_ERROR;
+        resp->error = "cannot start transfer";
+        goto out;
+    }
+    up->inflight++;
+    while (!c.done)
+        loop_park(0);
+    ctx_hook_remove(ctx, &c.on_done);
+
+    if (c.aborted) {
+        resp->result = ctx_result(ctx);
+    } else if (c.code == CURLE_OK) {
+        resp->result = UP_OK;
+        curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &resp->status);
+    } else if (c.too_big) {
+        resp->result = UP_TOO_BIG;
+        resp->error = "response too large";
+    } else {
+        resp->result = UP_ERROR;
+        resp->error = curl_easy_strerror(c.code);
+    }
+out:
+    curl_easy_setopt(e, CURLOPT_PRIVATE, NULL);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, NULL);
+    if (req->body) {
+        curl_easy_setopt(e, CURLOPT_POSTFIELDS, NULL);
+        curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+    }
+    if (strcmp(req->method, "GET") != 0)
+        curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, NULL);
+    pool_put(up->easy_pool, e);
+}
+
+unsigned upstream_inflight(const struct upstream *up)
+{
+    return up->inflight;
+}
+
+const pool_t *upstream_handle_pool(const struct upstream *up)
+{
+    return up->easy_pool;
+}

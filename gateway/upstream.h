@@ -1,0 +1,73 @@
+/*
+ * upstream: backend HTTP calls from coroutines, on one curl multi handle per
+ * worker driven by the worker's loop.
+ *
+ * curl's sockets are watched by the loop (socket callback -> loop_io) and its
+ * single timer lives on the loop's heap; a 0 ms timer request, which curl
+ * makes about once per transfer, is served by a prepare hook in the same
+ * iteration instead of a timer syscall (PERF-NOTES knob 2). Sockets curl
+ * stops watching stay registered until an event arrives on them or curl
+ * closes them ("lazy removal", knob 5), so a reused keep-alive connection
+ * costs no epoll_ctl to go idle.
+ *
+ * upstream_call() reads as blocking code: it adds the transfer and parks the
+ * calling coroutine until the transfer ends or ctx is done; in the latter
+ * case the transfer is removed from the multi handle at once, which closes
+ * its connection, so the backend sees the abort.
+ */
+#ifndef GATEWAY_UPSTREAM_H
+#define GATEWAY_UPSTREAM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/buf.h"
+#include "core/ctx.h"
+#include "core/loop.h"
+#include "core/pool.h"
+
+struct upstream;
+
+enum upstream_result {
+    UP_OK,        /* a response arrived (any status) */
+    UP_ERROR,     /* transport error: connect, reset, malformed HTTP */
+    UP_TOO_BIG,   /* body over max_bytes */
+    UP_CANCELED,  /* ctx cancelled before the response ended */
+    UP_TIMEOUT,   /* ctx deadline passed before the response ended */
+};
+
+struct upstream_req {
+    const char *method;          /* "GET" ... */
+    const char *url;             /* full URL, NUL-terminated */
+    const char *const *headers;  /* "Name: value" lines */
+    size_t n_headers;
+    const char *body;            /* NULL: none */
+    size_t body_len;
+    size_t max_bytes;            /* response body limit */
+};
+
+struct upstream_resp {
+    enum upstream_result result;
+    long status;       /* HTTP status when result == UP_OK */
+    buf_t *body;       /* filled by the call; initialised by the caller */
+    const char *error; /* static text for UP_ERROR */
+};
+
+/* A worker's upstream on loop; body buffers come from buf_pool. NULL on
+ * failure. Call on the loop's thread. */
+struct upstream *upstream_new(loop_t *loop);
+/* Aborts every transfer still running, frees handles and sockets. */
+void upstream_free(struct upstream *up);
+
+/* Performs one request from a coroutine under ctx (its deadline bounds the
+ * whole exchange). Returns when the transfer ended or ctx is done; fills
+ * resp. */
+void upstream_call(struct upstream *up, ctx_t *ctx, const struct upstream_req *req,
+                   struct upstream_resp *resp);
+
+/* Transfers in flight, and easy-handle pool counters (metrics). */
+unsigned upstream_inflight(const struct upstream *up);
+const pool_t *upstream_handle_pool(const struct upstream *up);
+
+#endif
