@@ -419,9 +419,10 @@ static int read_request(struct conn *c, struct req *r)
     char *save = NULL;
     char *line = strtok_r(r->head, "\r\n", &save);
     if (!line) return -1;
-    r->method = strtok(line, " ");
-    r->target = strtok(NULL, " ");
-    r->version = strtok(NULL, " ");
+    char *lsave = NULL;
+    r->method = strtok_r(line, " ", &lsave);
+    r->target = strtok_r(NULL, " ", &lsave);
+    r->version = strtok_r(NULL, " ", &lsave);
     if (!r->method || !r->target || !r->version) return -1;
     const char *q = strchr(r->target, '?');
     size_t plen = q ? (size_t)(q - r->target) : strlen(r->target);
