@@ -62,8 +62,10 @@ uint64_t mono_ns(void);
 /* Creates a loop bound to the calling thread (loop_current() returns it on
  * that thread from now on). NULL with errno set on failure. */
 loop_t *loop_new(void);
-/* Frees the loop. Coroutines still parked on it are destroyed without being
- * resumed (their stacks are returned); callers should have joined them. */
+/* Frees the loop. Coroutines still parked or queued on it are destroyed
+ * without being resumed (their stacks are returned); callers should have
+ * joined them. Functions submitted but not yet run are dropped. Armed
+ * timers are disarmed without firing. */
 void loop_free(loop_t *loop);
 /* The loop of the calling thread, or NULL. */
 loop_t *loop_current(void);
@@ -109,17 +111,24 @@ coro_t *loop_spawn(loop_t *loop, coro_fn fn, void *arg);
 
 /* Parks the calling coroutine until loop_wake() or until deadline_ns
  * (0 = no deadline). Returns 0 when woken, -ETIMEDOUT when the deadline
- * passed. Callers re-check their condition: a wake carries no payload. */
+ * passed. Callers re-check their condition: a wake carries no payload.
+ * Only for coroutines loop_spawn'ed on the calling thread's loop (-EPERM
+ * elsewhere). Costs no allocation: the park record lives on the caller's
+ * stack. */
 int loop_park(uint64_t deadline_ns);
 /* Makes a parked coroutine ready. A no-op when co is not parked (already
  * ready or running), so waking twice is harmless. Loop thread only. */
 void loop_wake(coro_t *co);
 /* Puts the calling coroutine at the back of the run queue. */
 void loop_yield(void);
-/* Parks the calling coroutine for ns nanoseconds. Returns 0. */
+/* Parks the calling coroutine for ns nanoseconds (from loop_now()).
+ * Returns 0. A loop_wake() ends the sleep early (how a cancellation reaches
+ * a sleeper). */
 int loop_sleep(uint64_t ns);
 /* Parks until fd has one of events or deadline_ns passes. Returns the
- * revents (> 0) or -ETIMEDOUT. */
+ * revents (> 0) or -ETIMEDOUT. Also: -EINTR when loop_wake()'d before any
+ * event; -EEXIST (or another epoll_ctl error) when fd is already watched
+ * on this loop (a one-shot registration is added and removed per call). */
 int loop_wait_fd(int fd, uint32_t events, uint64_t deadline_ns);
 
 /* ---- other threads ---- */
