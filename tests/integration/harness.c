@@ -298,6 +298,35 @@ int h_gateway_stop(struct h_gateway *g, bool keep_log)
     return st;
 }
 
+int h_env_start(struct h_env *e, const char *tmpl)
+{
+    memset(e, 0, sizeof *e);
+    int rc = h_mock_start(&e->mock);
+    if (rc) return rc;
+    rc = h_gateway_start(&e->gw, tmpl, &e->mock);
+    if (rc) h_mock_stop(&e->mock);
+    return rc;
+}
+
+int h_env_stop(struct h_env *e)
+{
+    int rc = 0;
+    if (e->gw.pid) {
+        int st = stop_pid(e->gw.pid, "gateway");
+        e->gw.pid = 0;
+        bool ok = st != -1 && ((WIFEXITED(st) && WEXITSTATUS(st) == 0) ||
+                               (WIFSIGNALED(st) && WTERMSIG(st) == SIGTERM));
+        if (!ok) {
+            fprintf(stderr, "harness: gateway did not stop cleanly (wait status 0x%x)\n", st);
+            rc = -1;
+        }
+        h_gateway_dump(&e->gw);
+        h_gateway_stop(&e->gw, false);
+    }
+    if (e->mock.pid) h_mock_stop(&e->mock);
+    return rc;
+}
+
 int h_run(char *const argv[], int timeout_ms, char **output)
 {
     char path[] = "/tmp/gw-itest-run-XXXXXX";
@@ -529,3 +558,71 @@ const char *h_json_str(const cJSON *obj, const char *name)
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, name);
     return cJSON_IsString(v) ? v->valuestring : NULL;
 }
+
+/* ---- the test configuration ---- */
+
+const char h_conf_standard[] =
+    "{\n"
+    " \"server\": {\"listen\": \"127.0.0.1:${PORT}\", \"workers\": 2,\n"
+    "            \"shutdown_timeout_ms\": 2000},\n"
+    " \"defaults\": {\"timeout_ms\": 3000, \"max_timeout_ms\": 10000,\n"
+    "              \"backend_timeout_ms\": 3000, \"max_response_bytes\": 65536,\n"
+    "              \"concurrency\": 16},\n"
+    " \"access_log\": {\"path\": \"-\"},\n"
+    " \"endpoints\": [\n"
+    "  {\"name\": \"dashboard\", \"method\": \"GET\", \"path\": \"/api/dashboard/{id}\",\n"
+    "   \"forward_headers\": [\"Authorization\", \"Accept-Language\"],\n"
+    "   \"forward_query\": [\"lang\"],\n"
+    "   \"backends\": [\n"
+    "    {\"name\": \"user\", \"url\": \"${BACKEND}/users/{id}\", \"key\": \"user\"},\n"
+    "    {\"name\": \"orders\", \"url\": \"${BACKEND}/orders/{id}\"},\n"
+    "    {\"name\": \"recs\", \"url\": \"${BACKEND}/recs/{id}\", \"key\": \"recs\",\n"
+    "     \"allow\": [\"items\"]},\n"
+    "    {\"name\": \"nothing\", \"url\": \"${BACKEND}/empty\", \"key\": \"nothing\"}]},\n"
+    "  {\"name\": \"echo\", \"method\": \"GET\", \"path\": \"/api/echo/{id}\",\n"
+    "   \"timeout_ms\": 2000,\n"
+    "   \"forward_headers\": [\"Authorization\", \"Accept-Language\"],\n"
+    "   \"forward_query\": [\"lang\"],\n"
+    "   \"backends\": [\n"
+    "    {\"name\": \"a\", \"url\": \"${BACKEND}/echo/a/{id}\", \"key\": \"a\",\n"
+    "     \"timeout_ms\": 1500},\n"
+    "    {\"name\": \"b\", \"url\": \"${BACKEND}/echo/b/{id}\", \"key\": \"b\"}]},\n"
+    "  {\"name\": \"echo-post\", \"method\": \"POST\", \"path\": \"/api/echo/{id}\",\n"
+    "   \"backends\": [{\"name\": \"a\", \"url\": \"${BACKEND}/echo/p/{id}\", \"key\": \"a\"}]},\n"
+    "  {\"name\": \"failfast\", \"method\": \"GET\", \"path\": \"/api/failfast/{code}\",\n"
+    "   \"timeout_ms\": 8000,\n"
+    "   \"backends\": [\n"
+    "    {\"name\": \"slow\", \"url\": \"${BACKEND}/slow/6000/{code}\", \"key\": \"slow\",\n"
+    "     \"timeout_ms\": 8000},\n"
+    "    {\"name\": \"bad\", \"url\": \"${BACKEND}/fail/{code}\", \"key\": \"bad\"}]},\n"
+    "  {\"name\": \"status\", \"method\": \"GET\", \"path\": \"/api/status/{code}\",\n"
+    "   \"backends\": [{\"name\": \"st\", \"url\": \"${BACKEND}/fail/{code}\", \"key\": "
+    "\"st\"}]},\n"
+    "  {\"name\": \"reset\", \"method\": \"GET\", \"path\": \"/api/reset\",\n"
+    "   \"backends\": [\n"
+    "    {\"name\": \"user\", \"url\": \"${BACKEND}/users/1\", \"key\": \"user\"},\n"
+    "    {\"name\": \"reset\", \"url\": \"${BACKEND}/reset\", \"key\": \"reset\"}]},\n"
+    "  {\"name\": \"invalid\", \"method\": \"GET\", \"path\": \"/api/invalid\",\n"
+    "   \"backends\": [\n"
+    "    {\"name\": \"user\", \"url\": \"${BACKEND}/users/1\", \"key\": \"user\"},\n"
+    "    {\"name\": \"invalid\", \"url\": \"${BACKEND}/invalid\", \"key\": \"invalid\"}]},\n"
+    "  {\"name\": \"huge\", \"method\": \"GET\", \"path\": \"/api/huge/{n}\",\n"
+    "   \"backends\": [{\"name\": \"huge\", \"url\": \"${BACKEND}/huge/{n}\", \"key\": "
+    "\"huge\"}]},\n"
+    "  {\"name\": \"slow-backend\", \"method\": \"GET\", \"path\": \"/api/slow/{ms}\",\n"
+    "   \"timeout_ms\": 5000,\n"
+    "   \"backends\": [{\"name\": \"slow\", \"url\": \"${BACKEND}/slow/{ms}/t\", \"key\": "
+    "\"slow\",\n"
+    "                 \"timeout_ms\": 200}]},\n"
+    "  {\"name\": \"deadline\", \"method\": \"GET\", \"path\": \"/api/deadline/{ms}\",\n"
+    "   \"timeout_ms\": 8000,\n"
+    "   \"backends\": [{\"name\": \"slow\", \"url\": \"${BACKEND}/slow/{ms}/d\", \"key\": "
+    "\"slow\",\n"
+    "                 \"timeout_ms\": 8000}]},\n"
+    "  {\"name\": \"load\", \"method\": \"GET\", \"path\": \"/api/load/{id}\",\n"
+    "   \"backends\": [\n"
+    "    {\"name\": \"user\", \"url\": \"${BACKEND}/users/{id}\", \"key\": \"user\"},\n"
+    "    {\"name\": \"recs\", \"url\": \"${BACKEND}/recs/{id}\", \"key\": \"recs\"},\n"
+    "    {\"name\": \"n\", \"url\": \"${BACKEND}/b/{id}\", \"key\": \"n\"}]}\n"
+    " ]\n"
+    "}\n";

@@ -78,6 +78,20 @@ int h_gateway_stop(struct h_gateway *g, bool keep_log);
 /* Prints the last bytes of the gateway's stderr/stdout to stderr. */
 void h_gateway_dump(const struct h_gateway *g);
 
+/* A mock backend and a gateway in front of it: what most test programs run. */
+struct h_env {
+    struct h_mock mock;
+    struct h_gateway gw;
+};
+/* Starts the mock, then the gateway with tmpl. Returns 0 or a negative
+ * errno value (everything started is stopped again). */
+int h_env_start(struct h_env *e, const char *tmpl);
+/* Stops both; prints the gateway's output (ctest shows it only when a test
+ * failed). Returns 0, or -1 when the gateway crashed or exited non-zero
+ * (ASan/LSan reports at exit included); a gateway that ignores SIGTERM's
+ * drain and dies of it counts as fine here, shutdown has its own tests. */
+int h_env_stop(struct h_env *e);
+
 /* Writes text to a new temp file; path receives its name. Returns 0 or a
  * negative errno value. */
 int h_write_temp(char *path, size_t pathlen, const char *text);
@@ -125,6 +139,23 @@ bool h_pred_hung_up(const cJSON *entry, void *arg);
 const char *h_log_header(const cJSON *entry, const char *lname);
 /* String member of a JSON object, or NULL. */
 const char *h_json_str(const cJSON *obj, const char *name);
+
+/* The config every gateway test program runs with (a template for
+ * h_gateway_start). Endpoints, all GET unless said:
+ *   /api/dashboard/{id}   user (key), orders (top level), recs (key, allow
+ *                         items), nothing (/empty, key); forwards
+ *                         Authorization, Accept-Language and ?lang
+ *   /api/echo/{id}        a (/echo/a/{id}, timeout 1500), b (/echo/b/{id});
+ *                         endpoint timeout 2000; same forwarding; POST too
+ *   /api/failfast/{code}  slow (/slow/6000/{code}) and bad (/fail/{code})
+ *   /api/status/{code}    st (/fail/{code})
+ *   /api/reset, /api/invalid   user and a misbehaving backend
+ *   /api/huge/{n}         huge (/huge/{n}); max_response_bytes is 65536
+ *   /api/slow/{ms}        slow (/slow/{ms}/t) with backend timeout 200
+ *   /api/deadline/{ms}    slow (/slow/{ms}/d), endpoint and backend 8000
+ *   /api/load/{id}        user, recs, n (/b/{id})
+ * Default timeouts 3000, max_timeout_ms 10000, 2 workers. */
+extern const char h_conf_standard[];
 
 /* Monotonic milliseconds. */
 double h_now_ms(void);

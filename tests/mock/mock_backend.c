@@ -317,7 +317,7 @@ struct req {
 static ssize_t conn_fill(struct conn *c)
 {
     if (c->len == c->cap) {
-        size_t cap = c->cap ? c->cap * 2 : 16384;
+        size_t cap = c->cap * 2;
         char *p = realloc(c->buf, cap);
         if (!p) abort();
         c->buf = p;
@@ -986,6 +986,9 @@ int main(int argc, char **argv)
         struct conn *c = calloc(1, sizeof *c);
         if (!c) abort();
         c->fd = fd;
+        c->cap = 16384; /* never NULL: memmem on a NULL buffer is undefined */
+        c->buf = malloc(c->cap);
+        if (!c->buf) abort();
         pthread_t t;
         if (pthread_create(&t, &attr, conn_main, c) != 0) {
             close(fd);

@@ -1,0 +1,169 @@
+/*
+ * The gateway's command line: --check on good and bad configs (exit codes,
+ * one "json.path: message" line per problem, all at once), -c with a bad
+ * config, --help and --version. No server is started here.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+#define RUN_TIMEOUT_MS 10000
+
+/* Problems, each expected on a line of its own, by endpoint index:
+ *   0  unknown key "bogus"
+ *   1  {uid} is not a parameter of /api/x/{id}
+ *   2  same method and shape as endpoint 0: duplicate route
+ *   3  a route on a built-in path
+ *   4  a bad backend URL
+ *   5  timeout_ms of the wrong type
+ *   6  no path */
+static const char bad_conf[] =
+    "{\"server\": {\"listen\": \"127.0.0.1:18080\"},\n"
+    " \"endpoints\": [\n"
+    "  {\"name\": \"e0\", \"method\": \"GET\", \"path\": \"/api/a/{id}\", \"bogus\": 1,\n"
+    "   \"backends\": [{\"name\": \"b\", \"url\": \"http://127.0.0.1:1/a/{id}\"}]},\n"
+    "  {\"name\": \"e1\", \"method\": \"GET\", \"path\": \"/api/x/{id}\",\n"
+    "   \"backends\": [{\"name\": \"b\", \"url\": \"http://127.0.0.1:1/x/{uid}\"}]},\n"
+    "  {\"name\": \"e2\", \"method\": \"GET\", \"path\": \"/api/a/{other}\",\n"
+    "   \"backends\": [{\"name\": \"b\", \"url\": \"http://127.0.0.1:1/a\"}]},\n"
+    "  {\"name\": \"e3\", \"method\": \"GET\", \"path\": \"/healthz\",\n"
+    "   \"backends\": [{\"name\": \"b\", \"url\": \"http://127.0.0.1:1/h\"}]},\n"
+    "  {\"name\": \"e4\", \"method\": \"GET\", \"path\": \"/api/u\",\n"
+    "   \"backends\": [{\"name\": \"b\", \"url\": \"ftp:/nowhere\"}]},\n"
+    "  {\"name\": \"e5\", \"method\": \"GET\", \"path\": \"/api/t\", \"timeout_ms\": \"fast\",\n"
+    "   \"backends\": [{\"name\": \"b\", \"url\": \"http://127.0.0.1:1/t\"}]},\n"
+    "  {\"name\": \"e6\", \"method\": \"GET\",\n"
+    "   \"backends\": [{\"name\": \"b\", \"url\": \"http://127.0.0.1:1/n\"}]}\n"
+    " ]}\n";
+
+static const char uid_line[] =
+    "endpoints[1].backends[0].url: {uid} is not a parameter of /api/x/{id}";
+
+/* True when output has a line equal to line. */
+static bool has_line(const char *output, const char *line)
+{
+    size_t n = strlen(line);
+    for (const char *p = output; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
+        if (strncmp(p, line, n) == 0 && (p[n] == '\n' || p[n] == '\0' || p[n] == '\r')) return true;
+    return false;
+}
+
+/* True when output has a line starting with prefix. */
+static bool has_line_starting(const char *output, const char *prefix)
+{
+    size_t n = strlen(prefix);
+    for (const char *p = output; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
+        if (strncmp(p, prefix, n) == 0) return true;
+    return false;
+}
+
+static int run_gateway(const char *a1, const char *a2, const char *a3, char **out)
+{
+    char *argv[] = {(char *)h_gateway_bin(), (char *)a1, (char *)a2, (char *)a3, NULL};
+    return h_run(argv, RUN_TIMEOUT_MS, out);
+}
+
+static void check_accepts_a_good_config(void **state)
+{
+    (void)state;
+    char *text = h_subst(h_conf_standard, "http://127.0.0.1:1", 18080);
+    char path[256];
+    assert_int_equal(h_write_temp(path, sizeof path, text), 0);
+    free(text);
+    char *out;
+    int code = run_gateway("--check", "-c", path, &out);
+    if (code != 0) fprintf(stderr, "%s", out);
+    assert_int_equal(code, 0);
+    free(out);
+    unlink(path);
+}
+
+static void check_reports_every_problem_with_its_json_path(void **state)
+{
+    (void)state;
+    char path[256];
+    assert_int_equal(h_write_temp(path, sizeof path, bad_conf), 0);
+    char *out;
+    int code = run_gateway("--check", "-c", path, &out);
+    fprintf(stderr, "--check output:\n%s", out);
+    assert_int_equal(code, 1);
+    assert_true(has_line(out, uid_line));
+    assert_true(has_line_starting(out, "endpoints[0].bogus: "));
+    assert_true(has_line_starting(out, "endpoints[2]"));
+    assert_true(has_line_starting(out, "endpoints[3].path: "));
+    assert_true(has_line_starting(out, "endpoints[4].backends[0].url: "));
+    assert_true(has_line_starting(out, "endpoints[5].timeout_ms: "));
+    assert_true(has_line_starting(out, "endpoints[6]"));
+    free(out);
+    unlink(path);
+}
+
+static void run_with_a_bad_config_prints_the_problems_and_exits_1(void **state)
+{
+    (void)state;
+    char path[256];
+    assert_int_equal(h_write_temp(path, sizeof path, bad_conf), 0);
+    char *out;
+    int code = run_gateway("-c", path, NULL, &out);
+    if (code != 1) fprintf(stderr, "%s", out);
+    assert_int_equal(code, 1);
+    assert_true(has_line(out, uid_line));
+    free(out);
+    unlink(path);
+}
+
+static void check_on_unreadable_or_broken_files_exits_1(void **state)
+{
+    (void)state;
+    char *out;
+    assert_int_equal(run_gateway("--check", "-c", "/nonexistent/gateway.json", &out), 1);
+    assert_non_null(strstr(out, "/nonexistent/gateway.json"));
+    free(out);
+
+    char path[256];
+    assert_int_equal(h_write_temp(path, sizeof path, "{\"endpoints\": [ }"), 0);
+    assert_int_equal(run_gateway("--check", "-c", path, &out), 1);
+    assert_true(strlen(out) > 0);
+    free(out);
+    unlink(path);
+}
+
+static void help_and_version(void **state)
+{
+    (void)state;
+    char *out;
+    assert_int_equal(run_gateway("--help", NULL, NULL, &out), 0);
+    assert_non_null(strstr(out, "--check"));
+    assert_non_null(strstr(out, "-c"));
+    free(out);
+
+    assert_int_equal(run_gateway("--version", NULL, NULL, &out), 0);
+    assert_non_null(strstr(out, GATEWAY_VERSION_EXPECTED));
+    free(out);
+
+    /* an unknown option is a usage error, not a run */
+    assert_int_not_equal(run_gateway("--no-such-option", NULL, NULL, &out), 0);
+    free(out);
+}
+
+int main(int argc, char **argv)
+{
+    h_init(argc, argv);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(check_accepts_a_good_config),
+        cmocka_unit_test(check_reports_every_problem_with_its_json_path),
+        cmocka_unit_test(run_with_a_bad_config_prints_the_problems_and_exits_1),
+        cmocka_unit_test(check_on_unreadable_or_broken_files_exits_1),
+        cmocka_unit_test(help_and_version),
+    };
+    return cmocka_run_group_tests_name("integration/cli", tests, NULL, NULL);
+}
