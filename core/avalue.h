@@ -11,7 +11,12 @@
  *     for its whole life). Cost: an RCU read section + two atomic RMWs on the
  *     snapshot's count.
  *   - av_read_lock / av_load / av_read_unlock: no reference, only valid until
- *     av_read_unlock, and the section must not yield or block. Cheapest.
+ *     av_read_unlock, and the section must not yield or block.
+ *
+ * Cost, Release build on the 2-core VM: ~14 ns for either, nearly all of it
+ * liburcu-bp's out-of-line read lock/unlock and its TLS lookup. Building
+ * avalue.c with _LGPL_SOURCE inlines them (~4 ns), but liburcu allows that
+ * only for LGPL-compatible code, so it is left off.
  *
  * Snapshots embed an av_snap_t as their FIRST member (like struct rcu_head in
  * liburcu), so the reference count travels with the snapshot and pinning
