@@ -10,6 +10,7 @@
  * which frees the arena and the cJSON tree in one place.
  */
 #include "gateway/config.h"
+#include "gateway/router.h"
 
 #include <arpa/inet.h>
 #include <cJSON.h>
@@ -514,6 +515,10 @@ static bool parse_route(struct loader *L, const char *path, const char *s, struc
     size_t n = 0;
     for (const char *c = s; *c; c++)
         n += *c == '/';
+    if (n > ROUTE_MAX_SEGS) {
+        err(L, path, "more than %d segments in \"%s\"", ROUTE_MAX_SEGS, s);
+        return false;
+    }
     ep->segs = arena_alloc(L, n * sizeof(*ep->segs));
     ep->params = arena_alloc(L, n * sizeof(*ep->params));
     const char *seg = s + 1;
@@ -535,6 +540,10 @@ static bool parse_route(struct loader *L, const char *path, const char *s, struc
             }
             if (param_index(ep, seg + 1, len - 2) >= 0) {
                 err(L, path, "duplicate parameter {%.*s} in \"%s\"", (int)len - 2, seg + 1, s);
+                return false;
+            }
+            if (ep->n_params == ROUTE_MAX_PARAMS) {
+                err(L, path, "more than %d parameters in \"%s\"", ROUTE_MAX_PARAMS, s);
                 return false;
             }
             rs->literal = NULL;

@@ -396,10 +396,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return MHD_YES;
     case RS_RUNNING: /* spurious call while suspended: nothing to do */
         return MHD_YES;
-    case RS_DONE:
-        if (cs->hung_up)
-            return MHD_NO; /* nobody to answer: close */
-        return queue_answer(w, cs);
+    case RS_DONE: /* a hung-up client's answer fails to send and closes it */
     case RS_READY:
         return queue_answer(w, cs);
     }
@@ -532,8 +529,46 @@ static void config_free_snap(void *p)
     config_free(p);
 }
 
+/* The workers bind with SO_REUSEPORT, which would let a second gateway
+ * share a port that is in use: bind once without it first, so a taken port
+ * is an error. */
+static int check_port_free(const struct server_conf *s)
+{
+    struct sockaddr_storage ss = {0};
+    socklen_t len;
+    struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
+    if (inet_pton(AF_INET, s->host, &a4->sin_addr) == 1) {
+        a4->sin_family = AF_INET;
+        a4->sin_port = htons(s->port);
+        len = sizeof *a4;
+    } else if (inet_pton(AF_INET6, s->host, &a6->sin6_addr) == 1) {
+        a6->sin6_family = AF_INET6;
+        a6->sin6_port = htons(s->port);
+        len = sizeof *a6;
+    } else {
+        fprintf(stderr, "gateway: cannot listen on %s\n", s->listen);
+        return -EINVAL;
+    }
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    int rc = bind(fd, (struct sockaddr *)&ss, len) == 0 ? 0 : -errno;
+    close(fd);
+    if (rc)
+        fprintf(stderr, "gateway: cannot listen on %s: %s\n", s->listen, strerror(-rc));
+    return rc;
+}
+
 int server_start(struct gateway *gw, struct config *cfg)
 {
+    int rc = check_port_free(&cfg->server);
+    if (rc) {
+        config_free(cfg);
+        return rc;
+    }
     av_init(&gw->config, config_free_snap);
     av_store(&gw->config, cfg);
     atomic_store(&gw->draining, false);
