@@ -233,10 +233,10 @@ static void prepare_start(coro_t *co)
     uintptr_t top = (uintptr_t)co & ~(uintptr_t)15;
     void **slot;
 #if defined(__x86_64__)
-    /* Frame popped by coro_switch_ctx: [mxcsr|fcw][r15][r14][r13][r12][rbx]
-     * [rbp][ret]. The return slot sits at 8 mod 16 so the trampoline starts
-     * with rsp 16-aligned, as after a call. Above it a zero return address
-     * ends backtraces. */
+    /* Frame popped by coro_switch_ctx: ([mxcsr|fcw] with CORO_SAVE_FPU)
+     * [r15][r14][r13][r12][rbx][rbp][ret]. The return slot sits at 8 mod 16
+     * so the trampoline starts with rsp 16-aligned, as after a call. Above
+     * it a zero return address ends backtraces. */
     slot = (void **)(top - 24);
     slot[1] = NULL;
     slot[2] = NULL;
@@ -247,10 +247,17 @@ static void prepare_start(coro_t *co)
     slot[-4] = (void *)coro_main;      /* r13 */
     slot[-5] = NULL;                   /* r14 */
     slot[-6] = NULL;                   /* r15 */
+#if defined(CORO_SAVE_FPU)
+    /* The new coroutine starts with its creator's control bits. */
     uint32_t *fp = (uint32_t *)&slot[-7];
-    fp[0] = 0x1F80; /* MXCSR default: all exceptions masked, round to nearest */
-    fp[1] = 0x037F; /* x87 default control word */
+    uint16_t cw;
+    __asm__ volatile("fnstcw %0" : "=m"(cw));
+    fp[0] = __builtin_ia32_stmxcsr();
+    fp[1] = cw;
     co->sp = &slot[-7];
+#else
+    co->sp = &slot[-6];
+#endif
 #else
     /* 160-byte frame: d8-d15, x19-x28, x29, x30. */
     slot = (void **)(top - 160);
