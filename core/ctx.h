@@ -66,7 +66,9 @@ uint64_t ctx_remaining(const ctx_t *ctx);
 void *ctx_value(const ctx_t *ctx, const void *key);
 
 /* Parks the calling coroutine until ctx is done or deadline_ns (0 = none)
- * passes. Returns ctx_err(ctx), or 0 on timeout. */
+ * passes. Returns ctx_err(ctx), or 0 on timeout. Other wake-ups of the
+ * coroutine do not end the wait. Off a coroutine it cannot park: it returns
+ * ctx_err(ctx) when done, else -EPERM. */
 int ctx_wait(ctx_t *ctx, uint64_t deadline_ns);
 
 /* Registers fn to run once, on the loop thread, when ctx becomes done.
@@ -74,5 +76,8 @@ int ctx_wait(ctx_t *ctx, uint64_t deadline_ns);
  * already done. ctx_hook_remove unregisters (safe if it already ran). */
 bool ctx_after_func(ctx_t *ctx, ctx_hook_t *h, ctx_hook_fn fn);
 void ctx_hook_remove(ctx_t *ctx, ctx_hook_t *h);
+
+/* Frees the calling thread's cache of released contexts (at thread exit). */
+void ctx_thread_cleanup(void);
 
 #endif

@@ -34,11 +34,18 @@ void eg_set_limit(errgroup_t *g, int n);
  * when no coroutine could be had (then the group records that error as if
  * the task had failed with it, and the context is cancelled). */
 int eg_go(errgroup_t *g, eg_fn fn, void *arg);
-/* Like eg_go but never parks: false when the limit is reached. */
+/* Like eg_go but never parks: false when the limit is reached. A coroutine
+ * that cannot be had is recorded as the group's error, as in eg_go (true). */
 bool eg_try_go(errgroup_t *g, eg_fn fn, void *arg);
 /* Parks until every task has ended; cancels the context; returns the first
- * error. Must be called from a coroutine (or with no task running). */
+ * error. Must be called from a coroutine (or with no task running); on a
+ * thread's own stack, outside any loop callback, it runs loop iterations
+ * until the tasks have ended. */
 int eg_wait(errgroup_t *g);
+/* Releases the group's context and frees g. After eg_wait; NULL is ignored. */
 void eg_free(errgroup_t *g);
+
+/* Frees the calling thread's caches of groups and task records. */
+void eg_thread_cleanup(void);
 
 #endif
