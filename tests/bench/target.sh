@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The gateway as a target of ../shared/bench/run.sh: writes a config for the
+# bench routes from $PORT and $BACKEND into $BENCH_TMP and execs the Release
+# build (tests/bench/run.sh builds it first).
+set -euo pipefail
+here=$(cd "$(dirname "$0")/../.." && pwd)
+bin=${GATEWAY_BIN:-$here/build-release/gateway}
+conf=${BENCH_TMP:-/tmp}/gateway-bench.json
+b=${BACKEND:-http://127.0.0.1:9101}
+cat > "$conf" <<JSON
+{
+  "server": { "listen": "127.0.0.1:${PORT:-8080}", "workers": ${GATEWAY_WORKERS:-0},
+              "connection_timeout_s": 30 },
+  "defaults": { "timeout_ms": 1000, "backend_timeout_ms": 1000 },
+  "access_log": { "path": "off" },
+  "endpoints": [
+    { "name": "dashboard", "path": "/dashboard/{id}", "backends": [
+      { "name": "user", "url": "$b/users/{id}", "key": "user" },
+      { "name": "orders", "url": "$b/orders/{id}", "key": "orders" },
+      { "name": "recs", "url": "$b/recs/{id}", "key": "recs" } ] },
+    { "name": "dashboard-slow", "path": "/dashboard-slow/{id}", "backends": [
+      { "name": "user", "url": "$b/slow/20/{id}", "key": "user" },
+      { "name": "orders", "url": "$b/orders/{id}", "key": "orders" },
+      { "name": "recs", "url": "$b/recs/{id}", "key": "recs" } ] },
+    { "name": "wide", "path": "/wide/{n}", "backends": [
+      { "name": "b1", "url": "$b/b/1", "key": "b1" }, { "name": "b2", "url": "$b/b/2", "key": "b2" },
+      { "name": "b3", "url": "$b/b/3", "key": "b3" }, { "name": "b4", "url": "$b/b/4", "key": "b4" },
+      { "name": "b5", "url": "$b/b/5", "key": "b5" }, { "name": "b6", "url": "$b/b/6", "key": "b6" },
+      { "name": "b7", "url": "$b/b/7", "key": "b7" }, { "name": "b8", "url": "$b/b/8", "key": "b8" } ] },
+    { "name": "failfast", "path": "/failfast", "backends": [
+      { "name": "fail", "url": "$b/fail/500", "key": "fail" },
+      { "name": "slow", "url": "$b/slow/500/x", "key": "slow" } ] },
+    { "name": "deadline", "path": "/deadline", "timeout_ms": 100, "backends": [
+      { "name": "slow", "url": "$b/slow/2000/x", "key": "slow", "timeout_ms": 5000 },
+      { "name": "user", "url": "$b/users/1", "key": "user" } ] }
+  ]
+}
+JSON
+exec "$bin" -c "$conf"
