@@ -23,18 +23,6 @@
 #define unpoison(p, n) ((void)(p), (void)(n))
 #endif
 
-struct pool {
-    void **items; /* a stack of cached objects: LIFO hands back the warmest one */
-    size_t n;
-    size_t max;
-    size_t obj_size;
-    struct pool_ops ops;
-    /* Written only by the owner thread, read by a metrics scrape from any
-     * thread: relaxed atomics, plain load + store (no locked RMW). */
-    _Atomic uint64_t hits, misses;
-    char name[32];
-};
-
 /* Plain blocks (no new_fn) have a size we know, so ASan can poison them while
  * cached and catch a use after pool_put. Objects from new_fn may be larger or
  * smaller than obj_size: left alone. */
@@ -88,7 +76,7 @@ void pool_free(pool_t *p)
     free(p);
 }
 
-void *pool_get(pool_t *p)
+void *pool_get_slow(pool_t *p)
 {
     if (p->n) {
         counter_inc(&p->hits);
@@ -100,7 +88,7 @@ void *pool_get(pool_t *p)
     return p->ops.new_fn ? p->ops.new_fn(p->ops.ud) : malloc(p->obj_size ? p->obj_size : 1);
 }
 
-void pool_put(pool_t *p, void *obj)
+void pool_put_slow(pool_t *p, void *obj)
 {
     if (!obj) return;
     if (p->n == p->max) {
