@@ -546,11 +546,14 @@ int loop_run_once(loop_t *loop, int timeout_ms)
     if (t) atomic_store_explicit(&loop->sleeping, 0, memory_order_relaxed);
     loop->now = mono_ns();
 
-    n += run_timers(loop);
-
+    /* The batch is published before the timers run: a timer callback may
+     * stop (and free) a watcher whose event is already in it. */
     loop->batch = events;
     loop->batch_len = got > 0 ? got : 0;
-    for (loop->batch_pos = 0; loop->batch_pos < loop->batch_len;) {
+    loop->batch_pos = 0;
+    n += run_timers(loop);
+
+    while (loop->batch_pos < loop->batch_len) {
         struct epoll_event *ev = &events[loop->batch_pos++];
         void *ptr = ev->data.ptr;
         if (!ptr) continue; /* stopped earlier in this batch */

@@ -193,7 +193,7 @@ static int call_backend(ctx_t *gctx, void *arg)
     struct backend_call *c = arg;
     struct request *r = c->req;
     const struct backend_conf *b = c->b;
-    uint64_t t0 = mono_ns();
+    uint64_t t0 = loop_now(loop_current());
     uint64_t deadline = t0 + (uint64_t)b->timeout_ms * 1000000u;
     if (deadline > r->deadline_ns)
         deadline = r->deadline_ns;
@@ -201,7 +201,7 @@ static int call_backend(ctx_t *gctx, void *arg)
 
     ctx_t *ctx = ctx_with_deadline(gctx, deadline);
     buf_t url, fwd;
-    buf_init(&url, NULL);
+    buf_init(&url, r->buf_pool);
     buf_init(&fwd, NULL);
     if (!ctx) {
         resp.result = UP_ERROR;
@@ -227,7 +227,7 @@ static int call_backend(ctx_t *gctx, void *arg)
     }
     c->status = resp.status;
     int rc = call_finish(c, ctx, &resp);
-    c->dur_ns = mono_ns() - t0;
+    c->dur_ns = loop_now(loop_current()) - t0;
     if (ctx)
         ctx_release(ctx);
     buf_free(&url);

@@ -56,6 +56,7 @@ struct request {
     struct request *prev, *next;  /* the worker's live requests */
     struct worker *w;
     struct upstream *up;
+    struct pool *buf_pool;        /* the worker's buffer blocks */
     const struct config *cfg;     /* pinned for the request's life */
     const struct endpoint_conf *ep;
     struct route_match match;     /* params point into the raw URL */

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "core/coro.h"
+#include "core/errgroup.h"
 #include "core/loop.h"
 #include "gateway/fanout.h"
 #include "gateway/router.h"
@@ -25,6 +26,13 @@
 /* ctx_cancel cause when the client hung up (logged as 499). */
 #define CAUSE_CLIENT_GONE 499
 #define CAUSE_SHUTDOWN 503
+
+/* Per-worker buffer blocks: a typical backend body or answer fits one. */
+#define BUF_BLOCK 4096
+#define BUF_POOL_MAX 2048
+/* Coroutine stacks kept per thread: enough for a busy worker's requests and
+ * calls, so a burst never maps and unmaps stacks. */
+#define CORO_POOL_MAX 2048
 
 struct worker {
     struct gateway *gw;
@@ -45,6 +53,8 @@ struct worker {
     unsigned n_live;
     bool stopping;
     loop_timer_t stop_timer;
+    unsigned max_connections;
+    pool_t *buf_pool; /* 4 KiB blocks for bodies and answers */
 };
 
 /* Where a request is, seen from libmicrohttpd. */
@@ -55,15 +65,27 @@ enum req_state {
     RS_DONE,    /* resumed with the answer */
 };
 
+/* Per client connection: libmicrohttpd does not watch a suspended
+ * connection, so we do. The fd is registered edge-triggered for hang-ups
+ * once per connection (not per request: no epoll_ctl on the request path)
+ * and unregistered when libmicrohttpd closes it. */
+struct conn_watch {
+    loop_io_t io;
+    struct conn_state *active; /* the request suspended on it, or NULL */
+    bool registered;
+    bool peer_closed;
+    bool over_limit; /* beyond server.max_connections: answer 503, close */
+};
+
 /* What server.c keeps beside struct request. */
 struct conn_state {
     enum req_state state;
     struct MHD_Connection *conn;
-    loop_io_t client_io; /* watches for a hang-up while suspended */
-    bool watching;
+    struct conn_watch *watch;
     bool hung_up;
     bool too_large;
     bool builtin;
+    bool close; /* answer with Connection: close */
     char allow[ROUTE_ALLOW_MAX];
     const char *content_type;
     struct request req; /* last: ends with the calls */
@@ -223,11 +245,12 @@ static struct conn_state *begin(struct worker *w, struct MHD_Connection *conn, c
     r->conn = conn;
     r->header = header_lookup;
     r->start_ns = mono_ns();
-    buf_init(&r->out, NULL);
+    buf_init(&r->out, w->buf_pool);
     buf_init(&r->timing, NULL);
     buf_init(&r->degraded, NULL);
     buf_init(&r->body_in, NULL);
     buf_init(&r->query_in, NULL);
+    r->buf_pool = w->buf_pool;
     live_add(w, r);
 
     if (rc == 200) {
@@ -237,13 +260,21 @@ static struct conn_state *begin(struct worker *w, struct MHD_Connection *conn, c
         for (size_t i = 0; i < n_calls; i++) {
             r->calls[i].req = r;
             r->calls[i].b = &m.ep->backends[i];
-            buf_init(&r->calls[i].body, NULL);
+            buf_init(&r->calls[i].body, w->buf_pool);
         }
     }
     int st = fanout_prepare(r, header_lookup(conn, "X-Request-Timeout-Ms"),
                             header_lookup(conn, "traceparent"), header_lookup(conn, "X-Request-Id"));
     if (atomic_load_explicit(&w->gw->draining, memory_order_relaxed) && !is_builtin(url)) {
         json_answer(cs, 503, "draining");
+        return cs;
+    }
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    const struct conn_watch *cw = ci ? ci->socket_context : NULL;
+    if (cw && cw->over_limit) {
+        cs->close = true;
+        json_answer(cs, 503, "too many connections");
         return cs;
     }
     if (is_builtin(url)) {
@@ -283,14 +314,69 @@ static struct conn_state *begin(struct worker *w, struct MHD_Connection *conn, c
     return cs;
 }
 
-static void on_client_event(loop_t *loop, loop_io_t *io, uint32_t revents)
+static void client_gone(struct conn_state *cs)
 {
-    (void)revents;
-    struct conn_state *cs = container_of(io, struct conn_state, client_io);
-    loop_io_stop(loop, io);
-    cs->watching = false;
     cs->hung_up = true;
     ctx_cancel(cs->req.ctx, CAUSE_CLIENT_GONE);
+}
+
+static void on_client_event(loop_t *loop, loop_io_t *io, uint32_t revents)
+{
+    (void)loop;
+    (void)revents;
+    struct conn_watch *cw = container_of(io, struct conn_watch, io);
+    cw->peer_closed = true;
+    if (cw->active) {
+        struct conn_state *cs = cw->active;
+        cw->active = NULL;
+        client_gone(cs);
+    }
+}
+
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+    (void)conn;
+    struct worker *w = cls;
+    struct conn_watch *cw = *socket_context;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        cw = calloc(1, sizeof *cw);
+        *socket_context = cw;
+        unsigned n = atomic_fetch_add_explicit(&w->gw->connections, 1, memory_order_relaxed);
+        if (cw)
+            cw->over_limit = n >= w->max_connections;
+        return;
+    }
+    atomic_fetch_sub_explicit(&w->gw->connections, 1, memory_order_relaxed);
+    if (!cw)
+        return;
+    if (cw->registered)
+        loop_io_stop(w->loop, &cw->io);
+    free(cw);
+    *socket_context = NULL;
+}
+
+/* Watches the client's fd while its request is suspended. */
+static void watch_client(struct worker *w, struct conn_state *cs)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(cs->conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    struct conn_watch *cw = ci ? ci->socket_context : NULL;
+    if (!cw)
+        return;
+    if (!cw->registered) {
+        ci = MHD_get_connection_info(cs->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        if (!ci || loop_io_start(w->loop, &cw->io, ci->connect_fd, EPOLLRDHUP | EPOLLET,
+                                 on_client_event) < 0)
+            return;
+        cw->registered = true;
+    }
+    if (cw->peer_closed) { /* hung up before we looked */
+        client_gone(cs);
+        return;
+    }
+    cw->active = cs;
+    cs->watch = cw;
 }
 
 static void start_fanout(struct worker *w, struct conn_state *cs)
@@ -302,21 +388,16 @@ static void start_fanout(struct worker *w, struct conn_state *cs)
         return;
     }
     MHD_suspend_connection(cs->conn);
-    /* libmicrohttpd does not watch a suspended connection: we do, so a
-     * client that hangs up cancels its backend calls. */
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(cs->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-    if (ci && loop_io_start(w->loop, &cs->client_io, ci->connect_fd, EPOLLRDHUP, on_client_event) == 0)
-        cs->watching = true;
+    watch_client(w, cs);
 }
 
 void server_request_done(struct request *r)
 {
     struct conn_state *cs = state_of(r);
     struct worker *w = r->w;
-    if (cs->watching) {
-        loop_io_stop(w->loop, &cs->client_io);
-        cs->watching = false;
+    if (cs->watch) {
+        cs->watch->active = NULL;
+        cs->watch = NULL;
     }
     if (cs->state != RS_RUNNING) /* spawn failed path answered already */
         return;
@@ -353,7 +434,8 @@ static enum MHD_Result queue_answer(struct worker *w, struct conn_state *cs)
         add_header(resp, MHD_HTTP_HEADER_ALLOW, cs->allow);
     if (r->status == 503 && !cs->builtin)
         add_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, "1");
-    if (atomic_load_explicit(&w->gw->draining, memory_order_relaxed) || cs->too_large)
+    if (atomic_load_explicit(&w->gw->draining, memory_order_relaxed) || cs->too_large ||
+        cs->close)
         add_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result ret = MHD_queue_response(cs->conn, (unsigned)r->status, resp);
     MHD_destroy_response(resp);
@@ -470,13 +552,18 @@ static int worker_listen(struct worker *w, const struct config *cfg)
         fprintf(stderr, "gateway: cannot listen on %s\n", s->listen);
         return -EINVAL;
     }
-    unsigned per_worker = s->max_connections / (unsigned)w->gw->n_workers + 1;
+    /* server.max_connections is per process and counted by on_connection,
+     * which answers 503 beyond it; libmicrohttpd's own per-daemon limit only
+     * backs that up (beyond it connections are refused without an answer). */
+    w->max_connections = s->max_connections;
+    unsigned per_worker = s->max_connections + 256;
     w->mhd = MHD_start_daemon(
         flags, s->port, NULL, NULL, on_request, w, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
         MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_UNESCAPE_CALLBACK,
         unescape_none, NULL, MHD_OPTION_NOTIFY_COMPLETED, on_completed, w,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)s->connection_timeout_s,
-        MHD_OPTION_CONNECTION_LIMIT, per_worker, MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, w, MHD_OPTION_CONNECTION_LIMIT, per_worker,
+        MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u,
         MHD_OPTION_END);
     if (!w->mhd) {
         fprintf(stderr, "gateway: cannot listen on %s (address in use or not allowed)\n",
@@ -499,7 +586,8 @@ static void *worker_main(void *arg)
     w->loop = loop_new();
     if (w->loop) {
         loop_timer_init(&w->stop_timer, on_stop_timer);
-        w->up = upstream_new(w->loop);
+        w->buf_pool = pool_new("buffer", BUF_BLOCK, BUF_POOL_MAX, NULL);
+        w->up = w->buf_pool ? upstream_new(w->loop) : NULL;
         const struct config *cfg = av_acquire(&w->gw->config);
         err = w->up ? worker_listen(w, cfg) : -ENOMEM;
         av_release(&w->gw->config, (void *)cfg);
@@ -520,6 +608,10 @@ static void *worker_main(void *arg)
     }
     upstream_free(w->up);
     loop_free(w->loop);
+    if (w->buf_pool)
+        pool_free(w->buf_pool);
+    eg_thread_cleanup();
+    ctx_thread_cleanup();
     coro_thread_cleanup();
     return NULL;
 }
@@ -564,6 +656,7 @@ static int check_port_free(const struct server_conf *s)
 
 int server_start(struct gateway *gw, struct config *cfg)
 {
+    coro_configure(&(struct coro_config){.pool_max = CORO_POOL_MAX});
     int rc = check_port_free(&cfg->server);
     if (rc) {
         config_free(cfg);

@@ -25,6 +25,7 @@ struct gateway {
     struct worker **workers; /* read-only after start */
     int n_workers;
     atomic_bool draining;    /* readiness off, new requests get 503 */
+    atomic_uint connections; /* open client connections, all workers */
 };
 
 /* Starts cfg->server.workers threads serving cfg (gw takes ownership of

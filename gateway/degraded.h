@@ -1,0 +1,148 @@
+/*
+ * degraded: the last good body of each resolved backend request, served when
+ * that backend later fails (DESIGN.md, "Failure semantics").
+ *
+ * Keys are opaque byte strings built by the caller (backend name, resolved
+ * URL, forwarded header values, NUL-separated). Two keys match only when all
+ * their bytes match; the hash only picks the bucket and skips most
+ * comparisons. So an answer is never served across params or credentials.
+ *
+ * Layout: a fixed table of max_entries atomic values (core/avalue.h), grouped
+ * into buckets of 4 ways (set-associative); a key lives in one bucket. Each
+ * way holds one immutable entry (key, body, one malloc). put replaces the
+ * key's entry, else fills an empty way, else evicts the way stored longest
+ * ago; memory is therefore bounded by max_entries entries, never more.
+ *
+ * Concurrency: every function but degraded_new / degraded_free /
+ * degraded_set_clock may be called from any thread at once, without a lock.
+ * Readers take a short RCU read section to scan a bucket and pin the entry
+ * they return; writers publish with a compare-and-swap on one way, and a
+ * replaced entry is freed once no reader can see it (avalue's reclamation).
+ * What a race can lose, by design (a cache may forget; it never mixes keys,
+ * corrupts or leaks):
+ *   - two puts racing on the same way: one wins; the loser retries twice,
+ *     then drops its body;
+ *   - two puts of one new key racing into different ways of its bucket can
+ *     leave two entries for the key. get serves the newer; the older one is
+ *     still a correct body for that key and is the first to be evicted.
+ *
+ * Time: stored_at is wall-clock seconds (CLOCK_REALTIME), so ages survive a
+ * restart through the snapshot. It is the one mutable field of an entry: a
+ * put of an unchanged body only moves stored_at forward (at most one store per
+ * second per key, to keep the cache line quiet), so the common case -- a
+ * healthy backend answering the same thing -- allocates nothing.
+ *
+ * Snapshot file (little-endian throughout):
+ *     header, 40 bytes:
+ *       "GWDEGRAD"          magic, 8 bytes
+ *       u32 version = 1, u32 reserved = 0
+ *       u64 count           number of records
+ *       u64 payload_len     bytes after the header
+ *       u64 checksum        FNV-1a 64 over header bytes [0, 32) + payload
+ *     count records:
+ *       u64 stored_at, u32 key_len, u32 body_len, key bytes, body bytes
+ * FNV-1a changes its state bijectively for a fixed suffix, so any single
+ * changed byte changes the checksum; lengths are checked against the file
+ * size, so truncation is caught before the checksum is even computed.
+ */
+#ifndef GATEWAY_DEGRADED_H
+#define GATEWAY_DEGRADED_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/avalue.h"
+
+#define DEGRADED_SNAPSHOT_VERSION 1
+#define DEGRADED_WAYS             4
+
+struct degraded;
+
+/* One stored answer. Immutable once published except stored_at. */
+struct degraded_entry {
+    av_snap_t snap_;              /* private: first, the avalue header */
+    uint64_t hash_;               /* private: of the key */
+    uint32_t slot_;               /* private: the way it was published in */
+    uint32_t klen;                /* read-only */
+    size_t len;                   /* read-only: body length */
+    _Atomic uint64_t stored_at_;  /* private: read it with degraded_entry_stored_at */
+    const char *key;              /* read-only: klen bytes */
+    const char *body;             /* read-only: len bytes and a NUL */
+    char data_[];                 /* private: key, body, NUL */
+};
+
+/* Wall-clock second the body was last confirmed by a successful call. */
+static inline uint64_t degraded_entry_stored_at(const struct degraded_entry *e)
+{
+    return atomic_load_explicit(&((struct degraded_entry *)e)->stored_at_,
+                                memory_order_relaxed);
+}
+
+/* A store holding at most max_entries answers; 0 makes a store that keeps
+ * nothing (put does nothing, get finds nothing). NULL on out-of-memory or
+ * when max_entries does not fit the table (> UINT32_MAX). The table costs
+ * ~24 bytes per entry up front. */
+struct degraded *degraded_new(size_t max_entries);
+
+/* Frees the store and every entry. No pin may be outstanding and no other
+ * call may run; waits for pending reclamations (a grace period or two).
+ * NULL is fine. */
+void degraded_free(struct degraded *d);
+
+/* Test hook: the clock put and get use (wall-clock seconds). NULL restores
+ * CLOCK_REALTIME. Only before the store is shared with other threads. */
+void degraded_set_clock(struct degraded *d, uint64_t (*now_s)(void));
+
+/* Remembers body[0..len) as the answer for key[0..klen), stored now. Copies
+ * both; the caller keeps its buffers. When the key's current body is
+ * identical, only its stored_at moves (no allocation, no publish). Silent
+ * no-op on out-of-memory, on a lost race (see above), or when klen or len
+ * exceeds UINT32_MAX. */
+void degraded_put(struct degraded *d, const void *key, size_t klen, const char *body, size_t len);
+
+/* The answer stored for key, pinned, or NULL when there is none or it is
+ * older than max_stale_s seconds (served iff now - stored_at <= max_stale_s;
+ * an entry stamped in the future counts as age 0; 0 therefore serves only
+ * answers confirmed within the current second). The pin stays valid across
+ * yields and later puts or evictions; give it back with degraded_release. */
+const struct degraded_entry *degraded_get(struct degraded *d, const void *key, size_t klen,
+                                          uint32_t max_stale_s);
+
+/* Drops a pin from degraded_get (NULL is ignored). */
+void degraded_release(struct degraded *d, const struct degraded_entry *e);
+
+/* Entries currently held. O(capacity) scan, for tests and metrics; a moment's
+ * view under concurrent puts. */
+size_t degraded_count(struct degraded *d);
+
+/* The most entries the store holds (max_entries given to degraded_new). */
+size_t degraded_capacity(const struct degraded *d);
+
+/* Writes every live entry to path atomically: a temp file in the same
+ * directory, write, fsync, rename over path, fsync of the directory. Workers
+ * keep reading and writing meanwhile (each entry is pinned while it is
+ * written, so the snapshot is per-entry consistent, not a point in time).
+ * Returns the number of entries written (>= 0), or a negative errno; on
+ * failure path is untouched and no temp file is left behind. */
+int degraded_snapshot_write(struct degraded *d, const char *path);
+
+/* Loads the snapshot at path into the store (put with the file's stored_at;
+ * a key the store already holds with a newer stored_at is kept). The whole
+ * file is validated before anything is stored: a corrupt or truncated file
+ * loads nothing. Returns the number of entries loaded (>= 0), -ENOENT when
+ * the file does not exist (nothing to load: not an error for the caller),
+ * -EBADMSG when the file is corrupt, another negative errno on I/O errors.
+ * Any failure but -ENOENT writes a message naming path into err (may be NULL
+ * when errlen is 0). Entries beyond the store's capacity evict the oldest;
+ * stale entries are loaded and left to get's max_stale_s. */
+int degraded_snapshot_load(struct degraded *d, const char *path, char *err, size_t errlen);
+
+/* degraded_snapshot_load's parser, on memory: validates data[0..len) and
+ * then stores its entries. Safe on any bytes (a fuzz target). Returns the
+ * number of entries loaded, or -EBADMSG with a message in err and nothing
+ * stored. d may be NULL: validate only (returns the record count). */
+int degraded_snapshot_parse(struct degraded *d, const void *data, size_t len, char *err,
+                            size_t errlen);
+
+#endif

@@ -1,0 +1,534 @@
+/* metrics: per-worker series tables and the Prometheus text renderer. The
+ * concurrency contract is in metrics.h. */
+#include "gateway/metrics.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdalign.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum family { T_REQ, T_REQ_HIST, T_BACKEND, T_BACKEND_HIST, T_COUNT };
+
+static const char *const OUTCOMES[] = {"ok",       "error",  "timeout", "cancelled",
+                                       "degraded", "static", "omitted"};
+#define NOUTCOMES (sizeof OUTCOMES / sizeof OUTCOMES[0])
+
+/* Bucket bounds in ns, so that an observation is placed by integer compare
+ * (0.001 s is not exact in binary), and their label text. */
+static const uint64_t BOUNDS_NS[METRICS_BUCKETS] = {
+    1000000,   2500000,   5000000,    10000000,   25000000,   50000000,  100000000,
+    250000000, 500000000, 1000000000, 2500000000, 5000000000, 10000000000};
+static const char *const BOUNDS_LE[METRICS_BUCKETS] = {
+    "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1",
+    "0.25",  "0.5",    "1",     "2.5",  "5",     "10"};
+
+/* Histogram values: METRICS_BUCKETS + 1 (+Inf) non-cumulative bucket counts,
+ * then the sum in ns. */
+#define HIST_VALS (METRICS_BUCKETS + 2)
+#define HIST_SUM  (METRICS_BUCKETS + 1)
+
+static const size_t NVALS[T_COUNT] = {
+    [T_REQ] = 1, [T_REQ_HIST] = HIST_VALS, [T_BACKEND] = NOUTCOMES, [T_BACKEND_HIST] = HIST_VALS};
+
+/* One label combination. Everything but v is immutable once published. */
+struct series {
+    uint64_t hash;
+    char *a;  /* endpoint (backend for T_BACKEND_HIST) */
+    char *b;  /* backend for T_BACKEND, else NULL */
+    int code; /* T_REQ, else 0 */
+    _Atomic uint64_t v[];
+};
+
+/* A published array of series pointers. Grown by copying into a bigger one;
+ * the old one stays reachable through prev until metrics_free, because a
+ * scraper that loaded it may still be reading it. */
+struct arr {
+    struct arr *prev;
+    struct series *s[];
+};
+
+struct table {
+    _Atomic(struct arr *) arr; /* release-published by the writer */
+    _Atomic size_t n;          /* release-published after arr->s[n-1] */
+    size_t cap;                /* writer only */
+    uint32_t *idx;             /* writer only: open addressing, series index + 1 */
+    size_t idx_mask;           /* writer only */
+};
+
+struct metrics {
+    _Atomic int64_t inflight;
+    struct table t[T_COUNT];
+};
+
+/* Series and the metrics struct are cache-line aligned and padded so that
+ * two workers' counters never share a line. */
+static void *alloc_lines(size_t size)
+{
+    size = (size + 63) & ~(size_t)63;
+    void *p = aligned_alloc(64, size);
+    if (p) memset(p, 0, size);
+    return p;
+}
+
+/* A single writer needs no locked RMW: load, add, store. */
+static inline void add(_Atomic uint64_t *v, uint64_t d)
+{
+    atomic_store_explicit(v, atomic_load_explicit(v, memory_order_relaxed) + d,
+                          memory_order_relaxed);
+}
+
+static uint64_t hash_key(const char *a, const char *b, int code)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (const unsigned char *p = (const unsigned char *)a; *p; p++)
+        h = (h ^ *p) * 1099511628211ull;
+    h = (h ^ 0xff) * 1099511628211ull; /* separator: never in a C string */
+    if (b)
+        for (const unsigned char *p = (const unsigned char *)b; *p; p++)
+            h = (h ^ *p) * 1099511628211ull;
+    h = (h ^ (uint32_t)code) * 1099511628211ull;
+    return h ^ (h >> 29);
+}
+
+static bool key_eq(const struct series *s, uint64_t h, const char *a, const char *b, int code)
+{
+    return s->hash == h && s->code == code && strcmp(s->a, a) == 0 &&
+           (s->b == NULL ? b == NULL : b != NULL && strcmp(s->b, b) == 0);
+}
+
+struct metrics *metrics_new(void)
+{
+    struct metrics *m = alloc_lines(sizeof *m);
+    if (!m) return NULL;
+    atomic_init(&m->inflight, 0);
+    for (int f = 0; f < T_COUNT; f++) {
+        atomic_init(&m->t[f].arr, NULL);
+        atomic_init(&m->t[f].n, 0);
+    }
+    return m;
+}
+
+void metrics_free(struct metrics *m)
+{
+    if (!m) return;
+    for (int f = 0; f < T_COUNT; f++) {
+        struct table *t = &m->t[f];
+        struct arr *arr = atomic_load_explicit(&t->arr, memory_order_relaxed);
+        size_t n = atomic_load_explicit(&t->n, memory_order_relaxed);
+        for (size_t i = 0; i < n; i++) {
+            free(arr->s[i]->a);
+            free(arr->s[i]->b);
+            free(arr->s[i]);
+        }
+        while (arr) {
+            struct arr *prev = arr->prev;
+            free(arr);
+            arr = prev;
+        }
+        free(t->idx);
+    }
+    free(m);
+}
+
+/* Writer only. Rebuilds the private index at twice the size. */
+static int grow_index(struct table *t, struct arr *arr, size_t n)
+{
+    size_t size = t->idx ? (t->idx_mask + 1) * 2 : 64;
+    uint32_t *idx = calloc(size, sizeof *idx);
+    if (!idx) return -ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        size_t j = arr->s[i]->hash & (size - 1);
+        while (idx[j])
+            j = (j + 1) & (size - 1);
+        idx[j] = (uint32_t)(i + 1);
+    }
+    free(t->idx);
+    t->idx = idx;
+    t->idx_mask = size - 1;
+    return 0;
+}
+
+/* Writer only. The series for (a, b, code), created on first use. */
+static struct series *lookup(struct table *t, size_t nvals, const char *a, const char *b,
+                             int code, int *err)
+{
+    uint64_t h = hash_key(a, b, code);
+    struct arr *arr = atomic_load_explicit(&t->arr, memory_order_relaxed);
+    size_t n = atomic_load_explicit(&t->n, memory_order_relaxed);
+    size_t j = 0;
+    if (t->idx) {
+        for (j = h & t->idx_mask; t->idx[j]; j = (j + 1) & t->idx_mask) {
+            struct series *s = arr->s[t->idx[j] - 1];
+            if (key_eq(s, h, a, b, code)) return s;
+        }
+    }
+    if (n >= METRICS_MAX_SERIES) {
+        *err = -ENOSPC;
+        return NULL;
+    }
+    /* Keep the index at most half full, so probes stay short. */
+    if (!t->idx || (n + 1) * 2 > t->idx_mask + 1) {
+        if (grow_index(t, arr, n)) goto nomem;
+        for (j = h & t->idx_mask; t->idx[j]; j = (j + 1) & t->idx_mask)
+            ;
+    }
+    struct series *s = alloc_lines(sizeof *s + nvals * sizeof s->v[0]);
+    if (!s) goto nomem;
+    s->hash = h;
+    s->code = code;
+    s->a = strdup(a);
+    s->b = b ? strdup(b) : NULL;
+    if (!s->a || (b && !s->b)) {
+        free(s->a);
+        free(s->b);
+        free(s);
+        goto nomem;
+    }
+    for (size_t i = 0; i < nvals; i++)
+        atomic_init(&s->v[i], 0);
+    if (n == t->cap) {
+        size_t cap = t->cap ? t->cap * 2 : 16;
+        struct arr *bigger = malloc(sizeof *bigger + cap * sizeof bigger->s[0]);
+        if (!bigger) {
+            free(s->a);
+            free(s->b);
+            free(s);
+            goto nomem;
+        }
+        bigger->prev = arr;
+        if (n) memcpy(bigger->s, arr->s, n * sizeof arr->s[0]);
+        /* Published before n grows, so a scraper that sees the new n sees
+         * this array (or a later one) holding the new series. */
+        atomic_store_explicit(&t->arr, bigger, memory_order_release);
+        t->cap = cap;
+        arr = bigger;
+    }
+    arr->s[n] = s;
+    atomic_store_explicit(&t->n, n + 1, memory_order_release);
+    t->idx[j] = (uint32_t)(n + 1);
+    return s;
+nomem:
+    *err = -ENOMEM;
+    return NULL;
+}
+
+static void observe(struct series *s, double seconds)
+{
+    if (!(seconds >= 0)) return; /* negative or NaN */
+    uint64_t ns = seconds >= 1e9 ? (uint64_t)1e18 : (uint64_t)llround(seconds * 1e9);
+    size_t i = 0;
+    while (i < METRICS_BUCKETS && ns > BOUNDS_NS[i])
+        i++;
+    add(&s->v[i], 1);
+    add(&s->v[HIST_SUM], ns);
+}
+
+int metrics_request(struct metrics *m, const char *endpoint, int code, double seconds)
+{
+    if (!endpoint || !*endpoint) endpoint = METRICS_NO_ENDPOINT;
+    int err = 0;
+    struct series *s = lookup(&m->t[T_REQ], NVALS[T_REQ], endpoint, NULL, code, &err);
+    if (!s) return err;
+    add(&s->v[0], 1);
+    if (!(seconds >= 0)) return 0;
+    s = lookup(&m->t[T_REQ_HIST], NVALS[T_REQ_HIST], endpoint, NULL, 0, &err);
+    if (!s) return err;
+    observe(s, seconds);
+    return 0;
+}
+
+int metrics_backend(struct metrics *m, const char *endpoint, const char *backend,
+                    const char *outcome, double seconds)
+{
+    if (!backend || !outcome) return -EINVAL;
+    size_t o = 0;
+    while (o < NOUTCOMES && strcmp(OUTCOMES[o], outcome) != 0)
+        o++;
+    if (o == NOUTCOMES) return -EINVAL;
+    if (!endpoint || !*endpoint) endpoint = METRICS_NO_ENDPOINT;
+    int err = 0;
+    struct series *s = lookup(&m->t[T_BACKEND], NVALS[T_BACKEND], endpoint, backend, 0, &err);
+    if (!s) return err;
+    add(&s->v[o], 1);
+    if (!(seconds >= 0)) return 0;
+    s = lookup(&m->t[T_BACKEND_HIST], NVALS[T_BACKEND_HIST], backend, NULL, 0, &err);
+    if (!s) return err;
+    observe(s, seconds);
+    return 0;
+}
+
+void metrics_inflight_add(struct metrics *m, int delta)
+{
+    atomic_store_explicit(&m->inflight,
+                          atomic_load_explicit(&m->inflight, memory_order_relaxed) + delta,
+                          memory_order_relaxed);
+}
+
+/* ---- rendering ---- */
+
+/* One label combination summed over the workers; the strings belong to a
+ * worker's series, valid until metrics_free. */
+struct merged {
+    uint64_t hash;
+    const char *a, *b;
+    int code;
+    uint64_t *v;
+};
+
+struct merge {
+    struct merged *e;
+    uint64_t *vals;
+    size_t n;
+    uint32_t *idx;
+    size_t mask;
+};
+
+static int merged_cmp(const void *x, const void *y)
+{
+    const struct merged *p = x, *q = y;
+    int c = strcmp(p->a, q->a);
+    if (c) return c;
+    if (p->b && q->b && (c = strcmp(p->b, q->b))) return c;
+    return (p->code > q->code) - (p->code < q->code);
+}
+
+static void merge_free(struct merge *mg)
+{
+    free(mg->e);
+    free(mg->vals);
+    free(mg->idx);
+}
+
+/* Sums family f of the workers into mg, sorted by labels. */
+static int merge_family(struct merge *mg, struct metrics *const *w, size_t nw, enum family f)
+{
+    size_t nvals = NVALS[f];
+    memset(mg, 0, sizeof *mg);
+    /* Counts may grow while we read; take each table's snapshot once. */
+    struct arr **arrs = calloc(nw ? nw : 1, sizeof *arrs);
+    size_t *ns = calloc(nw ? nw : 1, sizeof *ns);
+    size_t total = 0;
+    if (!arrs || !ns) goto nomem;
+    for (size_t i = 0; i < nw; i++) {
+        if (!w[i]) continue;
+        ns[i] = atomic_load_explicit(&w[i]->t[f].n, memory_order_acquire);
+        arrs[i] = atomic_load_explicit(&w[i]->t[f].arr, memory_order_acquire);
+        total += ns[i];
+    }
+    size_t size = 16;
+    while (size < total * 2)
+        size *= 2;
+    mg->e = calloc(total ? total : 1, sizeof *mg->e);
+    mg->vals = calloc(total ? total * nvals : 1, sizeof *mg->vals);
+    mg->idx = calloc(size, sizeof *mg->idx);
+    mg->mask = size - 1;
+    if (!mg->e || !mg->vals || !mg->idx) goto nomem;
+    for (size_t i = 0; i < nw; i++) {
+        for (size_t k = 0; k < ns[i]; k++) {
+            struct series *s = arrs[i]->s[k];
+            size_t j = s->hash & mg->mask;
+            struct merged *e = NULL;
+            for (; mg->idx[j]; j = (j + 1) & mg->mask) {
+                struct merged *c = &mg->e[mg->idx[j] - 1];
+                if (c->hash == s->hash && key_eq(s, c->hash, c->a, c->b, c->code)) {
+                    e = c;
+                    break;
+                }
+            }
+            if (!e) {
+                e = &mg->e[mg->n];
+                *e = (struct merged){.hash = s->hash, .a = s->a, .b = s->b, .code = s->code,
+                                     .v = mg->vals + mg->n * nvals};
+                mg->idx[j] = (uint32_t)++mg->n;
+            }
+            for (size_t v = 0; v < nvals; v++)
+                e->v[v] += atomic_load_explicit(&s->v[v], memory_order_relaxed);
+        }
+    }
+    /* The index is not needed after this; sorting moves entries, not vals. */
+    qsort(mg->e, mg->n, sizeof *mg->e, merged_cmp);
+    free(arrs);
+    free(ns);
+    return 0;
+nomem:
+    free(arrs);
+    free(ns);
+    merge_free(mg);
+    return -ENOMEM;
+}
+
+/* Appends a label value escaped per the exposition format. */
+static int put_label(buf_t *out, const char *name, const char *value, bool first)
+{
+    int rc = buf_printf(out, "%s%s=\"", first ? "" : ",", name);
+    for (const char *p = value; !rc && *p; p++) {
+        switch (*p) {
+        case '\\': rc = buf_append(out, "\\\\", 2); break;
+        case '"': rc = buf_append(out, "\\\"", 2); break;
+        case '\n': rc = buf_append(out, "\\n", 2); break;
+        default: rc = buf_putc(out, *p);
+        }
+    }
+    return rc ? rc : buf_putc(out, '"');
+}
+
+static int header(buf_t *out, const char *name, const char *type, const char *help)
+{
+    return buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* name{label="a"[,label2="b"]} value for a merged counter. */
+static int render_counters(buf_t *out, const struct merge *mg, enum family f)
+{
+    int rc = 0;
+    for (size_t i = 0; !rc && i < mg->n; i++) {
+        const struct merged *e = &mg->e[i];
+        if (f == T_REQ) {
+            char code[16];
+            snprintf(code, sizeof code, "%d", e->code);
+            rc = buf_puts(out, "gateway_requests_total{");
+            if (!rc) rc = put_label(out, "endpoint", e->a, true);
+            if (!rc) rc = put_label(out, "code", code, false);
+            if (!rc) rc = buf_printf(out, "} %" PRIu64 "\n", e->v[0]);
+            continue;
+        }
+        for (size_t o = 0; !rc && o < NOUTCOMES; o++) {
+            rc = buf_puts(out, "gateway_backend_requests_total{");
+            if (!rc) rc = put_label(out, "endpoint", e->a, true);
+            if (!rc) rc = put_label(out, "backend", e->b, false);
+            if (!rc) rc = put_label(out, "outcome", OUTCOMES[o], false);
+            if (!rc) rc = buf_printf(out, "} %" PRIu64 "\n", e->v[o]);
+        }
+    }
+    return rc;
+}
+
+static int render_hists(buf_t *out, const struct merge *mg, const char *name, const char *label)
+{
+    int rc = 0;
+    for (size_t i = 0; !rc && i < mg->n; i++) {
+        const struct merged *e = &mg->e[i];
+        uint64_t cum = 0;
+        for (size_t k = 0; !rc && k <= METRICS_BUCKETS; k++) {
+            cum += e->v[k];
+            rc = buf_printf(out, "%s_bucket{", name);
+            if (!rc) rc = put_label(out, label, e->a, true);
+            if (!rc)
+                rc = put_label(out, "le", k < METRICS_BUCKETS ? BOUNDS_LE[k] : "+Inf", false);
+            if (!rc) rc = buf_printf(out, "} %" PRIu64 "\n", cum);
+        }
+        uint64_t sum = e->v[HIST_SUM];
+        if (!rc) rc = buf_printf(out, "%s_sum{", name);
+        if (!rc) rc = put_label(out, label, e->a, true);
+        if (!rc)
+            rc = buf_printf(out, "} %" PRIu64 ".%09" PRIu64 "\n", sum / 1000000000,
+                            sum % 1000000000);
+        if (!rc) rc = buf_printf(out, "%s_count{", name);
+        if (!rc) rc = put_label(out, label, e->a, true);
+        if (!rc) rc = buf_printf(out, "} %" PRIu64 "\n", cum);
+    }
+    return rc;
+}
+
+static int pool_cmp(const void *x, const void *y)
+{
+    const struct metrics_pool_stat *p = x, *q = y;
+    return strcmp(p->name, q->name);
+}
+
+static int render_pools(buf_t *out, const struct metrics_globals *g)
+{
+    size_t n = 0, np = g ? g->npools : 0;
+    struct metrics_pool_stat *sum = calloc(np ? np : 1, sizeof *sum);
+    if (!sum) return -ENOMEM;
+    for (size_t i = 0; i < np; i++) {
+        const struct metrics_pool_stat *p = &g->pools[i];
+        if (!p->name) continue;
+        size_t k = 0;
+        while (k < n && strcmp(sum[k].name, p->name) != 0)
+            k++;
+        if (k == n) sum[n++] = (struct metrics_pool_stat){.name = p->name};
+        sum[k].hits += p->hits;
+        sum[k].misses += p->misses;
+    }
+    qsort(sum, n, sizeof *sum, pool_cmp);
+    int rc = header(out, "gateway_pool_hits_total", "counter",
+                    "Objects served from a worker pool's cache.");
+    for (size_t k = 0; !rc && k < n; k++) {
+        rc = buf_puts(out, "gateway_pool_hits_total{");
+        if (!rc) rc = put_label(out, "pool", sum[k].name, true);
+        if (!rc) rc = buf_printf(out, "} %" PRIu64 "\n", sum[k].hits);
+    }
+    if (!rc)
+        rc = header(out, "gateway_pool_misses_total", "counter",
+                    "Objects a worker pool had to create.");
+    for (size_t k = 0; !rc && k < n; k++) {
+        rc = buf_puts(out, "gateway_pool_misses_total{");
+        if (!rc) rc = put_label(out, "pool", sum[k].name, true);
+        if (!rc) rc = buf_printf(out, "} %" PRIu64 "\n", sum[k].misses);
+    }
+    free(sum);
+    return rc;
+}
+
+int metrics_render(buf_t *out, struct metrics *const *w, size_t nw,
+                   const struct metrics_globals *g)
+{
+    struct merge mg;
+    int rc = header(out, "gateway_requests_total", "counter",
+                    "Requests answered, by endpoint and status code.");
+    if (!rc && !(rc = merge_family(&mg, w, nw, T_REQ))) {
+        rc = render_counters(out, &mg, T_REQ);
+        merge_free(&mg);
+    }
+    if (!rc)
+        rc = header(out, "gateway_request_duration_seconds", "histogram",
+                    "Time from a request's arrival to its response, by endpoint.");
+    if (!rc && !(rc = merge_family(&mg, w, nw, T_REQ_HIST))) {
+        rc = render_hists(out, &mg, "gateway_request_duration_seconds", "endpoint");
+        merge_free(&mg);
+    }
+    if (!rc)
+        rc = header(out, "gateway_backend_requests_total", "counter",
+                    "Backend calls by endpoint, backend and outcome "
+                    "(ok, error, timeout, cancelled, degraded, static, omitted).");
+    if (!rc && !(rc = merge_family(&mg, w, nw, T_BACKEND))) {
+        rc = render_counters(out, &mg, T_BACKEND);
+        merge_free(&mg);
+    }
+    if (!rc)
+        rc = header(out, "gateway_backend_duration_seconds", "histogram",
+                    "Duration of backend calls, by backend.");
+    if (!rc && !(rc = merge_family(&mg, w, nw, T_BACKEND_HIST))) {
+        rc = render_hists(out, &mg, "gateway_backend_duration_seconds", "backend");
+        merge_free(&mg);
+    }
+    if (!rc) {
+        int64_t inflight = 0;
+        for (size_t i = 0; i < nw; i++)
+            if (w[i]) inflight += atomic_load_explicit(&w[i]->inflight, memory_order_relaxed);
+        rc = header(out, "gateway_inflight_requests", "gauge", "Requests being served now.");
+        if (!rc) rc = buf_printf(out, "gateway_inflight_requests %" PRId64 "\n", inflight);
+    }
+    if (!rc) rc = render_pools(out, g);
+    if (!rc)
+        rc = header(out, "gateway_access_log_dropped_total", "counter",
+                    "Access-log records dropped because the writer's queue was full.");
+    if (!rc)
+        rc = buf_printf(out, "gateway_access_log_dropped_total %" PRIu64 "\n",
+                        g ? g->access_log_dropped : 0);
+    if (!rc)
+        rc = header(out, "gateway_config_reloads_total", "counter",
+                    "Configuration reloads, by result.");
+    if (!rc)
+        rc = buf_printf(out,
+                        "gateway_config_reloads_total{result=\"ok\"} %" PRIu64 "\n"
+                        "gateway_config_reloads_total{result=\"error\"} %" PRIu64 "\n",
+                        g ? g->reloads_ok : 0, g ? g->reloads_error : 0);
+    return rc;
+}
