@@ -452,19 +452,31 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (!cs) {
         cs = begin(w, conn, url, method);
         *con_cls = cs;
-        return cs ? MHD_YES : MHD_NO;
+        if (!cs)
+            return MHD_NO;
+        const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
+        if (cl && cs->state == RS_FANOUT &&
+            strtoull(cl, NULL, 10) > cs->req.cfg->server.max_request_body_bytes) {
+            /* Refuse before reading the body; queueing in this first call
+             * makes libmicrohttpd close the connection, as it should. */
+            cs->too_large = true;
+            json_answer(cs, 413, "request body too large");
+            return queue_answer(w, cs);
+        }
+        return MHD_YES;
     }
     struct request *r = &cs->req;
     if (*upload_size) {
         size_t n = *upload_size;
         *upload_size = 0;
-        if (cs->state == RS_FANOUT && !cs->too_large) {
-            if (r->body_in.len + n > r->cfg->server.max_request_body_bytes) {
-                cs->too_large = true;
-                json_answer(cs, 413, "request body too large");
-            } else if (buf_append(&r->body_in, upload, n)) {
-                json_answer(cs, 503, "out of memory");
-            }
+        if (cs->state != RS_FANOUT)
+            return MHD_YES; /* answer known already: discard the body */
+        if (r->body_in.len + n > r->cfg->server.max_request_body_bytes) {
+            cs->too_large = true; /* chunked, no Content-Length: answered at the end */
+            json_answer(cs, 413, "request body too large");
+        } else if (buf_append(&r->body_in, upload, n)) {
+            cs->close = true;
+            json_answer(cs, 503, "out of memory");
         }
         return MHD_YES;
     }
