@@ -200,13 +200,15 @@ static int call_backend(ctx_t *gctx, void *arg)
     struct upstream_resp resp = {.body = &c->body};
 
     ctx_t *ctx = ctx_with_deadline(gctx, deadline);
+    char origin[256];
     buf_t url, fwd;
     buf_init(&url, r->buf_pool);
     buf_init(&fwd, NULL);
     if (!ctx) {
         resp.result = UP_ERROR;
         resp.error = "out of memory";
-    } else if (urlbuild(&url, r->ep, b, &r->match, r->query, r->query_len) != 0) {
+    } else if (urlbuild_origin(b, origin, sizeof origin) < 0 ||
+               urlbuild_path(&url, r->ep, b, &r->match, r->query, r->query_len) != 0) {
         resp.result = UP_ERROR;
         resp.error = "cannot build URL";
     } else {
@@ -214,7 +216,8 @@ static int call_backend(ctx_t *gctx, void *arg)
         const char *hdrs[OWN_HEADERS + MAX_FORWARD];
         struct upstream_req req = {
             .method = b->method,
-            .url = url.data,
+            .origin = origin,
+            .path = url.data,
             .headers = hdrs,
             .n_headers = call_headers(c, ctx, own, &fwd, hdrs),
             .body = b->forward_body ? r->body : NULL,

@@ -39,7 +39,8 @@ enum upstream_result {
 
 struct upstream_req {
     const char *method;          /* "GET" ... */
-    const char *url;             /* full URL, NUL-terminated */
+    const char *origin;          /* "scheme://host:port", NUL-terminated */
+    const char *path;            /* "/path?query", NUL-terminated */
     const char *const *headers;  /* "Name: value" lines */
     size_t n_headers;
     const char *body;            /* NULL: none */
