@@ -219,6 +219,20 @@ static bool is_builtin(const char *path)
            strcmp(path, "/metrics") == 0;
 }
 
+/* A param must decode (once, when it is put into a backend URL): a bad %XY
+ * or a %00 is the client's error, found here rather than as a 502 later. */
+static bool params_decodable(const struct route_match *m)
+{
+    char tmp[1024];
+    for (size_t i = 0; i < m->n_params; i++) {
+        if (m->params[i].len > sizeof tmp)
+            return false;
+        if (router_pct_decode(m->params[i].p, m->params[i].len, tmp, sizeof tmp) < 0)
+            return false;
+    }
+    return true;
+}
+
 /* First call for a request: headers are in. Route it and make its state;
  * nothing is queued yet (queueing in the first call makes libmicrohttpd
  * close the connection: PERF-NOTES knob 3). */
@@ -303,6 +317,10 @@ static struct conn_state *begin(struct worker *w, struct MHD_Connection *conn, c
     if (st) {
         r->status = st;
         cs->state = RS_READY;
+        return cs;
+    }
+    if (!params_decodable(&m)) {
+        json_answer(cs, 400, "malformed percent-encoding in the path");
         return cs;
     }
     if (r->ep->n_forward_query) {
