@@ -21,11 +21,11 @@ static const char *const OUTCOMES[] = {"ok",       "error",  "timeout", "cancell
 /* Bucket bounds in ns, so that an observation is placed by integer compare
  * (0.001 s is not exact in binary), and their label text. */
 static const uint64_t BOUNDS_NS[METRICS_BUCKETS] = {
-    1000000,   2500000,   5000000,    10000000,   25000000,   50000000,  100000000,
+    1000000,   2500000,   5000000,    10000000,   25000000,   50000000,   100000000,
     250000000, 500000000, 1000000000, 2500000000, 5000000000, 10000000000};
-static const char *const BOUNDS_LE[METRICS_BUCKETS] = {
-    "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1",
-    "0.25",  "0.5",    "1",     "2.5",  "5",     "10"};
+static const char *const BOUNDS_LE[METRICS_BUCKETS] = {"0.001", "0.0025", "0.005", "0.01", "0.025",
+                                                       "0.05",  "0.1",    "0.25",  "0.5",  "1",
+                                                       "2.5",   "5",      "10"};
 
 /* Histogram values: METRICS_BUCKETS + 1 (+Inf) non-cumulative bucket counts,
  * then the sum in ns. */
@@ -154,8 +154,8 @@ static int grow_index(struct table *t, struct arr *arr, size_t n)
 }
 
 /* Writer only. The series for (a, b, code), created on first use. */
-static struct series *lookup(struct table *t, size_t nvals, const char *a, const char *b,
-                             int code, int *err)
+static struct series *lookup(struct table *t, size_t nvals, const char *a, const char *b, int code,
+                             int *err)
 {
     uint64_t h = hash_key(a, b, code);
     struct arr *arr = atomic_load_explicit(&t->arr, memory_order_relaxed);
@@ -220,7 +220,7 @@ nomem:
 static void observe(struct series *s, double seconds)
 {
     if (!(seconds >= 0)) return; /* negative or NaN */
-    uint64_t ns = seconds >= 1e9 ? (uint64_t)1e18 : (uint64_t)llround(seconds * 1e9);
+    uint64_t ns = seconds >= 1e9 ? (uint64_t)1e18 : (uint64_t)(seconds * 1e9 + 0.5);
     size_t i = 0;
     while (i < METRICS_BUCKETS && ns > BOUNDS_NS[i])
         i++;
@@ -342,7 +342,10 @@ static int merge_family(struct merge *mg, struct metrics *const *w, size_t nw, e
             }
             if (!e) {
                 e = &mg->e[mg->n];
-                *e = (struct merged){.hash = s->hash, .a = s->a, .b = s->b, .code = s->code,
+                *e = (struct merged){.hash = s->hash,
+                                     .a = s->a,
+                                     .b = s->b,
+                                     .code = s->code,
                                      .v = mg->vals + mg->n * nvals};
                 mg->idx[j] = (uint32_t)++mg->n;
             }
@@ -368,10 +371,17 @@ static int put_label(buf_t *out, const char *name, const char *value, bool first
     int rc = buf_printf(out, "%s%s=\"", first ? "" : ",", name);
     for (const char *p = value; !rc && *p; p++) {
         switch (*p) {
-        case '\\': rc = buf_append(out, "\\\\", 2); break;
-        case '"': rc = buf_append(out, "\\\"", 2); break;
-        case '\n': rc = buf_append(out, "\\n", 2); break;
-        default: rc = buf_putc(out, *p);
+        case '\\':
+            rc = buf_append(out, "\\\\", 2);
+            break;
+        case '"':
+            rc = buf_append(out, "\\\"", 2);
+            break;
+        case '\n':
+            rc = buf_append(out, "\\n", 2);
+            break;
+        default:
+            rc = buf_putc(out, *p);
         }
     }
     return rc ? rc : buf_putc(out, '"');
@@ -418,8 +428,7 @@ static int render_hists(buf_t *out, const struct merge *mg, const char *name, co
             cum += e->v[k];
             rc = buf_printf(out, "%s_bucket{", name);
             if (!rc) rc = put_label(out, label, e->a, true);
-            if (!rc)
-                rc = put_label(out, "le", k < METRICS_BUCKETS ? BOUNDS_LE[k] : "+Inf", false);
+            if (!rc) rc = put_label(out, "le", k < METRICS_BUCKETS ? BOUNDS_LE[k] : "+Inf", false);
             if (!rc) rc = buf_printf(out, "} %" PRIu64 "\n", cum);
         }
         uint64_t sum = e->v[HIST_SUM];
@@ -476,8 +485,7 @@ static int render_pools(buf_t *out, const struct metrics_globals *g)
     return rc;
 }
 
-int metrics_render(buf_t *out, struct metrics *const *w, size_t nw,
-                   const struct metrics_globals *g)
+int metrics_render(buf_t *out, struct metrics *const *w, size_t nw, const struct metrics_globals *g)
 {
     struct merge mg;
     int rc = header(out, "gateway_requests_total", "counter",
