@@ -14,7 +14,7 @@
  * ago; memory is therefore bounded by max_entries entries, never more.
  *
  * Concurrency: every function but degraded_new / degraded_free /
- * degraded_set_clock may be called from any thread at once, without a lock.
+ * degraded_set_clock / degraded_set_hash may be called from any thread at once, without a lock.
  * Readers take a short RCU read section to scan a bucket and pin the entry
  * they return; writers publish with a compare-and-swap on one way, and a
  * replaced entry is freed once no reader can see it (avalue's reclamation).
@@ -30,7 +30,8 @@
  * restart through the snapshot. It is the one mutable field of an entry: a
  * put of an unchanged body only moves stored_at forward (at most one store per
  * second per key, to keep the cache line quiet), so the common case -- a
- * healthy backend answering the same thing -- allocates nothing.
+ * healthy backend answering the same thing -- allocates nothing, and eviction
+ * takes the answer confirmed longest ago.
  *
  * Snapshot file (little-endian throughout):
  *     header, 40 bytes:
@@ -38,7 +39,8 @@
  *       u32 version = 1, u32 reserved = 0
  *       u64 count           number of records
  *       u64 payload_len     bytes after the header
- *       u64 checksum        FNV-1a 64 over header bytes [0, 32) + payload
+ *       u64 checksum        FNV-1a 64 over the payload, then header bytes
+ *                           [0, 32) (the writer learns the counts last)
  *     count records:
  *       u64 stored_at, u32 key_len, u32 body_len, key bytes, body bytes
  * FNV-1a changes its state bijectively for a fixed suffix, so any single
@@ -61,27 +63,26 @@ struct degraded;
 
 /* One stored answer. Immutable once published except stored_at. */
 struct degraded_entry {
-    av_snap_t snap_;              /* private: first, the avalue header */
-    uint64_t hash_;               /* private: of the key */
-    uint32_t slot_;               /* private: the way it was published in */
-    uint32_t klen;                /* read-only */
-    size_t len;                   /* read-only: body length */
-    _Atomic uint64_t stored_at_;  /* private: read it with degraded_entry_stored_at */
-    const char *key;              /* read-only: klen bytes */
-    const char *body;             /* read-only: len bytes and a NUL */
-    char data_[];                 /* private: key, body, NUL */
+    av_snap_t snap_;             /* private: first, the avalue header */
+    uint64_t hash_;              /* private: of the key */
+    uint32_t slot_;              /* private: the way it was published in */
+    uint32_t klen;               /* read-only */
+    size_t len;                  /* read-only: body length */
+    _Atomic uint64_t stored_at_; /* private: read it with degraded_entry_stored_at */
+    const char *key;             /* read-only: klen bytes */
+    const char *body;            /* read-only: len bytes and a NUL */
+    char data_[];                /* private: key, body, NUL */
 };
 
 /* Wall-clock second the body was last confirmed by a successful call. */
 static inline uint64_t degraded_entry_stored_at(const struct degraded_entry *e)
 {
-    return atomic_load_explicit(&((struct degraded_entry *)e)->stored_at_,
-                                memory_order_relaxed);
+    return atomic_load_explicit(&((struct degraded_entry *)e)->stored_at_, memory_order_relaxed);
 }
 
 /* A store holding at most max_entries answers; 0 makes a store that keeps
  * nothing (put does nothing, get finds nothing). NULL on out-of-memory or
- * when max_entries does not fit the table (> UINT32_MAX). The table costs
+ * when max_entries > INT_MAX (counts are returned as int). The table costs
  * ~24 bytes per entry up front. */
 struct degraded *degraded_new(size_t max_entries);
 
@@ -93,6 +94,11 @@ void degraded_free(struct degraded *d);
 /* Test hook: the clock put and get use (wall-clock seconds). NULL restores
  * CLOCK_REALTIME. Only before the store is shared with other threads. */
 void degraded_set_clock(struct degraded *d, uint64_t (*now_s)(void));
+
+/* Test hook: the key hash (every key colliding shows that keys are told
+ * apart by their bytes). NULL restores FNV-1a 64. Only on an empty store not
+ * yet shared with other threads. */
+void degraded_set_hash(struct degraded *d, uint64_t (*hash)(const void *key, size_t klen));
 
 /* Remembers body[0..len) as the answer for key[0..klen), stored now. Copies
  * both; the caller keeps its buffers. When the key's current body is
@@ -123,25 +129,27 @@ size_t degraded_capacity(const struct degraded *d);
  * directory, write, fsync, rename over path, fsync of the directory. Workers
  * keep reading and writing meanwhile (each entry is pinned while it is
  * written, so the snapshot is per-entry consistent, not a point in time).
- * Returns the number of entries written (>= 0), or a negative errno; on
- * failure path is untouched and no temp file is left behind. */
+ * Returns the number of entries written (>= 0), or a negative errno. A
+ * failure before the rename leaves path untouched; no failure leaves a temp
+ * file behind. (Only the final directory fsync can fail after the rename: the
+ * new file is then in place but maybe not yet durable.) */
 int degraded_snapshot_write(struct degraded *d, const char *path);
 
 /* Loads the snapshot at path into the store (put with the file's stored_at;
  * a key the store already holds with a newer stored_at is kept). The whole
  * file is validated before anything is stored: a corrupt or truncated file
- * loads nothing. Returns the number of entries loaded (>= 0), -ENOENT when
+ * loads nothing. Returns the number of records read (>= 0), -ENOENT when
  * the file does not exist (nothing to load: not an error for the caller),
  * -EBADMSG when the file is corrupt, another negative errno on I/O errors.
- * Any failure but -ENOENT writes a message naming path into err (may be NULL
- * when errlen is 0). Entries beyond the store's capacity evict the oldest;
+ * Every failure writes a message naming path into err (err may be NULL when
+ * errlen is 0). Entries beyond the store's capacity evict the oldest;
  * stale entries are loaded and left to get's max_stale_s. */
 int degraded_snapshot_load(struct degraded *d, const char *path, char *err, size_t errlen);
 
 /* degraded_snapshot_load's parser, on memory: validates data[0..len) and
  * then stores its entries. Safe on any bytes (a fuzz target). Returns the
- * number of entries loaded, or -EBADMSG with a message in err and nothing
- * stored. d may be NULL: validate only (returns the record count). */
+ * number of records in the file (all offered to the store), or -EBADMSG with a message in err and
+ * nothing stored. d may be NULL: validate only (returns the record count). */
 int degraded_snapshot_parse(struct degraded *d, const void *data, size_t len, char *err,
                             size_t errlen);
 
