@@ -7,6 +7,7 @@
 
 #include "core/errgroup.h"
 #include "core/loop.h"
+#include "gateway/degraded.h"
 #include "gateway/merge.h"
 #include "gateway/upstream.h"
 #include "gateway/urlbuild.h"
@@ -136,6 +137,24 @@ static size_t call_headers(struct backend_call *c, ctx_t *ctx, char own[OWN_HEAD
     return n;
 }
 
+/* The degraded-store key of a call: backend name, resolved URL and the
+ * forwarded header values, NUL-separated, so an answer is never served
+ * across different params or credentials. */
+static void degraded_key(struct backend_call *c, const char *origin, const buf_t *path)
+{
+    struct request *r = c->req;
+    buf_t *k = &c->key;
+    int rc = buf_append(k, c->b->name, strlen(c->b->name) + 1);
+    rc = rc ? rc : buf_puts(k, origin);
+    rc = rc ? rc : buf_append(k, path->data, path->len + 1);
+    for (size_t i = 0; i < r->ep->n_forward_headers && !rc; i++) {
+        const char *v = r->header(r->conn, r->ep->forward_headers[i]);
+        rc = buf_append(k, v ? v : "", v ? strlen(v) + 1 : 1);
+    }
+    if (rc)
+        buf_clear(k); /* no key: neither stored nor served */
+}
+
 /* The one place every call ends: classifies what happened and applies the
  * backend's fallback. Returns 0, or CALL_FAILED(i) to fail the group. */
 static int call_finish(struct backend_call *c, ctx_t *ctx, const struct upstream_resp *resp)
@@ -172,8 +191,23 @@ static int call_finish(struct backend_call *c, ctx_t *ctx, const struct upstream
         break;
     }
     (void)ctx;
-    if (c->outcome == OUT_OK)
+    struct degraded *store = c->req->degraded;
+    bool keyed = b->fallback == FALLBACK_DEGRADED && store && c->key.len;
+    if (c->outcome == OUT_OK) {
+        if (keyed)
+            degraded_put(store, c->key.data, c->key.len, c->part ? c->part : "",
+                         c->part ? c->part_len : 0);
         return 0;
+    }
+    if (keyed) {
+        c->stale = degraded_get(store, c->key.data, c->key.len, c->req->cfg->degraded.max_stale_s);
+        if (c->stale) {
+            c->outcome = OUT_DEGRADED;
+            c->part = c->stale->len ? c->stale->body : NULL;
+            c->part_len = c->stale->len;
+            return 0;
+        }
+    }
     if (b->fallback == FALLBACK_STATIC) {
         c->outcome = OUT_STATIC;
         c->part = b->static_json;
@@ -212,6 +246,8 @@ static int call_backend(ctx_t *gctx, void *arg)
         resp.result = UP_ERROR;
         resp.error = "cannot build URL";
     } else {
+        if (b->fallback == FALLBACK_DEGRADED)
+            degraded_key(c, origin, &url);
         char own[OWN_HEADERS][192];
         const char *hdrs[OWN_HEADERS + MAX_FORWARD];
         struct upstream_req req = {
@@ -249,7 +285,7 @@ static void write_timing(struct request *r)
         if (rc)
             return;
         if (c->outcome >= OUT_DEGRADED)
-            if (buf_printf(&r->degraded, "%s%s", r->degraded.len ? "," : "", c->b->name))
+            if (buf_printf(&r->degraded_names, "%s%s", r->degraded_names.len ? "," : "", c->b->name))
                 return;
     }
 }
@@ -309,11 +345,17 @@ void fanout_run(void *arg)
 
 void fanout_cleanup(struct request *r)
 {
-    for (size_t i = 0; i < r->n_calls; i++)
-        buf_free(&r->calls[i].body);
+    for (size_t i = 0; i < r->n_calls; i++) {
+        struct backend_call *c = &r->calls[i];
+        buf_free(&c->body);
+        buf_free(&c->key);
+        if (c->stale)
+            degraded_release(r->degraded, c->stale);
+        c->stale = NULL;
+    }
     buf_free(&r->out);
     buf_free(&r->timing);
-    buf_free(&r->degraded);
+    buf_free(&r->degraded_names);
     buf_free(&r->body_in);
     buf_free(&r->query_in);
     if (r->ctx) {

@@ -22,6 +22,8 @@
 
 struct worker;
 struct upstream;
+struct degraded;
+struct degraded_entry;
 
 /* What became of one backend call (also a metrics label). */
 enum outcome {
@@ -44,6 +46,8 @@ struct backend_call {
     buf_t body;       /* the response body */
     const char *part; /* what is merged: body, static or degraded bytes; NULL = null */
     size_t part_len;
+    const struct degraded_entry *stale; /* pinned while merged (fallback degraded) */
+    buf_t key;        /* degraded-store key: name, URL, forwarded header values */
     bool omit;        /* leave the key out */
     uint64_t dur_ns;
 };
@@ -57,6 +61,7 @@ struct request {
     struct worker *w;
     struct upstream *up;
     struct pool *buf_pool;        /* the worker's buffer blocks */
+    struct degraded *degraded;    /* last good bodies, shared by all workers */
     const struct config *cfg;     /* pinned for the request's life */
     const struct endpoint_conf *ep;
     struct route_match match;     /* params point into the raw URL */
@@ -79,7 +84,7 @@ struct request {
     int status;
     buf_t out;                    /* JSON body */
     buf_t timing;                 /* Server-Timing value */
-    buf_t degraded;               /* X-Gateway-Degraded value ("" when complete) */
+    buf_t degraded_names;              /* X-Gateway-Degraded value ("" when complete) */
 
     size_t n_calls;
     struct backend_call calls[];  /* one per backend */

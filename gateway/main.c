@@ -2,6 +2,7 @@
  * gateway: command line, signals, and the process lifecycle.
  */
 #include <curl/curl.h>
+#include <errno.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -123,9 +124,16 @@ int main(int argc, char **argv)
             workers);
 
     for (;;) {
-        int sig;
-        if (sigwait(&sigs, &sig) != 0)
+        struct config *cur = av_acquire(&gw.config);
+        uint32_t every = cur->degraded.snapshot_path ? cur->degraded.snapshot_interval_s : 0;
+        av_release(&gw.config, cur);
+        struct timespec ts = {.tv_sec = every ? every : 3600};
+        int sig = sigtimedwait(&sigs, NULL, &ts);
+        if (sig < 0) {
+            if (errno == EAGAIN && every)
+                server_snapshot(&gw);
             continue;
+        }
         if (sig == SIGHUP) {
             reload(&gw, path);
             continue;

@@ -17,6 +17,7 @@
 #include "core/coro.h"
 #include "core/errgroup.h"
 #include "core/loop.h"
+#include "gateway/degraded.h"
 #include "gateway/fanout.h"
 #include "gateway/router.h"
 #include "gateway/upstream.h"
@@ -261,10 +262,11 @@ static struct conn_state *begin(struct worker *w, struct MHD_Connection *conn, c
     r->start_ns = mono_ns();
     buf_init(&r->out, w->buf_pool);
     buf_init(&r->timing, NULL);
-    buf_init(&r->degraded, NULL);
+    buf_init(&r->degraded_names, NULL);
     buf_init(&r->body_in, NULL);
     buf_init(&r->query_in, NULL);
     r->buf_pool = w->buf_pool;
+    r->degraded = w->gw->degraded;
     live_add(w, r);
 
     if (rc == 200) {
@@ -275,6 +277,7 @@ static struct conn_state *begin(struct worker *w, struct MHD_Connection *conn, c
             r->calls[i].req = r;
             r->calls[i].b = &m.ep->backends[i];
             buf_init(&r->calls[i].body, w->buf_pool);
+            buf_init(&r->calls[i].key, NULL);
         }
     }
     int st = fanout_prepare(r, header_lookup(conn, "X-Request-Timeout-Ms"),
@@ -444,9 +447,9 @@ static enum MHD_Result queue_answer(struct worker *w, struct conn_state *cs)
     add_header(resp, "traceparent", tp);
     if (r->n_calls)
         add_header(resp, "Server-Timing", r->timing.data);
-    if (r->degraded.len) {
+    if (r->degraded_names.len) {
         add_header(resp, "X-Gateway-Completed", "false");
-        add_header(resp, "X-Gateway-Degraded", r->degraded.data);
+        add_header(resp, "X-Gateway-Degraded", r->degraded_names.data);
     }
     if (r->status == 405)
         add_header(resp, MHD_HTTP_HEADER_ALLOW, cs->allow);
@@ -684,6 +687,35 @@ static int check_port_free(const struct server_conf *s)
     return rc;
 }
 
+int server_snapshot(struct gateway *gw)
+{
+    const struct config *cfg = av_acquire(&gw->config);
+    const char *path = cfg->degraded.snapshot_path;
+    int rc = 0;
+    if (path && gw->degraded) {
+        rc = degraded_snapshot_write(gw->degraded, path);
+        if (rc < 0)
+            fprintf(stderr, "gateway: cannot write the degraded snapshot %s: %s\n", path,
+                    strerror(-rc));
+    }
+    av_release(&gw->config, (void *)cfg);
+    return rc < 0 ? rc : 0;
+}
+
+static void load_snapshot(struct gateway *gw, const struct config *cfg)
+{
+    const char *path = cfg->degraded.snapshot_path;
+    if (!path)
+        return;
+    char err[256] = "";
+    int rc = degraded_snapshot_load(gw->degraded, path, err, sizeof err);
+    if (rc >= 0)
+        fprintf(stderr, "gateway: loaded %d degraded entries from %s\n", rc, path);
+    else if (rc != -ENOENT)
+        fprintf(stderr, "gateway: ignoring the degraded snapshot: %s\n",
+                err[0] ? err : strerror(-rc));
+}
+
 int server_start(struct gateway *gw, struct config *cfg)
 {
     coro_configure(&(struct coro_config){.pool_max = CORO_POOL_MAX});
@@ -692,6 +724,12 @@ int server_start(struct gateway *gw, struct config *cfg)
         config_free(cfg);
         return rc;
     }
+    gw->degraded = degraded_new(cfg->degraded.max_entries);
+    if (!gw->degraded) {
+        config_free(cfg);
+        return -ENOMEM;
+    }
+    load_snapshot(gw, cfg);
     av_init(&gw->config, config_free_snap);
     av_store(&gw->config, cfg);
     atomic_store(&gw->draining, false);
@@ -748,5 +786,8 @@ void server_stop(struct gateway *gw)
     free(gw->workers);
     gw->workers = NULL;
     gw->n_workers = 0;
+    server_snapshot(gw); /* every worker is gone: the final state */
     av_destroy(&gw->config);
+    degraded_free(gw->degraded);
+    gw->degraded = NULL;
 }

@@ -22,6 +22,7 @@ struct worker;
 
 struct gateway {
     avalue_t config;         /* struct config snapshots */
+    struct degraded *degraded; /* last good bodies (sized at start) */
     struct worker **workers; /* read-only after start */
     int n_workers;
     atomic_bool draining;    /* readiness off, new requests get 503 */
@@ -32,6 +33,9 @@ struct gateway {
  * cfg). Returns 0, or -errno with a message on stderr (e.g. the port is
  * taken). */
 int server_start(struct gateway *gw, struct config *cfg);
+/* Writes the degraded snapshot (degraded.snapshot_path) while the workers
+ * run. Returns 0 or -errno (reported on stderr). */
+int server_snapshot(struct gateway *gw);
 /* Stops accepting, lets in-flight requests finish within the configured
  * shutdown timeout (then cancels them), joins the workers, frees all. */
 void server_stop(struct gateway *gw);

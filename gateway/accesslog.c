@@ -1,0 +1,447 @@
+/* accesslog: JSON lines through an MPSC queue to one writer thread. The
+ * design (bounding, waking the writer) is in accesslog.h. */
+#include "gateway/accesslog.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "core/mpsc.h"
+
+#define BATCH_BYTES  65536
+#define BUSY_WAIT_MS 10
+
+/* A formatted line on its way to the writer. */
+struct rec {
+    struct mpsc_node node;
+    size_t len;
+    char line[];
+};
+
+struct accesslog {
+    struct mpsc_queue q;
+    /* Producers touch these (count on every record): apart from the
+     * writer's fields. */
+    _Alignas(64) _Atomic size_t count; /* queued, not yet taken by the writer */
+    _Atomic uint64_t dropped;
+    _Atomic int sleeping; /* the writer is (about to be) blocked without timeout */
+    _Atomic bool stop;
+    _Atomic bool paused;
+    _Alignas(64) size_t cap;
+    bool off;
+    bool close_fd;
+    int fd;
+    int efd;
+    char *batch; /* BATCH_BYTES, the writer's */
+    pthread_t thread;
+};
+
+/* ---- formatting: one pass to measure, one to write ---- */
+
+/* out.p NULL: only count bytes. */
+struct out {
+    char *p;
+    size_t n;
+};
+
+static void put(struct out *o, const char *s, size_t n)
+{
+    if (o->p) memcpy(o->p + o->n, s, n);
+    o->n += n;
+}
+
+static void puts_(struct out *o, const char *s)
+{
+    put(o, s, strlen(s));
+}
+
+/* Length of the well-formed UTF-8 sequence at s (1..4), or 0 (Unicode
+ * Table 3-7: no overlongs, no surrogates, nothing above U+10FFFF). s is
+ * NUL-terminated, so reading past a truncated sequence stops at the NUL. */
+static int utf8_len(const unsigned char *s)
+{
+    unsigned char c = s[0];
+    unsigned char lo = 0x80, hi = 0xbf;
+    int n;
+    if (c >= 0xc2 && c <= 0xdf)
+        n = 2;
+    else if (c >= 0xe0 && c <= 0xef) {
+        n = 3;
+        if (c == 0xe0) lo = 0xa0;
+        if (c == 0xed) hi = 0x9f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        n = 4;
+        if (c == 0xf0) lo = 0x90;
+        if (c == 0xf4) hi = 0x8f;
+    } else
+        return 0;
+    if (s[1] < lo || s[1] > hi) return 0;
+    for (int i = 2; i < n; i++)
+        if (s[i] < 0x80 || s[i] > 0xbf) return 0;
+    return n;
+}
+
+/* A JSON string, or null for NULL. */
+static void str(struct out *o, const char *s)
+{
+    if (!s) {
+        puts_(o, "null");
+        return;
+    }
+    put(o, "\"", 1);
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p) {
+        /* Copy the run that needs no escaping in one go. */
+        const unsigned char *run = p;
+        while (*p >= 0x20 && *p < 0x80 && *p != '"' && *p != '\\')
+            p++;
+        if (p > run) put(o, (const char *)run, (size_t)(p - run));
+        if (!*p) break;
+        unsigned char c = *p;
+        if (c >= 0x80) {
+            int n = utf8_len(p);
+            if (n) {
+                put(o, (const char *)p, (size_t)n);
+                p += n;
+            } else {
+                put(o, "\\ufffd", 6);
+                p++;
+            }
+            continue;
+        }
+        char esc[8];
+        switch (c) {
+        case '"':
+            put(o, "\\\"", 2);
+            break;
+        case '\\':
+            put(o, "\\\\", 2);
+            break;
+        case '\n':
+            put(o, "\\n", 2);
+            break;
+        case '\r':
+            put(o, "\\r", 2);
+            break;
+        case '\t':
+            put(o, "\\t", 2);
+            break;
+        case '\b':
+            put(o, "\\b", 2);
+            break;
+        case '\f':
+            put(o, "\\f", 2);
+            break;
+        default:
+            snprintf(esc, sizeof esc, "\\u%04x", c);
+            put(o, esc, 6);
+        }
+        p++;
+    }
+    put(o, "\"", 1);
+}
+
+/* The scalar fields, formatted once into fixed buffers before measuring. */
+struct scalars {
+    char ts[64];
+    char status[16];
+    char dur[64];
+};
+
+static void scalars(struct scalars *sc, const struct access_record *r)
+{
+    struct tm tm;
+    time_t t = r->ts.tv_sec;
+    if (!gmtime_r(&t, &tm)) memset(&tm, 0, sizeof tm);
+    snprintf(sc->ts, sizeof sc->ts, "\"%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ\"", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+             (long)(r->ts.tv_nsec / 1000000) % 1000);
+    snprintf(sc->status, sizeof sc->status, "%d", r->status);
+    double d = r->duration_ms;
+    if (!(d == d) || d > 1e300 || d < -1e300) /* NaN or infinite: not JSON */
+        snprintf(sc->dur, sizeof sc->dur, "null");
+    else if (d < 1e15 && d > -1e15)
+        snprintf(sc->dur, sizeof sc->dur, "%.3f", d);
+    else
+        snprintf(sc->dur, sizeof sc->dur, "%.17g", d);
+}
+
+static void line(struct out *o, const struct access_record *r, const struct scalars *sc)
+{
+    puts_(o, "{\"ts\":");
+    puts_(o, sc->ts);
+    puts_(o, ",\"method\":");
+    str(o, r->method);
+    puts_(o, ",\"path\":");
+    str(o, r->path);
+    puts_(o, ",\"endpoint\":");
+    str(o, r->endpoint);
+    puts_(o, ",\"status\":");
+    puts_(o, sc->status);
+    puts_(o, ",\"duration_ms\":");
+    puts_(o, sc->dur);
+    puts_(o, ",\"request_id\":");
+    str(o, r->request_id);
+    puts_(o, ",\"trace_id\":");
+    str(o, r->trace_id);
+    puts_(o, ",\"degraded\":[");
+    for (size_t i = 0; i < r->ndegraded; i++) {
+        if (i) put(o, ",", 1);
+        str(o, r->degraded[i]);
+    }
+    puts_(o, "]}\n");
+}
+
+int accesslog_format(buf_t *out, const struct access_record *r)
+{
+    struct scalars sc;
+    scalars(&sc, r);
+    struct out o = {0};
+    line(&o, r, &sc);
+    int rc = buf_reserve(out, o.n);
+    if (rc) return rc;
+    o = (struct out){.p = out->data + out->len};
+    line(&o, r, &sc);
+    out->len += o.n;
+    out->data[out->len] = '\0';
+    return 0;
+}
+
+/* ---- producers ---- */
+
+static void wake(struct accesslog *a)
+{
+    uint64_t one = 1;
+    /* Non-blocking eventfd: fails only if the counter would overflow, and
+     * then the writer is awake anyway. */
+    ssize_t rc = write(a->efd, &one, sizeof one);
+    (void)rc;
+}
+
+void accesslog_record(struct accesslog *a, const struct access_record *r)
+{
+    if (!a || a->off) return;
+    /* Reserve a slot first: a full queue costs no formatting. The plain
+     * load spares the shared line a locked add while the queue is full. */
+    if (atomic_load_explicit(&a->count, memory_order_relaxed) >= a->cap) goto drop;
+    if (atomic_fetch_add_explicit(&a->count, 1, memory_order_relaxed) >= a->cap) {
+        atomic_fetch_sub_explicit(&a->count, 1, memory_order_relaxed);
+        goto drop;
+    }
+    struct scalars sc;
+    scalars(&sc, r);
+    struct out o = {0};
+    line(&o, r, &sc);
+    struct rec *rec = malloc(sizeof *rec + o.n);
+    if (!rec) {
+        atomic_fetch_sub_explicit(&a->count, 1, memory_order_relaxed);
+        goto drop;
+    }
+    o = (struct out){.p = rec->line};
+    line(&o, r, &sc);
+    rec->len = o.n;
+    mpsc_push(&a->q, &rec->node); /* seq_cst exchange: the Dekker half */
+    if (atomic_load_explicit(&a->sleeping, memory_order_seq_cst) &&
+        atomic_exchange_explicit(&a->sleeping, 0, memory_order_seq_cst))
+        wake(a);
+    return;
+drop:
+    atomic_fetch_add_explicit(&a->dropped, 1, memory_order_relaxed);
+}
+
+uint64_t accesslog_dropped(const struct accesslog *a)
+{
+    return a ? atomic_load_explicit(&a->dropped, memory_order_relaxed) : 0;
+}
+
+void accesslog_set_paused(struct accesslog *a, bool paused)
+{
+    if (!a || a->off) return;
+    atomic_store_explicit(&a->paused, paused, memory_order_seq_cst);
+    if (!paused) wake(a);
+}
+
+/* ---- the writer ---- */
+
+/* Writes p[0..n) entirely; false on an error other than EINTR. A
+ * non-blocking stdout is waited for. */
+static bool write_all(int fd, const char *p, size_t n)
+{
+    while (n) {
+        ssize_t w = write(fd, p, n);
+        if (w > 0) {
+            p += w;
+            n -= (size_t)w;
+        } else if (w < 0 && errno == EINTR) {
+            continue;
+        } else if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+            poll(&pfd, 1, -1);
+        } else {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Waits on the eventfd up to ms (-1: forever) and consumes its count. */
+static void wait_event(struct accesslog *a, int ms)
+{
+    struct pollfd pfd = {.fd = a->efd, .events = POLLIN};
+    if (poll(&pfd, 1, ms) > 0) {
+        uint64_t v;
+        ssize_t rc = read(a->efd, &v, sizeof v);
+        (void)rc;
+    }
+}
+
+/* Takes every record available, writing in batches; returns how many. */
+static size_t drain(struct accesslog *a, char *batch)
+{
+    size_t total = 0, used = 0, lines = 0;
+    struct mpsc_node *n;
+    while ((n = mpsc_pop(&a->q))) {
+        struct rec *r = (struct rec *)((char *)n - offsetof(struct rec, node));
+        if (used + r->len > BATCH_BYTES && used) {
+            if (!write_all(a->fd, batch, used))
+                atomic_fetch_add_explicit(&a->dropped, lines, memory_order_relaxed);
+            used = lines = 0;
+        }
+        if (r->len > BATCH_BYTES) {
+            /* A huge line (a long path) goes out on its own. */
+            if (!write_all(a->fd, r->line, r->len))
+                atomic_fetch_add_explicit(&a->dropped, 1, memory_order_relaxed);
+        } else {
+            memcpy(batch + used, r->line, r->len);
+            used += r->len;
+            lines++;
+        }
+        free(r);
+        atomic_fetch_sub_explicit(&a->count, 1, memory_order_relaxed);
+        total++;
+    }
+    if (used && !write_all(a->fd, batch, used))
+        atomic_fetch_add_explicit(&a->dropped, lines, memory_order_relaxed);
+    return total;
+}
+
+static void *writer_main(void *arg)
+{
+    struct accesslog *a = arg;
+    bool busy = false;
+    for (;;) {
+        bool stop = atomic_load_explicit(&a->stop, memory_order_seq_cst);
+        if (!stop && atomic_load_explicit(&a->paused, memory_order_seq_cst)) {
+            wait_event(a, -1);
+            continue;
+        }
+        if (drain(a, a->batch)) {
+            busy = true;
+            continue;
+        }
+        if (!mpsc_empty(&a->q)) {
+            /* A producer is between its exchange and its link: it finishes
+             * within a few instructions. */
+            sched_yield();
+            continue;
+        }
+        if (stop) break;
+        if (busy) {
+            busy = false;
+            wait_event(a, BUSY_WAIT_MS);
+            continue;
+        }
+        atomic_store_explicit(&a->sleeping, 1, memory_order_seq_cst);
+        if (!mpsc_empty(&a->q) || atomic_load_explicit(&a->stop, memory_order_seq_cst)) {
+            atomic_store_explicit(&a->sleeping, 0, memory_order_seq_cst);
+            continue;
+        }
+        wait_event(a, -1);
+        atomic_store_explicit(&a->sleeping, 0, memory_order_seq_cst);
+    }
+    return NULL;
+}
+
+/* ---- lifecycle ---- */
+
+struct accesslog *accesslog_open(const char *path, char *err, size_t errlen)
+{
+    return accesslog_open_ex(path, NULL, err, errlen);
+}
+
+struct accesslog *accesslog_open_ex(const char *path, const struct accesslog_opts *opts, char *err,
+                                    size_t errlen)
+{
+    struct accesslog *a = aligned_alloc(64, (sizeof *a + 63) & ~(size_t)63);
+    if (!a) {
+        snprintf(err, errlen, "access log: out of memory");
+        return NULL;
+    }
+    memset(a, 0, sizeof *a);
+    mpsc_init(&a->q);
+    atomic_init(&a->count, 0);
+    atomic_init(&a->dropped, 0);
+    atomic_init(&a->sleeping, 0);
+    atomic_init(&a->stop, false);
+    atomic_init(&a->paused, opts && opts->paused);
+    a->cap = opts && opts->capacity ? opts->capacity : ACCESSLOG_CAPACITY;
+    a->fd = a->efd = -1;
+    if (!path || strcmp(path, "off") == 0) {
+        a->off = true;
+        return a;
+    }
+    if (strcmp(path, "-") == 0) {
+        a->fd = STDOUT_FILENO;
+    } else {
+        a->fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        if (a->fd < 0) {
+            snprintf(err, errlen, "access log %s: %s", path, strerror(errno));
+            goto fail;
+        }
+        a->close_fd = true;
+    }
+    a->batch = malloc(BATCH_BYTES);
+    if (!a->batch) {
+        snprintf(err, errlen, "access log: out of memory");
+        goto fail;
+    }
+    a->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (a->efd < 0) {
+        snprintf(err, errlen, "access log: eventfd: %s", strerror(errno));
+        goto fail;
+    }
+    int rc = pthread_create(&a->thread, NULL, writer_main, a);
+    if (rc) {
+        snprintf(err, errlen, "access log: thread: %s", strerror(rc));
+        goto fail;
+    }
+    return a;
+fail:
+    if (a->efd >= 0) close(a->efd);
+    if (a->close_fd) close(a->fd);
+    free(a->batch);
+    free(a);
+    return NULL;
+}
+
+void accesslog_close(struct accesslog *a)
+{
+    if (!a) return;
+    if (!a->off) {
+        atomic_store_explicit(&a->stop, true, memory_order_seq_cst);
+        wake(a);
+        pthread_join(a->thread, NULL);
+        close(a->efd);
+        if (a->close_fd) close(a->fd);
+        free(a->batch);
+    }
+    free(a);
+}
