@@ -4,8 +4,10 @@
  * connection, keep-alive, Content-Length (or chunked) request bodies, every
  * response with a Content-Length. Only libc and pthreads.
  *
- *     mock_backend --port N     listen on 127.0.0.1:N (0 = ephemeral); prints
- *                               "port <N>" on stdout once listening
+ *     mock_backend [--listen ADDR] --port N
+ *                               listen on ADDR:N (IPv4, default 127.0.0.1;
+ *                               0 = ephemeral port); prints "port <N>" on
+ *                               stdout once listening
  *
  * Routes (GET unless said; ids are the raw, still-encoded path segments):
  *   /users/{id}      {"id":"<id>","name":"User <id>"}
@@ -932,16 +934,20 @@ static void on_signal(int sig)
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: mock_backend [--port N]   (0 = ephemeral; prints \"port N\")\n");
+    fprintf(stderr, "usage: mock_backend [--listen ADDR] [--port N]   (ADDR: IPv4, default "
+                    "127.0.0.1; N 0 = ephemeral; prints \"port N\")\n");
     return 2;
 }
 
 int main(int argc, char **argv)
 {
     int port = 9001;
+    const char *host = "127.0.0.1";
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--port") == 0 && i + 1 < argc)
             port = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--listen") == 0 && i + 1 < argc)
+            host = argv[++i];
         else
             return usage();
     }
@@ -957,9 +963,9 @@ int main(int argc, char **argv)
     int one = 1;
     setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (inet_pton(AF_INET, host, &sin.sin_addr) != 1) return usage();
     if (bind(lfd, (struct sockaddr *)&sin, sizeof sin) != 0 || listen(lfd, 1024) != 0) {
-        fprintf(stderr, "mock_backend: cannot listen on 127.0.0.1:%d: %s\n", port, strerror(errno));
+        fprintf(stderr, "mock_backend: cannot listen on %s:%d: %s\n", host, port, strerror(errno));
         return 1;
     }
     socklen_t sl = sizeof sin;
