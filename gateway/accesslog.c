@@ -35,6 +35,7 @@ struct accesslog {
     _Atomic int sleeping; /* the writer is (about to be) blocked without timeout */
     _Atomic bool stop;
     _Atomic bool paused;
+    _Atomic unsigned pause_gen, pause_ack; /* set_paused(true) waits for the writer */
     _Alignas(64) size_t cap;
     bool off;
     bool close_fd;
@@ -265,8 +266,18 @@ uint64_t accesslog_dropped(const struct accesslog *a)
 void accesslog_set_paused(struct accesslog *a, bool paused)
 {
     if (!a || a->off) return;
+    unsigned gen = atomic_fetch_add_explicit(&a->pause_gen, 1, memory_order_seq_cst) + 1;
     atomic_store_explicit(&a->paused, paused, memory_order_seq_cst);
-    if (!paused) wake(a);
+    wake(a);
+    /* Until the writer acknowledges, it may still be draining: wait, so a
+     * test knows that nothing is taken from the queue from now on. */
+    while (paused && (int)(atomic_load_explicit(&a->pause_ack, memory_order_seq_cst) - gen) < 0)
+        sched_yield();
+}
+
+bool accesslog_idle(const struct accesslog *a)
+{
+    return a && !a->off && atomic_load_explicit(&a->sleeping, memory_order_seq_cst);
 }
 
 /* ---- the writer ---- */
@@ -340,6 +351,9 @@ static void *writer_main(void *arg)
     for (;;) {
         bool stop = atomic_load_explicit(&a->stop, memory_order_seq_cst);
         if (!stop && atomic_load_explicit(&a->paused, memory_order_seq_cst)) {
+            atomic_store_explicit(&a->pause_ack,
+                                  atomic_load_explicit(&a->pause_gen, memory_order_seq_cst),
+                                  memory_order_seq_cst);
             wait_event(a, -1);
             continue;
         }
@@ -392,6 +406,8 @@ struct accesslog *accesslog_open_ex(const char *path, const struct accesslog_opt
     atomic_init(&a->sleeping, 0);
     atomic_init(&a->stop, false);
     atomic_init(&a->paused, opts && opts->paused);
+    atomic_init(&a->pause_gen, 0);
+    atomic_init(&a->pause_ack, 0);
     a->cap = opts && opts->capacity ? opts->capacity : ACCESSLOG_CAPACITY;
     a->fd = a->efd = -1;
     if (!path || strcmp(path, "off") == 0) {

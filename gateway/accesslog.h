@@ -91,8 +91,13 @@ void accesslog_record(struct accesslog *a, const struct access_record *r);
 uint64_t accesslog_dropped(const struct accesslog *a);
 
 /* Test hook: a paused writer takes nothing from the queue (so it fills up);
- * unpausing wakes it. Any thread. */
+ * unpausing wakes it. Pausing waits (spinning) until the writer has stopped
+ * taking records. Any thread but the writer; not concurrently with close. */
 void accesslog_set_paused(struct accesslog *a, bool paused);
+
+/* Test hook: true while the writer is blocked without a timeout, waiting
+ * for a producer to wake it. Any thread. */
+bool accesslog_idle(const struct accesslog *a);
 
 /* Writes every queued record, stops and joins the writer thread, closes the
  * file and frees a. No accesslog_record may run concurrently or later.
