@@ -9,6 +9,7 @@
 #include "core/loop.h"
 #include "gateway/degraded.h"
 #include "gateway/merge.h"
+#include "gateway/metrics.h"
 #include "gateway/upstream.h"
 #include "gateway/urlbuild.h"
 
@@ -267,6 +268,8 @@ static int call_backend(ctx_t *gctx, void *arg)
     c->status = resp.status;
     int rc = call_finish(c, ctx, &resp);
     c->dur_ns = loop_now(loop_current()) - t0;
+    metrics_backend(r->metrics, r->ep->name, b->name, outcome_name(c->outcome),
+                    (double)c->dur_ns / 1e9);
     if (ctx)
         ctx_release(ctx);
     buf_free(&url);

@@ -62,6 +62,7 @@ struct request {
     struct upstream *up;
     struct pool *buf_pool;        /* the worker's buffer blocks */
     struct degraded *degraded;    /* last good bodies, shared by all workers */
+    struct metrics *metrics;      /* the worker's counters */
     const struct config *cfg;     /* pinned for the request's life */
     const struct endpoint_conf *ep;
     struct route_match match;     /* params point into the raw URL */

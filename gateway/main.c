@@ -45,6 +45,7 @@ static void reload(struct gateway *gw, const char *path)
     if (!next) {
         fprintf(stderr, "gateway: reload of %s failed; keeping the running configuration\n",
                 path);
+        atomic_fetch_add(&gw->reloads_error, 1);
         return;
     }
     struct config *cur = av_acquire(&gw->config);
@@ -52,8 +53,13 @@ static void reload(struct gateway *gw, const char *path)
         cur->server.workers != next->server.workers)
         fprintf(stderr, "gateway: server.listen / server.workers changed: takes effect after a "
                         "restart\n");
+    if (strcmp(cur->access_log_path, next->access_log_path) != 0 ||
+        cur->degraded.max_entries != next->degraded.max_entries)
+        fprintf(stderr, "gateway: access_log.path / degraded.max_entries changed: takes effect "
+                        "after a restart\n");
     av_release(&gw->config, cur);
     av_store(&gw->config, next);
+    atomic_fetch_add(&gw->reloads_ok, 1);
     fprintf(stderr, "gateway: configuration reloaded from %s\n", path);
 }
 

@@ -17,8 +17,10 @@
 #include "core/coro.h"
 #include "core/errgroup.h"
 #include "core/loop.h"
+#include "gateway/accesslog.h"
 #include "gateway/degraded.h"
 #include "gateway/fanout.h"
+#include "gateway/metrics.h"
 #include "gateway/router.h"
 #include "gateway/upstream.h"
 
@@ -56,6 +58,7 @@ struct worker {
     loop_timer_t stop_timer;
     unsigned max_connections;
     pool_t *buf_pool; /* 4 KiB blocks for bodies and answers */
+    struct metrics *metrics; /* written by this worker only; scraped by any */
 };
 
 /* Where a request is, seen from libmicrohttpd. */
@@ -89,6 +92,9 @@ struct conn_state {
     bool close; /* answer with Connection: close */
     char allow[ROUTE_ALLOW_MAX];
     const char *content_type;
+    struct timespec arrived; /* wall clock, for the access log */
+    char method[16];
+    char *path;              /* copy of the raw path, for the access log */
     struct request req; /* last: ends with the calls */
 };
 
@@ -194,6 +200,33 @@ static enum MHD_Result append_query(void *cls, enum MHD_ValueKind kind, const ch
     return MHD_YES;
 }
 
+/* Sums every worker's counters; runs on the worker that got the scrape,
+ * reading the others' with relaxed atomics (pool counters likewise). */
+static void render_metrics(struct gateway *gw, buf_t *out)
+{
+    struct metrics *per[gw->n_workers];
+    struct metrics_pool_stat pools[2 * gw->n_workers];
+    size_t np = 0;
+    for (int i = 0; i < gw->n_workers; i++) {
+        struct worker *w = gw->workers[i];
+        per[i] = w->metrics;
+        const pool_t *ps[2] = {w->buf_pool, w->up ? upstream_handle_pool(w->up) : NULL};
+        for (int j = 0; j < 2; j++)
+            if (ps[j])
+                pools[np++] = (struct metrics_pool_stat){pool_name(ps[j]), pool_hits(ps[j]),
+                                                         pool_misses(ps[j])};
+    }
+    struct metrics_globals g = {
+        .pools = pools,
+        .npools = np,
+        .access_log_dropped = accesslog_dropped(gw->log),
+        .reloads_ok = atomic_load_explicit(&gw->reloads_ok, memory_order_relaxed),
+        .reloads_error = atomic_load_explicit(&gw->reloads_error, memory_order_relaxed),
+    };
+    if (metrics_render(out, per, (size_t)gw->n_workers, &g) != 0)
+        buf_clear(out);
+}
+
 static void builtin(struct worker *w, struct conn_state *cs, const char *path)
 {
     struct request *r = &cs->req;
@@ -207,10 +240,8 @@ static void builtin(struct worker *w, struct conn_state *cs, const char *path)
         (void)buf_puts(&r->out, draining ? "{\"status\":\"draining\"}" : "{\"status\":\"ready\"}");
     } else {
         r->status = 200;
-        cs->content_type = "text/plain; version=0.0.4";
-        (void)buf_printf(&r->out, "# TYPE gateway_inflight_requests gauge\n"
-                                  "gateway_inflight_requests %u\n",
-                         w->n_live);
+        cs->content_type = METRICS_CONTENT_TYPE;
+        render_metrics(w->gw, &r->out);
     }
 }
 
@@ -254,6 +285,11 @@ static struct conn_state *begin(struct worker *w, struct MHD_Connection *conn, c
     struct request *r = &cs->req;
     cs->conn = conn;
     cs->content_type = "application/json";
+    clock_gettime(CLOCK_REALTIME, &cs->arrived);
+    snprintf(cs->method, sizeof cs->method, "%s", method);
+    cs->path = strdup(url);
+    metrics_inflight_add(w->metrics, 1);
+    r->metrics = w->metrics;
     r->w = w;
     r->up = w->up;
     r->cfg = cfg;
@@ -518,6 +554,42 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     return MHD_NO;
 }
 
+/* A request is over (answered, or its client gone): metrics and the
+ * access-log record. */
+static void finish_request(struct worker *w, struct conn_state *cs,
+                           enum MHD_RequestTerminationCode toe)
+{
+    struct request *r = &cs->req;
+    int status = cs->hung_up || (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && r->status == 0)
+                     ? 499
+                     : r->status;
+    double ms = (double)(mono_ns() - r->start_ns) / 1e6;
+    const char *ep = r->ep ? r->ep->name : NULL;
+    metrics_inflight_add(w->metrics, -1);
+    metrics_request(w->metrics, ep, status, ms / 1e3);
+    if (!w->gw->log)
+        return;
+    const char *names[r->n_calls + 1];
+    size_t nd = 0;
+    for (size_t i = 0; i < r->n_calls; i++)
+        if (r->calls[i].outcome >= OUT_DEGRADED)
+            names[nd++] = r->calls[i].b->name;
+    char trace_id[2 * TRACE_ID_BYTES + 1];
+    trace_hex(r->trace.trace_id, TRACE_ID_BYTES, trace_id);
+    accesslog_record(w->gw->log, &(struct access_record){
+                                     .ts = cs->arrived,
+                                     .method = cs->method,
+                                     .path = cs->path,
+                                     .endpoint = ep,
+                                     .status = status,
+                                     .duration_ms = ms,
+                                     .request_id = r->request_id,
+                                     .trace_id = trace_id,
+                                     .degraded = names,
+                                     .ndegraded = nd,
+                                 });
+}
+
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
@@ -529,9 +601,11 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         return;
     *con_cls = NULL;
     struct request *r = &cs->req;
+    finish_request(w, cs, toe);
     fanout_cleanup(r);
     av_release(&w->gw->config, (void *)r->cfg);
     live_remove(w, r);
+    free(cs->path);
     free(cs);
 }
 
@@ -724,8 +798,17 @@ int server_start(struct gateway *gw, struct config *cfg)
         config_free(cfg);
         return rc;
     }
+    char why[256] = "";
+    gw->log = accesslog_open(cfg->access_log_path, why, sizeof why);
+    if (!gw->log) {
+        fprintf(stderr, "gateway: access_log.path: %s\n", why);
+        config_free(cfg);
+        return -EINVAL;
+    }
     gw->degraded = degraded_new(cfg->degraded.max_entries);
     if (!gw->degraded) {
+        accesslog_close(gw->log);
+        gw->log = NULL;
         config_free(cfg);
         return -ENOMEM;
     }
@@ -752,9 +835,16 @@ int server_start(struct gateway *gw, struct config *cfg)
         }
         w->gw = gw;
         w->id = i;
+        w->metrics = metrics_new();
+        if (!w->metrics) {
+            free(w);
+            err = -ENOMEM;
+            break;
+        }
         sem_init(&w->started, 0, 0);
         if ((err = -pthread_create(&w->thread, NULL, worker_main, w)) != 0) {
             sem_destroy(&w->started);
+            metrics_free(w->metrics);
             free(w);
             break;
         }
@@ -781,6 +871,7 @@ void server_stop(struct gateway *gw)
     for (int i = 0; i < gw->n_workers; i++) {
         pthread_join(gw->workers[i]->thread, NULL);
         sem_destroy(&gw->workers[i]->started);
+        metrics_free(gw->workers[i]->metrics);
         free(gw->workers[i]);
     }
     free(gw->workers);
@@ -790,4 +881,6 @@ void server_stop(struct gateway *gw)
     av_destroy(&gw->config);
     degraded_free(gw->degraded);
     gw->degraded = NULL;
+    accesslog_close(gw->log); /* flushes what the workers queued */
+    gw->log = NULL;
 }

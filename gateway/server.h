@@ -27,6 +27,8 @@ struct gateway {
     int n_workers;
     atomic_bool draining;    /* readiness off, new requests get 503 */
     atomic_uint connections; /* open client connections, all workers */
+    struct accesslog *log;   /* access_log.path at start */
+    atomic_uint_fast64_t reloads_ok, reloads_error;
 };
 
 /* Starts cfg->server.workers threads serving cfg (gw takes ownership of
