@@ -237,7 +237,7 @@ static int call_backend(ctx_t *gctx, void *arg)
     ctx_t *ctx = ctx_with_deadline(gctx, deadline);
     char origin[256];
     buf_t url, fwd;
-    buf_init(&url, r->buf_pool);
+    buf_init(&url, NULL); /* a short path: no need for a pool block */
     buf_init(&fwd, NULL);
     if (!ctx) {
         resp.result = UP_ERROR;

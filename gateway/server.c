@@ -30,9 +30,14 @@
 #define CAUSE_CLIENT_GONE 499
 #define CAUSE_SHUTDOWN 503
 
-/* Per-worker buffer blocks: a typical backend body or answer fits one. */
-#define BUF_BLOCK 4096
-#define BUF_POOL_MAX 2048
+/* Per-worker buffer blocks: a typical backend body fits one (a larger one
+ * moves to malloc as it grows). */
+#define BUF_BLOCK 2048
+#define BUF_POOL_MAX 1024
+/* libmicrohttpd's memory per client connection: the request line and
+ * headers must fit (a larger header block gets 431), plus its I/O buffers.
+ * Its default, 32 KiB, costs 8 MiB resident at 256 connections. */
+#define CONN_MEMORY (16 * 1024)
 /* Coroutine stacks kept per thread: enough for a busy worker's requests and
  * calls, so a burst never maps and unmaps stacks. */
 #define CORO_POOL_MAX 2048
@@ -669,6 +674,7 @@ static int worker_listen(struct worker *w, const struct config *cfg)
         MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_UNESCAPE_CALLBACK,
         unescape_none, NULL, MHD_OPTION_NOTIFY_COMPLETED, on_completed, w,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)s->connection_timeout_s,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONN_MEMORY,
         MHD_OPTION_NOTIFY_CONNECTION, on_connection, w, MHD_OPTION_CONNECTION_LIMIT, per_worker,
         MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u,
         MHD_OPTION_END);

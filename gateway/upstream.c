@@ -13,6 +13,8 @@
 #define EASY_POOL_MAX 1024
 /* Idle backend connections curl keeps per worker. */
 #define MAX_IDLE_CONNECTIONS 1024
+/* curl's receive buffer per easy handle. */
+#define RECV_BUFFER 4096
 /* Most header lines one call sends (forwarded + trace + timeout). */
 #define MAX_HEADERS 40
 
@@ -246,6 +248,10 @@ static void *easy_new(void *ud)
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L); /* urlbuild already encoded it */
+    /* Each handle keeps a receive buffer of this size for its life; JSON
+     * answers are small, and 16 KiB (the default) x hundreds of pooled
+     * handles is most of the gateway's memory. */
+    curl_easy_setopt(e, CURLOPT_BUFFERSIZE, (long)RECV_BUFFER);
     return h;
 }
 
