@@ -29,6 +29,9 @@
 /* ctx_cancel cause when the client hung up (logged as 499). */
 #define CAUSE_CLIENT_GONE 499
 #define CAUSE_SHUTDOWN 503
+/* After the shutdown timeout cancels what runs, how long the answers get to
+ * go out before the worker stops anyway. */
+#define STOP_GRACE_NS 1000000000ull
 
 /* Per-worker buffer blocks: a typical backend body fits one (a larger one
  * moves to malloc as it grows). */
@@ -60,9 +63,10 @@ struct worker {
     struct request *live; /* every request from its first byte to its last */
     unsigned n_live;
     bool stopping;
+    bool stop_forced;       /* the shutdown timeout passed, calls cancelled */
     loop_timer_t stop_timer;
     unsigned max_connections;
-    pool_t *buf_pool; /* 4 KiB blocks for bodies and answers */
+    pool_t *buf_pool; /* small blocks for backend bodies and answers */
     struct metrics *metrics; /* written by this worker only; scraped by any */
 };
 
@@ -625,11 +629,19 @@ static void maybe_stop(struct worker *w)
 /* The shutdown timeout passed: cancel what still runs; each answers at once. */
 static void on_stop_timer(loop_t *loop, loop_timer_t *t)
 {
-    (void)loop;
     struct worker *w = container_of(t, struct worker, stop_timer);
+    if (w->stop_forced) {
+        /* What is left is not ours to finish (a client still sending its
+         * body, an answer the client does not read): MHD_stop_daemon
+         * closes those connections. */
+        loop_stop(loop);
+        return;
+    }
     for (struct request *r = w->live; r; r = r->next)
         if (r->ctx && state_of(r)->state == RS_RUNNING)
             ctx_cancel(r->ctx, CAUSE_SHUTDOWN);
+    w->stop_forced = true;
+    loop_timer_start(loop, t, loop_now(loop) + STOP_GRACE_NS);
 }
 
 static void worker_begin_stop(void *arg)
