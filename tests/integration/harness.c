@@ -298,6 +298,14 @@ int h_gateway_stop(struct h_gateway *g, bool keep_log)
     return st;
 }
 
+/* Set by h_env_stop when a gateway did not stop cleanly (h_stop_failed). */
+static bool g_stop_failed;
+
+bool h_stop_failed(void)
+{
+    return g_stop_failed;
+}
+
 int h_env_start(struct h_env *e, const char *tmpl)
 {
     memset(e, 0, sizeof *e);
@@ -319,6 +327,7 @@ int h_env_stop(struct h_env *e)
         if (!ok) {
             fprintf(stderr, "harness: gateway did not stop cleanly (wait status 0x%x)\n", st);
             rc = -1;
+            g_stop_failed = true;
         }
         h_gateway_dump(&e->gw);
         h_gateway_stop(&e->gw, false);
@@ -626,3 +635,210 @@ const char h_conf_standard[] =
     "    {\"name\": \"n\", \"url\": \"${BACKEND}/b/{id}\", \"key\": \"n\"}]}\n"
     " ]\n"
     "}\n";
+
+/* ---- added for the resilience, limits and lifecycle tests ---- */
+
+char *h_replace(const char *s, const char *from, const char *to)
+{
+    size_t fl = strlen(from), tl = strlen(to), n = 0;
+    for (const char *p = s; (p = strstr(p, from)); p += fl)
+        n++;
+    char *out = malloc(strlen(s) + n * tl + 1);
+    if (!out) abort();
+    char *o = out;
+    for (const char *p = s;;) {
+        const char *q = strstr(p, from);
+        if (!q) {
+            strcpy(o, p);
+            break;
+        }
+        memcpy(o, p, (size_t)(q - p));
+        o += q - p;
+        memcpy(o, to, tl);
+        o += tl;
+        p = q + fl;
+    }
+    return out;
+}
+
+int h_gateway_write_conf_raw(const struct h_gateway *g, const char *text)
+{
+    char tmp[300];
+    snprintf(tmp, sizeof tmp, "%s.new", g->conf_path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) return -errno;
+    size_t len = strlen(text);
+    ssize_t w = write(fd, text, len);
+    close(fd);
+    if (w != (ssize_t)len) {
+        unlink(tmp);
+        return -EIO;
+    }
+    return rename(tmp, g->conf_path) == 0 ? 0 : -errno;
+}
+
+int h_gateway_write_conf(const struct h_gateway *g, const char *tmpl, const struct h_mock *m)
+{
+    char *text = h_subst(tmpl, m ? m->origin : "http://127.0.0.1:1", g->port);
+    int rc = h_gateway_write_conf_raw(g, text);
+    free(text);
+    return rc;
+}
+
+int h_gateway_wait_exit(struct h_gateway *g, int timeout_ms)
+{
+    if (g->pid <= 0) return -1;
+    int st = wait_bounded(g->pid, timeout_ms);
+    if (st != -1) g->pid = 0;
+    return st;
+}
+
+char *h_read_file(const char *path, size_t *len)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return NULL;
+    struct stat sb;
+    if (fstat(fd, &sb) != 0) {
+        close(fd);
+        return NULL;
+    }
+    char *p = malloc((size_t)sb.st_size + 1);
+    if (!p) abort();
+    ssize_t n = pread(fd, p, (size_t)sb.st_size, 0);
+    close(fd);
+    if (n < 0) n = 0;
+    p[n] = '\0';
+    if (len) *len = (size_t)n;
+    return p;
+}
+
+int h_gateway_log_count(const struct h_gateway *g, const char *needle)
+{
+    char *text = h_read_file(g->stderr_path, NULL);
+    int n = 0;
+    for (const char *p = text; p && (p = strstr(p, needle)); p += strlen(needle))
+        n++;
+    free(text);
+    return n;
+}
+
+bool h_gateway_log_wait(const struct h_gateway *g, const char *needle, int timeout_ms)
+{
+    double end = h_now_ms() + timeout_ms;
+    for (;;) {
+        if (h_gateway_log_count(g, needle) > 0) return true;
+        if (h_now_ms() >= end) return false;
+        poll_pause();
+    }
+}
+
+int h_connect(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&sin, sizeof sin) != 0) {
+        int err = errno;
+        close(fd);
+        return -err;
+    }
+    return fd;
+}
+
+int h_send_all(int fd, const void *data, size_t len)
+{
+    const char *p = data;
+    while (len) {
+        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return -errno;
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* Whether raw (headers complete at hdr_end) holds a whole response. */
+static bool response_complete(const char *raw, size_t len, size_t hdr_end)
+{
+    char v[64];
+    if (h_raw_header(raw, "Content-Length", v, sizeof v))
+        return len >= hdr_end + strtoull(v, NULL, 10);
+    if (h_raw_header(raw, "Transfer-Encoding", v, sizeof v) && strcasestr(v, "chunked"))
+        return strstr(raw + hdr_end, "0\r\n\r\n") != NULL;
+    return false; /* up to EOF */
+}
+
+long h_read_response(int fd, int timeout_ms, char **raw)
+{
+    size_t cap = 4096, len = 0;
+    char *buf = malloc(cap);
+    if (!buf) abort();
+    buf[0] = '\0';
+    double end = h_now_ms() + timeout_ms;
+    for (;;) {
+        const char *he = strstr(buf, "\r\n\r\n");
+        if (he && response_complete(buf, len, (size_t)(he + 4 - buf))) break;
+        int left = (int)(end - h_now_ms());
+        struct pollfd pf = {.fd = fd, .events = POLLIN};
+        if (left <= 0 || poll(&pf, 1, left) <= 0) break;
+        if (cap - len < 2048) {
+            cap *= 2;
+            char *nb = realloc(buf, cap);
+            if (!nb) abort();
+            buf = nb;
+        }
+        ssize_t n = recv(fd, buf + len, cap - len - 1, 0);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        len += (size_t)n;
+        buf[len] = '\0';
+    }
+    long status = 0;
+    int minor;
+    if (sscanf(buf, "HTTP/1.%d %ld", &minor, &status) != 2) status = 0;
+    if (raw)
+        *raw = buf;
+    else
+        free(buf);
+    return status;
+}
+
+bool h_raw_header(const char *raw, const char *name, char *val, size_t vlen)
+{
+    const char *end = strstr(raw, "\r\n\r\n");
+    size_t nl = strlen(name);
+    const char *p = strstr(raw, "\r\n");
+    while (p && (!end || p < end)) {
+        p += 2;
+        if (strncasecmp(p, name, nl) == 0 && p[nl] == ':') {
+            const char *v = p + nl + 1;
+            while (*v == ' ' || *v == '\t')
+                v++;
+            const char *e = strstr(v, "\r\n");
+            size_t n = e ? (size_t)(e - v) : strlen(v);
+            if (n >= vlen) n = vlen - 1;
+            memcpy(val, v, n);
+            val[n] = '\0';
+            return true;
+        }
+        p = strstr(p, "\r\n");
+    }
+    return false;
+}
+
+int h_wait_closed(int fd, int timeout_ms)
+{
+    double end = h_now_ms() + timeout_ms;
+    char buf[4096];
+    for (;;) {
+        int left = (int)(end - h_now_ms());
+        struct pollfd pf = {.fd = fd, .events = POLLIN};
+        if (left <= 0 || poll(&pf, 1, left) <= 0) return -ETIMEDOUT;
+        ssize_t n = recv(fd, buf, sizeof buf, 0);
+        if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) return 0;
+    }
+}

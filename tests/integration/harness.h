@@ -160,4 +160,57 @@ extern const char h_conf_standard[];
 /* Monotonic milliseconds. */
 double h_now_ms(void);
 
+/* ---- added for the resilience, limits and lifecycle tests ---- */
+
+/* Whether any h_env_stop so far found the gateway not stopping cleanly.
+ * cmocka 1.1.5 prints a failed group teardown but still returns 0 from
+ * cmocka_run_group_tests, so a program whose teardown calls h_env_stop
+ * should end with: return rc ? rc : h_stop_failed(); */
+bool h_stop_failed(void);
+
+/* Returns a malloc'd copy of s with every occurrence of from replaced by
+ * to. */
+char *h_replace(const char *s, const char *from, const char *to);
+
+/* Rewrites the gateway's config file from tmpl (same ${BACKEND} and the
+ * gateway's own ${PORT}) atomically (temp file + rename), so a SIGHUP never
+ * reads half a file. Returns 0 or a negative errno value. */
+int h_gateway_write_conf(const struct h_gateway *g, const char *tmpl, const struct h_mock *m);
+/* Writes text as the gateway's config file verbatim (no substitution),
+ * atomically. Returns 0 or a negative errno value. */
+int h_gateway_write_conf_raw(const struct h_gateway *g, const char *text);
+/* Waits at most timeout_ms for the gateway to exit by itself (after a signal
+ * the test sent). Returns the wait status (and sets g->pid to 0), or -1 when
+ * it is still running. */
+int h_gateway_wait_exit(struct h_gateway *g, int timeout_ms);
+/* Polls the gateway's stderr/stdout file until it contains needle, at most
+ * timeout_ms. Returns true when found. */
+bool h_gateway_log_wait(const struct h_gateway *g, const char *needle, int timeout_ms);
+/* Counts the occurrences of needle in the gateway's stderr/stdout file. */
+int h_gateway_log_count(const struct h_gateway *g, const char *needle);
+
+/* Reads a whole file; *len receives its size. Returns a malloc'd,
+ * NUL-terminated buffer or NULL. */
+char *h_read_file(const char *path, size_t *len);
+
+/* ---- raw sockets (for what curl will not send) ---- */
+
+/* Connects a blocking TCP socket to 127.0.0.1:port. Returns the fd or a
+ * negative errno value (-ECONNREFUSED when nothing listens). */
+int h_connect(int port);
+/* Sends all of data (MSG_NOSIGNAL). Returns 0 or a negative errno value. */
+int h_send_all(int fd, const void *data, size_t len);
+/* Reads one HTTP/1.1 response from fd: the headers, then a body of
+ * Content-Length bytes or a chunked body, or up to EOF when neither is
+ * given; at most timeout_ms in total. Returns the status code, 0 when no
+ * complete status line arrived (closed, reset or timed out). *raw (when not
+ * NULL) receives everything read, malloc'd and NUL-terminated. */
+long h_read_response(int fd, int timeout_ms, char **raw);
+/* Copies the value of a header of a raw response (case-insensitive name)
+ * into val. Returns true when present. */
+bool h_raw_header(const char *raw, const char *name, char *val, size_t vlen);
+/* Waits at most timeout_ms for the peer to close fd (EOF or reset),
+ * discarding anything it sends. Returns 0 when closed, -ETIMEDOUT else. */
+int h_wait_closed(int fd, int timeout_ms);
+
 #endif
