@@ -21,6 +21,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -36,10 +37,29 @@
 #include "harness.h"
 
 static struct h_env env;
+static char snap_dir[64]; /* the snapshot test's temp dir, removed by teardown */
+
+/* Removes snap_dir and the files in it (the snapshot and any temp file). */
+static void remove_snap_dir(void)
+{
+    if (!snap_dir[0]) return;
+    DIR *d = opendir(snap_dir);
+    struct dirent *de;
+    while (d && (de = readdir(d))) {
+        if (de->d_name[0] == '.' && (!de->d_name[1] || strcmp(de->d_name, "..") == 0)) continue;
+        char p[400];
+        snprintf(p, sizeof p, "%s/%s", snap_dir, de->d_name);
+        unlink(p);
+    }
+    if (d) closedir(d);
+    rmdir(snap_dir);
+    snap_dir[0] = '\0';
+}
 
 static int teardown(void **state)
 {
     (void)state;
+    remove_snap_dir();
     if (env.gw.pid) {
         h_env_stop(&env); /* also stops the mock */
     } else {
@@ -145,10 +165,10 @@ static void start_on_corrupt_snapshot(const char *tmpl, const char *snap, const 
 static void snapshot_survives_a_restart_and_a_corrupt_one_is_ignored(void **state)
 {
     (void)state;
-    char dir[] = "/tmp/gw-itest-store-XXXXXX";
-    assert_non_null(mkdtemp(dir));
+    snprintf(snap_dir, sizeof snap_dir, "/tmp/gw-itest-store-XXXXXX");
+    assert_non_null(mkdtemp(snap_dir));
     char snap[128];
-    snprintf(snap, sizeof snap, "%s/store.bin", dir);
+    snprintf(snap, sizeof snap, "%s/store.bin", snap_dir);
     char *tmpl = h_replace(snap_conf, "${SNAP}", snap);
 
     assert_int_equal(h_mock_start(&env.mock), 0);
@@ -209,11 +229,6 @@ static void snapshot_survives_a_restart_and_a_corrupt_one_is_ignored(void **stat
 
     free(good);
     free(tmpl);
-    unlink(snap);
-    char tmp[160];
-    snprintf(tmp, sizeof tmp, "%s.tmp", snap);
-    unlink(tmp);
-    rmdir(dir);
 }
 
 /* ---- reload ---- */
