@@ -130,9 +130,15 @@ static pthread_once_t pool_key_once = PTHREAD_ONCE_INIT;
 
 static size_t page_size(void)
 {
-    static size_t ps;
-    if (!ps) ps = (size_t)sysconf(_SC_PAGESIZE);
-    return ps;
+    /* Filled in by whichever thread asks first; every thread computes the
+     * same value, so relaxed ordering is enough. */
+    static _Atomic size_t ps;
+    size_t v = atomic_load_explicit(&ps, memory_order_relaxed);
+    if (!v) {
+        v = (size_t)sysconf(_SC_PAGESIZE);
+        atomic_store_explicit(&ps, v, memory_order_relaxed);
+    }
+    return v;
 }
 
 void coro_configure(const struct coro_config *cfg)

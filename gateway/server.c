@@ -1,4 +1,5 @@
 #include "gateway/server.h"
+#include "gateway/worker.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -10,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -24,51 +26,16 @@
 #include "gateway/router.h"
 #include "gateway/upstream.h"
 
-#define container_of(p, type, member) ((type *)((char *)(p) - offsetof(type, member)))
+#define container_of(p, type, member) ((type *)((char *)(p)-offsetof(type, member)))
 
-/* ctx_cancel cause when the client hung up (logged as 499). */
+/* ctx_cancel causes: the client hung up (logged as 499), shutdown. */
 #define CAUSE_CLIENT_GONE 499
-#define CAUSE_SHUTDOWN 503
-/* After the shutdown timeout cancels what runs, how long the answers get to
- * go out before the worker stops anyway. */
-#define STOP_GRACE_NS 1000000000ull
+#define CAUSE_SHUTDOWN    503
 
-/* Per-worker buffer blocks: a typical backend body fits one (a larger one
- * moves to malloc as it grows). */
-#define BUF_BLOCK 2048
-#define BUF_POOL_MAX 1024
 /* libmicrohttpd's memory per client connection: the request line and
  * headers must fit (a larger header block gets 431), plus its I/O buffers.
  * Its default, 32 KiB, costs 8 MiB resident at 256 connections. */
 #define CONN_MEMORY (16 * 1024)
-/* Coroutine stacks kept per thread: enough for a busy worker's requests and
- * calls, so a burst never maps and unmaps stacks. */
-#define CORO_POOL_MAX 2048
-
-struct worker {
-    struct gateway *gw;
-    int id;
-    pthread_t thread;
-    sem_t started;
-    int start_err;
-
-    loop_t *loop;
-    struct MHD_Daemon *mhd;
-    loop_io_t mhd_io;
-    loop_timer_t mhd_timer;
-    loop_hook_t mhd_prepare;
-    bool mhd_run_needed;
-    struct upstream *up;
-
-    struct request *live; /* every request from its first byte to its last */
-    unsigned n_live;
-    bool stopping;
-    bool stop_forced;       /* the shutdown timeout passed, calls cancelled */
-    loop_timer_t stop_timer;
-    unsigned max_connections;
-    pool_t *buf_pool; /* small blocks for backend bodies and answers */
-    struct metrics *metrics; /* written by this worker only; scraped by any */
-};
 
 /* Where a request is, seen from libmicrohttpd. */
 enum req_state {
@@ -103,7 +70,7 @@ struct conn_state {
     const char *content_type;
     struct timespec arrived; /* wall clock, for the access log */
     char method[16];
-    char *path;              /* copy of the raw path, for the access log */
+    char *path;         /* copy of the raw path, for the access log */
     struct request req; /* last: ends with the calls */
 };
 
@@ -145,8 +112,7 @@ static void on_mhd_prepare(loop_t *loop, loop_hook_t *h)
 {
     (void)loop;
     struct worker *w = container_of(h, struct worker, mhd_prepare);
-    if (w->mhd_run_needed)
-        mhd_run(w);
+    if (w->mhd_run_needed) mhd_run(w);
 }
 
 /* Keep the URL raw: routing works on the still-encoded path, so a %2F stays
@@ -170,13 +136,10 @@ static void live_add(struct worker *w, struct request *r)
 {
     r->prev = NULL;
     r->next = w->live;
-    if (w->live)
-        w->live->prev = r;
+    if (w->live) w->live->prev = r;
     w->live = r;
     w->n_live++;
 }
-
-static void maybe_stop(struct worker *w);
 
 static void live_remove(struct worker *w, struct request *r)
 {
@@ -184,10 +147,9 @@ static void live_remove(struct worker *w, struct request *r)
         r->prev->next = r->next;
     else
         w->live = r->next;
-    if (r->next)
-        r->next->prev = r->prev;
+    if (r->next) r->next->prev = r->prev;
     w->n_live--;
-    maybe_stop(w);
+    worker_maybe_stop(w);
 }
 
 static void json_answer(struct conn_state *cs, int status, const char *msg)
@@ -202,10 +164,8 @@ static enum MHD_Result append_query(void *cls, enum MHD_ValueKind kind, const ch
 {
     (void)kind;
     buf_t *q = cls;
-    if (q->len && buf_putc(q, '&'))
-        return MHD_NO;
-    if (buf_puts(q, key) || (value && (buf_putc(q, '=') || buf_puts(q, value))))
-        return MHD_NO;
+    if (q->len && buf_putc(q, '&')) return MHD_NO;
+    if (buf_puts(q, key) || (value && (buf_putc(q, '=') || buf_puts(q, value)))) return MHD_NO;
     return MHD_YES;
 }
 
@@ -232,8 +192,7 @@ static void render_metrics(struct gateway *gw, buf_t *out)
         .reloads_ok = atomic_load_explicit(&gw->reloads_ok, memory_order_relaxed),
         .reloads_error = atomic_load_explicit(&gw->reloads_error, memory_order_relaxed),
     };
-    if (metrics_render(out, per, (size_t)gw->n_workers, &g) != 0)
-        buf_clear(out);
+    if (metrics_render(out, per, (size_t)gw->n_workers, &g) != 0) buf_clear(out);
 }
 
 static void builtin(struct worker *w, struct conn_state *cs, const char *path)
@@ -266,10 +225,8 @@ static bool params_decodable(const struct route_match *m)
 {
     char tmp[1024];
     for (size_t i = 0; i < m->n_params; i++) {
-        if (m->params[i].len > sizeof tmp)
-            return false;
-        if (router_pct_decode(m->params[i].p, m->params[i].len, tmp, sizeof tmp) < 0)
-            return false;
+        if (m->params[i].len > sizeof tmp) return false;
+        if (router_pct_decode(m->params[i].p, m->params[i].len, tmp, sizeof tmp) < 0) return false;
     }
     return true;
 }
@@ -285,8 +242,7 @@ static struct conn_state *begin(struct worker *w, struct MHD_Connection *conn, c
     size_t path_len = strlen(url);
     int rc = is_builtin(url) ? 0 : router_match(cfg, method, url, path_len, &m);
     size_t n_calls = rc == 200 ? m.ep->n_backends : 0;
-    struct conn_state *cs =
-        calloc(1, sizeof *cs + n_calls * sizeof(struct backend_call));
+    struct conn_state *cs = calloc(1, sizeof *cs + n_calls * sizeof(struct backend_call));
     if (!cs) {
         av_release(&w->gw->config, (void *)cfg);
         return NULL;
@@ -325,8 +281,9 @@ static struct conn_state *begin(struct worker *w, struct MHD_Connection *conn, c
             buf_init(&r->calls[i].key, NULL);
         }
     }
-    int st = fanout_prepare(r, header_lookup(conn, "X-Request-Timeout-Ms"),
-                            header_lookup(conn, "traceparent"), header_lookup(conn, "X-Request-Id"));
+    int st =
+        fanout_prepare(r, header_lookup(conn, "X-Request-Timeout-Ms"),
+                       header_lookup(conn, "traceparent"), header_lookup(conn, "X-Request-Id"));
     if (atomic_load_explicit(&w->gw->draining, memory_order_relaxed) && !is_builtin(url)) {
         json_answer(cs, 503, "draining");
         return cs;
@@ -409,15 +366,12 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
         cw = calloc(1, sizeof *cw);
         *socket_context = cw;
         unsigned n = atomic_fetch_add_explicit(&w->gw->connections, 1, memory_order_relaxed);
-        if (cw)
-            cw->over_limit = n >= w->max_connections;
+        if (cw) cw->over_limit = n >= w->max_connections;
         return;
     }
     atomic_fetch_sub_explicit(&w->gw->connections, 1, memory_order_relaxed);
-    if (!cw)
-        return;
-    if (cw->registered)
-        loop_io_stop(w->loop, &cw->io);
+    if (!cw) return;
+    if (cw->registered) loop_io_stop(w->loop, &cw->io);
     free(cw);
     *socket_context = NULL;
 }
@@ -428,8 +382,7 @@ static void watch_client(struct worker *w, struct conn_state *cs)
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(cs->conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
     struct conn_watch *cw = ci ? ci->socket_context : NULL;
-    if (!cw)
-        return;
+    if (!cw) return;
     if (!cw->registered) {
         ci = MHD_get_connection_info(cs->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
         if (!ci || loop_io_start(w->loop, &cw->io, ci->connect_fd, EPOLLRDHUP | EPOLLET,
@@ -474,8 +427,7 @@ void server_request_done(struct request *r)
 
 static void add_header(struct MHD_Response *resp, const char *name, const char *value)
 {
-    if (value && *value)
-        MHD_add_response_header(resp, name, value);
+    if (value && *value) MHD_add_response_header(resp, name, value);
 }
 
 static enum MHD_Result queue_answer(struct worker *w, struct conn_state *cs)
@@ -483,29 +435,47 @@ static enum MHD_Result queue_answer(struct worker *w, struct conn_state *cs)
     struct request *r = &cs->req;
     struct MHD_Response *resp =
         MHD_create_response_from_buffer(r->out.len, r->out.data, MHD_RESPMEM_MUST_COPY);
-    if (!resp)
-        return MHD_NO;
+    if (!resp) return MHD_NO;
     char tp[TRACEPARENT_LEN + 1];
     trace_format(&r->trace, tp);
     add_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, cs->content_type);
     add_header(resp, "X-Request-Id", r->request_id);
     add_header(resp, "traceparent", tp);
-    if (r->n_calls)
-        add_header(resp, "Server-Timing", r->timing.data);
+    if (r->n_calls) add_header(resp, "Server-Timing", r->timing.data);
     if (r->degraded_names.len) {
         add_header(resp, "X-Gateway-Completed", "false");
         add_header(resp, "X-Gateway-Degraded", r->degraded_names.data);
     }
-    if (r->status == 405)
-        add_header(resp, MHD_HTTP_HEADER_ALLOW, cs->allow);
-    if (r->status == 503 && !cs->builtin)
-        add_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, "1");
-    if (atomic_load_explicit(&w->gw->draining, memory_order_relaxed) || cs->too_large ||
-        cs->close)
+    if (r->status == 405) add_header(resp, MHD_HTTP_HEADER_ALLOW, cs->allow);
+    if (r->status == 503 && !cs->builtin) add_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, "1");
+    if (atomic_load_explicit(&w->gw->draining, memory_order_relaxed) || cs->too_large || cs->close)
         add_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result ret = MHD_queue_response(cs->conn, (unsigned)r->status, resp);
     MHD_destroy_response(resp);
     return ret;
+}
+
+struct cl_check {
+    const char *first;
+    bool differ;
+};
+
+static enum MHD_Result check_cl(void *cls, enum MHD_ValueKind kind, const char *key,
+                                const char *value)
+{
+    (void)kind;
+    struct cl_check *c = cls;
+    if (strcasecmp(key, "Content-Length") == 0 && value && strcmp(value, c->first) != 0)
+        c->differ = true;
+    return MHD_YES;
+}
+
+/* True when every Content-Length header says the same as the first. */
+static bool content_length_single(struct MHD_Connection *conn, const char *first)
+{
+    struct cl_check c = {first, false};
+    MHD_get_connection_values(conn, MHD_HEADER_KIND, check_cl, &c);
+    return !c.differ;
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
@@ -518,9 +488,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (!cs) {
         cs = begin(w, conn, url, method);
         *con_cls = cs;
-        if (!cs)
-            return MHD_NO;
+        if (!cs) return MHD_NO;
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
+        if (cl && cs->state == RS_FANOUT && !content_length_single(conn, cl)) {
+            /* RFC 9112 6.3: differing lengths are a 400 (and a smuggling
+             * risk behind another proxy); libmicrohttpd takes the first. */
+            cs->close = true;
+            json_answer(cs, 400, "conflicting Content-Length headers");
+            return queue_answer(w, cs);
+        }
         if (cl && cs->state == RS_FANOUT &&
             strtoull(cl, NULL, 10) > cs->req.cfg->server.max_request_body_bytes) {
             /* Refuse before reading the body; queueing in this first call
@@ -535,8 +511,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (*upload_size) {
         size_t n = *upload_size;
         *upload_size = 0;
-        if (cs->state != RS_FANOUT)
-            return MHD_YES; /* answer known already: discard the body */
+        if (cs->state != RS_FANOUT) return MHD_YES; /* answer known already: discard the body */
         if (r->body_in.len + n > r->cfg->server.max_request_body_bytes) {
             cs->too_large = true; /* chunked, no Content-Length: answered at the end */
             json_answer(cs, 413, "request body too large");
@@ -551,8 +526,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         r->body = r->body_in.data;
         r->body_len = r->body_in.len;
         start_fanout(w, cs);
-        if (cs->state == RS_READY)
-            return queue_answer(w, cs);
+        if (cs->state == RS_READY) return queue_answer(w, cs);
         return MHD_YES;
     case RS_RUNNING: /* spurious call while suspended: nothing to do */
         return MHD_YES;
@@ -576,13 +550,11 @@ static void finish_request(struct worker *w, struct conn_state *cs,
     const char *ep = r->ep ? r->ep->name : NULL;
     metrics_inflight_add(w->metrics, -1);
     metrics_request(w->metrics, ep, status, ms / 1e3);
-    if (!w->gw->log)
-        return;
+    if (!w->gw->log) return;
     const char *names[r->n_calls + 1];
     size_t nd = 0;
     for (size_t i = 0; i < r->n_calls; i++)
-        if (r->calls[i].outcome >= OUT_DEGRADED)
-            names[nd++] = r->calls[i].b->name;
+        if (r->calls[i].outcome >= OUT_DEGRADED) names[nd++] = r->calls[i].b->name;
     char trace_id[2 * TRACE_ID_BYTES + 1];
     trace_hex(r->trace.trace_id, TRACE_ID_BYTES, trace_id);
     accesslog_record(w->gw->log, &(struct access_record){
@@ -606,8 +578,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     (void)toe;
     struct worker *w = cls;
     struct conn_state *cs = *con_cls;
-    if (!cs)
-        return;
+    if (!cs) return;
     *con_cls = NULL;
     struct request *r = &cs->req;
     finish_request(w, cs, toe);
@@ -618,64 +589,14 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     free(cs);
 }
 
-/* ---- workers ---- */
-
-static void maybe_stop(struct worker *w)
+int http_listen(struct worker *w, const struct config *cfg)
 {
-    if (w->stopping && w->n_live == 0)
-        loop_stop(w->loop);
-}
-
-/* The shutdown timeout passed: cancel what still runs; each answers at once. */
-static void on_stop_timer(loop_t *loop, loop_timer_t *t)
-{
-    struct worker *w = container_of(t, struct worker, stop_timer);
-    if (w->stop_forced) {
-        /* What is left is not ours to finish (a client still sending its
-         * body, an answer the client does not read): MHD_stop_daemon
-         * closes those connections. */
-        loop_stop(loop);
-        return;
-    }
-    for (struct request *r = w->live; r; r = r->next)
-        if (r->ctx && state_of(r)->state == RS_RUNNING)
-            ctx_cancel(r->ctx, CAUSE_SHUTDOWN);
-    w->stop_forced = true;
-    loop_timer_start(loop, t, loop_now(loop) + STOP_GRACE_NS);
-}
-
-static void worker_begin_stop(void *arg)
-{
-    struct worker *w = arg;
-    w->stopping = true;
-    MHD_socket ls = MHD_quiesce_daemon(w->mhd);
-    if (ls != MHD_INVALID_SOCKET)
-        close(ls);
-    const struct config *cfg = av_acquire(&w->gw->config);
-    loop_timer_start(w->loop, &w->stop_timer,
-                     loop_now(w->loop) + (uint64_t)cfg->server.shutdown_timeout_ms * 1000000ull);
-    av_release(&w->gw->config, (void *)cfg);
-    maybe_stop(w);
-}
-
-static int worker_listen(struct worker *w, const struct config *cfg)
-{
-    struct sockaddr_storage ss = {0};
     const struct server_conf *s = &cfg->server;
-    struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
-    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
+    struct sockaddr_storage ss;
+    socklen_t len;
+    if (server_sockaddr(s, &ss, &len) != 0) return -EINVAL;
     unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
-    if (inet_pton(AF_INET, s->host, &a4->sin_addr) == 1) {
-        a4->sin_family = AF_INET;
-        a4->sin_port = htons(s->port);
-    } else if (inet_pton(AF_INET6, s->host, &a6->sin6_addr) == 1) {
-        a6->sin6_family = AF_INET6;
-        a6->sin6_port = htons(s->port);
-        flags |= MHD_USE_IPv6;
-    } else {
-        fprintf(stderr, "gateway: cannot listen on %s\n", s->listen);
-        return -EINVAL;
-    }
+    if (ss.ss_family == AF_INET6) flags |= MHD_USE_IPv6;
     /* server.max_connections is per process and counted by on_connection,
      * which answers 503 beyond it; libmicrohttpd's own per-daemon limit only
      * backs that up (beyond it connections are refused without an answer). */
@@ -686,10 +607,9 @@ static int worker_listen(struct worker *w, const struct config *cfg)
         MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_UNESCAPE_CALLBACK,
         unescape_none, NULL, MHD_OPTION_NOTIFY_COMPLETED, on_completed, w,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)s->connection_timeout_s,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONN_MEMORY,
-        MHD_OPTION_NOTIFY_CONNECTION, on_connection, w, MHD_OPTION_CONNECTION_LIMIT, per_worker,
-        MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u,
-        MHD_OPTION_END);
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONN_MEMORY, MHD_OPTION_NOTIFY_CONNECTION,
+        on_connection, w, MHD_OPTION_CONNECTION_LIMIT, per_worker, MHD_OPTION_LISTEN_BACKLOG_SIZE,
+        1024u, MHD_OPTION_END);
     if (!w->mhd) {
         fprintf(stderr, "gateway: cannot listen on %s (address in use or not allowed)\n",
                 s->listen);
@@ -704,201 +624,24 @@ static int worker_listen(struct worker *w, const struct config *cfg)
     return 0;
 }
 
-static void *worker_main(void *arg)
+void http_stop_accepting(struct worker *w)
 {
-    struct worker *w = arg;
-    int err = -ENOMEM;
-    w->loop = loop_new();
-    if (w->loop) {
-        loop_timer_init(&w->stop_timer, on_stop_timer);
-        w->buf_pool = pool_new("buffer", BUF_BLOCK, BUF_POOL_MAX, NULL);
-        w->up = w->buf_pool ? upstream_new(w->loop) : NULL;
-        const struct config *cfg = av_acquire(&w->gw->config);
-        err = w->up ? worker_listen(w, cfg) : -ENOMEM;
-        av_release(&w->gw->config, (void *)cfg);
-    }
-    w->start_err = err;
-    sem_post(&w->started);
-    if (err == 0)
-        loop_run(w->loop);
-    if (!w->loop)
-        return NULL;
-
-    loop_timer_stop(w->loop, &w->stop_timer);
-    if (w->mhd) {
-        loop_io_stop(w->loop, &w->mhd_io);
-        loop_timer_stop(w->loop, &w->mhd_timer);
-        loop_hook_remove(w->loop, &w->mhd_prepare);
-        MHD_stop_daemon(w->mhd);
-    }
-    upstream_free(w->up);
-    loop_free(w->loop);
-    if (w->buf_pool)
-        pool_free(w->buf_pool);
-    eg_thread_cleanup();
-    ctx_thread_cleanup();
-    coro_thread_cleanup();
-    return NULL;
+    MHD_socket ls = MHD_quiesce_daemon(w->mhd);
+    if (ls != MHD_INVALID_SOCKET) close(ls);
 }
 
-static void config_free_snap(void *p)
+void http_close(struct worker *w)
 {
-    config_free(p);
+    if (!w->mhd) return;
+    loop_io_stop(w->loop, &w->mhd_io);
+    loop_timer_stop(w->loop, &w->mhd_timer);
+    loop_hook_remove(w->loop, &w->mhd_prepare);
+    MHD_stop_daemon(w->mhd);
+    w->mhd = NULL;
 }
 
-/* The workers bind with SO_REUSEPORT, which would let a second gateway
- * share a port that is in use: bind once without it first, so a taken port
- * is an error. */
-static int check_port_free(const struct server_conf *s)
+void http_cancel_running(struct worker *w)
 {
-    struct sockaddr_storage ss = {0};
-    socklen_t len;
-    struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
-    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
-    if (inet_pton(AF_INET, s->host, &a4->sin_addr) == 1) {
-        a4->sin_family = AF_INET;
-        a4->sin_port = htons(s->port);
-        len = sizeof *a4;
-    } else if (inet_pton(AF_INET6, s->host, &a6->sin6_addr) == 1) {
-        a6->sin6_family = AF_INET6;
-        a6->sin6_port = htons(s->port);
-        len = sizeof *a6;
-    } else {
-        fprintf(stderr, "gateway: cannot listen on %s\n", s->listen);
-        return -EINVAL;
-    }
-    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -errno;
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    int rc = bind(fd, (struct sockaddr *)&ss, len) == 0 ? 0 : -errno;
-    close(fd);
-    if (rc)
-        fprintf(stderr, "gateway: cannot listen on %s: %s\n", s->listen, strerror(-rc));
-    return rc;
-}
-
-int server_snapshot(struct gateway *gw)
-{
-    const struct config *cfg = av_acquire(&gw->config);
-    const char *path = cfg->degraded.snapshot_path;
-    int rc = 0;
-    if (path && gw->degraded) {
-        rc = degraded_snapshot_write(gw->degraded, path);
-        if (rc < 0)
-            fprintf(stderr, "gateway: cannot write the degraded snapshot %s: %s\n", path,
-                    strerror(-rc));
-    }
-    av_release(&gw->config, (void *)cfg);
-    return rc < 0 ? rc : 0;
-}
-
-static void load_snapshot(struct gateway *gw, const struct config *cfg)
-{
-    const char *path = cfg->degraded.snapshot_path;
-    if (!path)
-        return;
-    char err[256] = "";
-    int rc = degraded_snapshot_load(gw->degraded, path, err, sizeof err);
-    if (rc >= 0)
-        fprintf(stderr, "gateway: loaded %d degraded entries from %s\n", rc, path);
-    else if (rc != -ENOENT)
-        fprintf(stderr, "gateway: ignoring the degraded snapshot: %s\n",
-                err[0] ? err : strerror(-rc));
-}
-
-int server_start(struct gateway *gw, struct config *cfg)
-{
-    coro_configure(&(struct coro_config){.pool_max = CORO_POOL_MAX});
-    int rc = check_port_free(&cfg->server);
-    if (rc) {
-        config_free(cfg);
-        return rc;
-    }
-    char why[256] = "";
-    gw->log = accesslog_open(cfg->access_log_path, why, sizeof why);
-    if (!gw->log) {
-        fprintf(stderr, "gateway: access_log.path: %s\n", why);
-        config_free(cfg);
-        return -EINVAL;
-    }
-    gw->degraded = degraded_new(cfg->degraded.max_entries);
-    if (!gw->degraded) {
-        accesslog_close(gw->log);
-        gw->log = NULL;
-        config_free(cfg);
-        return -ENOMEM;
-    }
-    load_snapshot(gw, cfg);
-    av_init(&gw->config, config_free_snap);
-    av_store(&gw->config, cfg);
-    atomic_store(&gw->draining, false);
-    int n = cfg->server.workers > 0 ? cfg->server.workers : 1;
-    gw->workers = calloc((size_t)n, sizeof *gw->workers);
-    if (!gw->workers)
-        return -ENOMEM;
-    gw->n_workers = n;
-    /* Workers take no signals: the main thread waits for them. */
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, &old);
-    int err = 0;
-    int started = 0;
-    for (int i = 0; i < n && !err; i++) {
-        struct worker *w = calloc(1, sizeof *w);
-        if (!w) {
-            err = -ENOMEM;
-            break;
-        }
-        w->gw = gw;
-        w->id = i;
-        w->metrics = metrics_new();
-        if (!w->metrics) {
-            free(w);
-            err = -ENOMEM;
-            break;
-        }
-        sem_init(&w->started, 0, 0);
-        if ((err = -pthread_create(&w->thread, NULL, worker_main, w)) != 0) {
-            sem_destroy(&w->started);
-            metrics_free(w->metrics);
-            free(w);
-            break;
-        }
-        gw->workers[started++] = w;
-        sem_wait(&w->started);
-        err = w->start_err;
-    }
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (err) {
-        gw->n_workers = started;
-        server_stop(gw);
-    }
-    return err;
-}
-
-void server_stop(struct gateway *gw)
-{
-    atomic_store(&gw->draining, true);
-    for (int i = 0; i < gw->n_workers; i++) {
-        struct worker *w = gw->workers[i];
-        if (w->start_err == 0)
-            loop_submit(w->loop, worker_begin_stop, w);
-    }
-    for (int i = 0; i < gw->n_workers; i++) {
-        pthread_join(gw->workers[i]->thread, NULL);
-        sem_destroy(&gw->workers[i]->started);
-        metrics_free(gw->workers[i]->metrics);
-        free(gw->workers[i]);
-    }
-    free(gw->workers);
-    gw->workers = NULL;
-    gw->n_workers = 0;
-    server_snapshot(gw); /* every worker is gone: the final state */
-    av_destroy(&gw->config);
-    degraded_free(gw->degraded);
-    gw->degraded = NULL;
-    accesslog_close(gw->log); /* flushes what the workers queued */
-    gw->log = NULL;
+    for (struct request *r = w->live; r; r = r->next)
+        if (r->ctx && state_of(r)->state == RS_RUNNING) ctx_cancel(r->ctx, CAUSE_SHUTDOWN);
 }

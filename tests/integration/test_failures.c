@@ -213,5 +213,6 @@ int main(int argc, char **argv)
         T(client_hang_up_aborts_the_backend_calls),
     };
 #undef T
-    return cmocka_run_group_tests_name("integration/failures", tests, group_setup, group_teardown);
+    int rc = cmocka_run_group_tests_name("integration/failures", tests, group_setup, group_teardown);
+    return rc ? rc : h_stop_failed();
 }

@@ -461,5 +461,6 @@ int main(int argc, char **argv)
         T(response_carries_request_id_traceparent_and_server_timing),
     };
 #undef T
-    return cmocka_run_group_tests_name("integration/gateway", tests, group_setup, group_teardown);
+    int rc = cmocka_run_group_tests_name("integration/gateway", tests, group_setup, group_teardown);
+    return rc ? rc : h_stop_failed();
 }

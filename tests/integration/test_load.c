@@ -102,5 +102,6 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(concurrent_requests_all_succeed_with_their_own_data),
     };
-    return cmocka_run_group_tests_name("integration/load", tests, group_setup, group_teardown);
+    int rc = cmocka_run_group_tests_name("integration/load", tests, group_setup, group_teardown);
+    return rc ? rc : h_stop_failed();
 }

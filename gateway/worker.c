@@ -1,0 +1,268 @@
+/*
+ * worker: the process's worker threads and their lifecycle: start (one
+ * loop, libmicrohttpd daemon, upstream and pools each), drain and stop, and
+ * the degraded snapshot. The HTTP side of a request is server.c.
+ */
+#include "gateway/worker.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/coro.h"
+#include "core/ctx.h"
+#include "core/errgroup.h"
+#include "gateway/accesslog.h"
+#include "gateway/degraded.h"
+#include "gateway/metrics.h"
+#include "gateway/upstream.h"
+
+#define container_of(p, type, member) ((type *)((char *)(p)-offsetof(type, member)))
+
+/* After the shutdown timeout cancels what runs, how long the answers get to
+ * go out before the worker stops anyway. */
+#define STOP_GRACE_NS 1000000000ull
+
+/* Per-worker buffer blocks: a typical backend body fits one (a larger one
+ * moves to malloc as it grows). */
+#define BUF_BLOCK    2048
+#define BUF_POOL_MAX 1024
+
+/* Coroutine stacks kept per thread: enough for a busy worker's requests and
+ * calls, so a burst never maps and unmaps stacks. */
+#define CORO_POOL_MAX 2048
+
+void worker_maybe_stop(struct worker *w)
+{
+    if (w->stopping && w->n_live == 0) loop_stop(w->loop);
+}
+
+/* The shutdown timeout passed: cancel what still runs; each answers at once. */
+static void on_stop_timer(loop_t *loop, loop_timer_t *t)
+{
+    struct worker *w = container_of(t, struct worker, stop_timer);
+    if (w->stop_forced) {
+        /* What is left is not ours to finish (a client still sending its
+         * body, an answer the client does not read): MHD_stop_daemon
+         * closes those connections. */
+        loop_stop(loop);
+        return;
+    }
+    http_cancel_running(w);
+    w->stop_forced = true;
+    loop_timer_start(loop, t, loop_now(loop) + STOP_GRACE_NS);
+}
+
+static void worker_begin_stop(void *arg)
+{
+    struct worker *w = arg;
+    w->stopping = true;
+    http_stop_accepting(w);
+    const struct config *cfg = av_acquire(&w->gw->config);
+    loop_timer_start(w->loop, &w->stop_timer,
+                     loop_now(w->loop) + (uint64_t)cfg->server.shutdown_timeout_ms * 1000000ull);
+    av_release(&w->gw->config, (void *)cfg);
+    worker_maybe_stop(w);
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    int err = -ENOMEM;
+    w->loop = loop_new();
+    if (w->loop) {
+        loop_timer_init(&w->stop_timer, on_stop_timer);
+        w->buf_pool = pool_new("buffer", BUF_BLOCK, BUF_POOL_MAX, NULL);
+        w->up = w->buf_pool ? upstream_new(w->loop) : NULL;
+        const struct config *cfg = av_acquire(&w->gw->config);
+        err = w->up ? http_listen(w, cfg) : -ENOMEM;
+        av_release(&w->gw->config, (void *)cfg);
+    }
+    w->start_err = err;
+    sem_post(&w->started);
+    if (err == 0) loop_run(w->loop);
+    if (!w->loop) return NULL;
+
+    loop_timer_stop(w->loop, &w->stop_timer);
+    http_close(w);
+    upstream_free(w->up);
+    /* The loop itself is freed by server_stop after the join: a
+     * loop_submit from the main thread may still be touching it. */
+    if (w->buf_pool) pool_free(w->buf_pool);
+    eg_thread_cleanup();
+    ctx_thread_cleanup();
+    coro_thread_cleanup();
+    return NULL;
+}
+
+static void config_free_snap(void *p)
+{
+    config_free(p);
+}
+
+/* The workers bind with SO_REUSEPORT, which would let a second gateway
+ * share a port that is in use: bind once without it first, so a taken port
+ * is an error. */
+int server_sockaddr(const struct server_conf *s, struct sockaddr_storage *ss, socklen_t *len)
+{
+    memset(ss, 0, sizeof *ss);
+    struct sockaddr_in *a4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)ss;
+    if (inet_pton(AF_INET, s->host, &a4->sin_addr) == 1) {
+        a4->sin_family = AF_INET;
+        a4->sin_port = htons(s->port);
+        *len = sizeof *a4;
+    } else if (inet_pton(AF_INET6, s->host, &a6->sin6_addr) == 1) {
+        a6->sin6_family = AF_INET6;
+        a6->sin6_port = htons(s->port);
+        *len = sizeof *a6;
+    } else {
+        fprintf(stderr, "gateway: cannot listen on %s\n", s->listen);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+static int check_port_free(const struct server_conf *s)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    if (server_sockaddr(s, &ss, &len) != 0) return -EINVAL;
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    int rc = bind(fd, (struct sockaddr *)&ss, len) == 0 ? 0 : -errno;
+    close(fd);
+    if (rc) fprintf(stderr, "gateway: cannot listen on %s: %s\n", s->listen, strerror(-rc));
+    return rc;
+}
+
+int server_snapshot(struct gateway *gw)
+{
+    const struct config *cfg = av_acquire(&gw->config);
+    const char *path = cfg->degraded.snapshot_path;
+    int rc = 0;
+    if (path && gw->degraded) {
+        rc = degraded_snapshot_write(gw->degraded, path);
+        if (rc < 0)
+            fprintf(stderr, "gateway: cannot write the degraded snapshot %s: %s\n", path,
+                    strerror(-rc));
+    }
+    av_release(&gw->config, (void *)cfg);
+    return rc < 0 ? rc : 0;
+}
+
+static void load_snapshot(struct gateway *gw, const struct config *cfg)
+{
+    const char *path = cfg->degraded.snapshot_path;
+    if (!path) return;
+    char err[256] = "";
+    int rc = degraded_snapshot_load(gw->degraded, path, err, sizeof err);
+    if (rc >= 0)
+        fprintf(stderr, "gateway: loaded %d degraded entries from %s\n", rc, path);
+    else if (rc != -ENOENT)
+        fprintf(stderr, "gateway: ignoring the degraded snapshot: %s\n",
+                err[0] ? err : strerror(-rc));
+}
+
+int server_start(struct gateway *gw, struct config *cfg)
+{
+    coro_configure(&(struct coro_config){.pool_max = CORO_POOL_MAX});
+    int rc = check_port_free(&cfg->server);
+    if (rc) {
+        config_free(cfg);
+        return rc;
+    }
+    char why[256] = "";
+    gw->log = accesslog_open(cfg->access_log_path, why, sizeof why);
+    if (!gw->log) {
+        fprintf(stderr, "gateway: access_log.path: %s\n", why);
+        config_free(cfg);
+        return -EINVAL;
+    }
+    gw->degraded = degraded_new(cfg->degraded.max_entries);
+    if (!gw->degraded) {
+        accesslog_close(gw->log);
+        gw->log = NULL;
+        config_free(cfg);
+        return -ENOMEM;
+    }
+    load_snapshot(gw, cfg);
+    av_init(&gw->config, config_free_snap);
+    av_store(&gw->config, cfg);
+    atomic_store(&gw->draining, false);
+    int n = cfg->server.workers > 0 ? cfg->server.workers : 1;
+    gw->workers = calloc((size_t)n, sizeof *gw->workers);
+    if (!gw->workers) return -ENOMEM;
+    gw->n_workers = n;
+    /* Workers take no signals: the main thread waits for them. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    int err = 0;
+    int started = 0;
+    for (int i = 0; i < n && !err; i++) {
+        struct worker *w = calloc(1, sizeof *w);
+        if (!w) {
+            err = -ENOMEM;
+            break;
+        }
+        w->gw = gw;
+        w->id = i;
+        w->metrics = metrics_new();
+        if (!w->metrics) {
+            free(w);
+            err = -ENOMEM;
+            break;
+        }
+        sem_init(&w->started, 0, 0);
+        if ((err = -pthread_create(&w->thread, NULL, worker_main, w)) != 0) {
+            sem_destroy(&w->started);
+            metrics_free(w->metrics);
+            free(w);
+            break;
+        }
+        gw->workers[started++] = w;
+        sem_wait(&w->started);
+        err = w->start_err;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (err) {
+        gw->n_workers = started;
+        server_stop(gw);
+    }
+    return err;
+}
+
+void server_stop(struct gateway *gw)
+{
+    atomic_store(&gw->draining, true);
+    for (int i = 0; i < gw->n_workers; i++) {
+        struct worker *w = gw->workers[i];
+        if (w->start_err == 0) loop_submit(w->loop, worker_begin_stop, w);
+    }
+    for (int i = 0; i < gw->n_workers; i++) {
+        pthread_join(gw->workers[i]->thread, NULL);
+        if (gw->workers[i]->loop) loop_free(gw->workers[i]->loop);
+        sem_destroy(&gw->workers[i]->started);
+        metrics_free(gw->workers[i]->metrics);
+        free(gw->workers[i]);
+    }
+    free(gw->workers);
+    gw->workers = NULL;
+    gw->n_workers = 0;
+    server_snapshot(gw); /* every worker is gone: the final state */
+    av_destroy(&gw->config);
+    degraded_free(gw->degraded);
+    gw->degraded = NULL;
+    accesslog_close(gw->log); /* flushes what the workers queued */
+    gw->log = NULL;
+}

@@ -1,0 +1,65 @@
+/*
+ * worker: what server.c (the HTTP side) and worker.c (threads, lifecycle)
+ * share about a worker thread. Internal to the gateway.
+ *
+ * A worker owns one loop, one libmicrohttpd daemon in external-epoll mode on
+ * its own SO_REUSEPORT socket, one upstream (curl multi), pools and metrics.
+ * Everything in it is touched by its own thread only, except metrics and the
+ * pool counters, which /metrics reads from any worker with relaxed atomics.
+ */
+#ifndef GATEWAY_WORKER_H
+#define GATEWAY_WORKER_H
+
+#include <pthread.h>
+#include <semaphore.h>
+#include <stdbool.h>
+#include <sys/socket.h>
+
+#include "core/loop.h"
+#include "core/pool.h"
+#include "gateway/server.h"
+
+struct request;
+
+struct worker {
+    struct gateway *gw;
+    int id;
+    pthread_t thread;
+    sem_t started;
+    int start_err;
+
+    loop_t *loop;
+    struct MHD_Daemon *mhd;
+    loop_io_t mhd_io;
+    loop_timer_t mhd_timer;
+    loop_hook_t mhd_prepare;
+    bool mhd_run_needed;
+    struct upstream *up;
+
+    struct request *live; /* every request from its first byte to its last */
+    unsigned n_live;
+    bool stopping;
+    bool stop_forced; /* the shutdown timeout passed, calls cancelled */
+    loop_timer_t stop_timer;
+    unsigned max_connections;
+    pool_t *buf_pool;        /* small blocks for backend bodies and answers */
+    struct metrics *metrics; /* written by this worker only; scraped by any */
+};
+
+/* Builds the listen address of s; -EINVAL (reported on stderr) when s->host
+ * is not a numeric address. */
+int server_sockaddr(const struct server_conf *s, struct sockaddr_storage *ss, socklen_t *len);
+
+/* server.c: starts w's daemon on its loop (0 or -errno, reported). */
+int http_listen(struct worker *w, const struct config *cfg);
+/* server.c: closes the listening socket; open connections go on. */
+void http_stop_accepting(struct worker *w);
+/* server.c: cancels every request whose fan-out runs (shutdown timeout). */
+void http_cancel_running(struct worker *w);
+/* server.c: stops the daemon (no request may be suspended). */
+void http_close(struct worker *w);
+
+/* worker.c: stops w's loop once it drains and has no live request. */
+void worker_maybe_stop(struct worker *w);
+
+#endif
