@@ -176,9 +176,14 @@ static void render_metrics(struct gateway *gw, buf_t *out)
     struct metrics *per[gw->n_workers];
     struct metrics_pool_stat pools[2 * gw->n_workers];
     size_t np = 0;
+    size_t n = 0;
     for (int i = 0; i < gw->n_workers; i++) {
         struct worker *w = gw->workers[i];
-        per[i] = w->metrics;
+        /* A worker still starting has no pools yet; ready is released
+         * after they are made. */
+        if (!w || !atomic_load_explicit(&w->ready, memory_order_acquire))
+            continue;
+        per[n++] = w->metrics;
         const pool_t *ps[2] = {w->buf_pool, w->up ? upstream_handle_pool(w->up) : NULL};
         for (int j = 0; j < 2; j++)
             if (ps[j])
@@ -192,7 +197,7 @@ static void render_metrics(struct gateway *gw, buf_t *out)
         .reloads_ok = atomic_load_explicit(&gw->reloads_ok, memory_order_relaxed),
         .reloads_error = atomic_load_explicit(&gw->reloads_error, memory_order_relaxed),
     };
-    if (metrics_render(out, per, (size_t)gw->n_workers, &g) != 0) buf_clear(out);
+    if (metrics_render(out, per, n, &g) != 0) buf_clear(out);
 }
 
 static void builtin(struct worker *w, struct conn_state *cs, const char *path)

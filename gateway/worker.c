@@ -86,6 +86,7 @@ static void *worker_main(void *arg)
         av_release(&w->gw->config, (void *)cfg);
     }
     w->start_err = err;
+    atomic_store_explicit(&w->ready, err == 0, memory_order_release);
     sem_post(&w->started);
     if (err == 0) loop_run(w->loop);
     if (!w->loop) return NULL;
@@ -207,38 +208,33 @@ int server_start(struct gateway *gw, struct config *cfg)
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, &old);
+    /* Every worker struct exists before any thread starts, so the array is
+     * immutable while workers read it (a /metrics scrape walks it). */
     int err = 0;
-    int started = 0;
     for (int i = 0; i < n && !err; i++) {
         struct worker *w = calloc(1, sizeof *w);
-        if (!w) {
+        if (!w || !(w->metrics = metrics_new())) {
+            free(w);
             err = -ENOMEM;
             break;
         }
         w->gw = gw;
         w->id = i;
-        w->metrics = metrics_new();
-        if (!w->metrics) {
-            free(w);
-            err = -ENOMEM;
-            break;
-        }
+        w->start_err = -ECANCELED; /* until its thread says otherwise */
         sem_init(&w->started, 0, 0);
-        if ((err = -pthread_create(&w->thread, NULL, worker_main, w)) != 0) {
-            sem_destroy(&w->started);
-            metrics_free(w->metrics);
-            free(w);
+        gw->workers[i] = w;
+    }
+    for (int i = 0; i < n && !err; i++) {
+        struct worker *w = gw->workers[i];
+        if ((err = -pthread_create(&w->thread, NULL, worker_main, w)) != 0)
             break;
-        }
-        gw->workers[started++] = w;
+        w->running = true;
         sem_wait(&w->started);
         err = w->start_err;
     }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (err) {
-        gw->n_workers = started;
+    if (err)
         server_stop(gw);
-    }
     return err;
 }
 
@@ -247,14 +243,20 @@ void server_stop(struct gateway *gw)
     atomic_store(&gw->draining, true);
     for (int i = 0; i < gw->n_workers; i++) {
         struct worker *w = gw->workers[i];
-        if (w->start_err == 0) loop_submit(w->loop, worker_begin_stop, w);
+        if (w && w->running && w->start_err == 0)
+            loop_submit(w->loop, worker_begin_stop, w);
     }
     for (int i = 0; i < gw->n_workers; i++) {
-        pthread_join(gw->workers[i]->thread, NULL);
-        if (gw->workers[i]->loop) loop_free(gw->workers[i]->loop);
-        sem_destroy(&gw->workers[i]->started);
-        metrics_free(gw->workers[i]->metrics);
-        free(gw->workers[i]);
+        struct worker *w = gw->workers[i];
+        if (!w)
+            continue;
+        if (w->running)
+            pthread_join(w->thread, NULL);
+        if (w->loop)
+            loop_free(w->loop);
+        sem_destroy(&w->started);
+        metrics_free(w->metrics);
+        free(w);
     }
     free(gw->workers);
     gw->workers = NULL;

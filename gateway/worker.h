@@ -12,6 +12,7 @@
 
 #include <pthread.h>
 #include <semaphore.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <sys/socket.h>
 
@@ -27,6 +28,8 @@ struct worker {
     pthread_t thread;
     sem_t started;
     int start_err;
+    bool running;      /* its thread was started (main thread only) */
+    atomic_bool ready; /* release: loop, pools, upstream set up (for scrapes) */
 
     loop_t *loop;
     struct MHD_Daemon *mhd;

@@ -8,4 +8,4 @@ san=${1:-}
 dir=build${san:+-$san}
 cmake -S . -B "$dir" -DGATEWAY_SANITIZE="$san" >/dev/null
 cmake --build "$dir" -j "$(nproc)"
-ctest --test-dir "$dir" --output-on-failure --timeout 300
+ctest --test-dir "$dir" --output-on-failure --timeout 300 -j 2 -LE soak
