@@ -8,12 +8,9 @@
 
 #include <urcu-bp.h>
 
-#if defined(__SANITIZE_THREAD__)
+#include "core/sanitizer.h"
+#ifdef CORE_TSAN
 #define AV_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define AV_TSAN 1
-#endif
 #endif
 
 #ifdef AV_TSAN

@@ -34,19 +34,12 @@
 #endif
 
 /* ---- which sanitizers ---- */
-#if defined(__SANITIZE_ADDRESS__)
+#include "core/sanitizer.h"
+#ifdef CORE_ASAN
 #define CORO_ASAN 1
 #endif
-#if defined(__SANITIZE_THREAD__)
+#ifdef CORE_TSAN
 #define CORO_TSAN 1
-#endif
-#if defined(__has_feature)
-#if __has_feature(address_sanitizer) && !defined(CORO_ASAN)
-#define CORO_ASAN 1
-#endif
-#if __has_feature(thread_sanitizer) && !defined(CORO_TSAN)
-#define CORO_TSAN 1
-#endif
 #endif
 
 #if defined(CORO_ASAN)

@@ -68,14 +68,10 @@ static ctx_t background = {
 
 /* ---- per-thread object cache ---- */
 
-#if defined(__SANITIZE_ADDRESS__)
-#define CACHE_MAX 0u
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define CACHE_MAX 0u
-#endif
-#endif
-#ifndef CACHE_MAX
+#include "core/sanitizer.h"
+#ifdef CORE_ASAN
+#define CACHE_MAX 0u /* no reuse: ASan sees every use after free */
+#else
 #define CACHE_MAX 256
 #endif
 

@@ -6,12 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#if defined(__SANITIZE_ADDRESS__)
+#include "core/sanitizer.h"
+#ifdef CORE_ASAN
 #define POOL_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define POOL_ASAN 1
-#endif
 #endif
 
 #ifdef POOL_ASAN

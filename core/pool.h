@@ -19,12 +19,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#if defined(__SANITIZE_ADDRESS__)
+#include "core/sanitizer.h"
+#ifdef CORE_ASAN
 #define POOL_OUT_OF_LINE 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define POOL_OUT_OF_LINE 1
-#endif
 #endif
 
 typedef struct pool pool_t;
