@@ -25,7 +25,7 @@ const char fanout_key_request_id[] = "request_id";
 
 const char *outcome_name(enum outcome o)
 {
-    static const char *const names[] = {"ok",        "error",  "timeout", "cancelled",
+    static const char *const names[] = {"ok",       "error",  "timeout", "cancelled",
                                         "degraded", "static", "omitted"};
     return names[o];
 }
@@ -71,8 +71,7 @@ int fanout_prepare(struct request *r, const char *timeout_hdr, const char *trace
         trace_child(&client, &r->trace);
     else
         trace_start(&r->trace, TRACE_FLAG_SAMPLED);
-    if (!r->ep)
-        return 0;
+    if (!r->ep) return 0;
 
     const struct defaults_conf *d = &r->cfg->defaults;
     uint64_t ms = r->ep->timeout_ms;
@@ -82,20 +81,16 @@ int fanout_prepare(struct request *r, const char *timeout_hdr, const char *trace
             fanout_error_body(&r->out, "invalid X-Request-Timeout-Ms", NULL, r->request_id);
             return 400;
         }
-        if (client_ms < ms)
-            ms = client_ms;
+        if (client_ms < ms) ms = client_ms;
     }
-    if (ms > d->max_timeout_ms)
-        ms = d->max_timeout_ms;
+    if (ms > d->max_timeout_ms) ms = d->max_timeout_ms;
     r->deadline_ns = r->start_ns + ms * 1000000u;
 
     ctx_t *dl = ctx_with_deadline(ctx_background(), r->deadline_ns);
     ctx_t *tr = dl ? ctx_with_value(dl, fanout_key_trace, &r->trace) : NULL;
     r->ctx = tr ? ctx_with_value(tr, fanout_key_request_id, r->request_id) : NULL;
-    if (tr)
-        ctx_release(tr); /* the child holds its parents */
-    if (dl)
-        ctx_release(dl);
+    if (tr) ctx_release(tr); /* the child holds its parents */
+    if (dl) ctx_release(dl);
     if (!r->ctx) {
         fanout_error_body(&r->out, "out of memory", NULL, r->request_id);
         return 503;
@@ -127,11 +122,9 @@ static size_t call_headers(struct backend_call *c, ctx_t *ctx, char own[OWN_HEAD
     size_t nf = 0;
     for (size_t i = 0; i < ep->n_forward_headers && nf < MAX_FORWARD; i++) {
         const char *v = r->header(r->conn, ep->forward_headers[i]);
-        if (!v)
-            continue;
+        if (!v) continue;
         offs[nf++] = fwd->len;
-        if (buf_printf(fwd, "%s: %s", ep->forward_headers[i], v) || buf_putc(fwd, '\0'))
-            return n;
+        if (buf_printf(fwd, "%s: %s", ep->forward_headers[i], v) || buf_putc(fwd, '\0')) return n;
     }
     for (size_t i = 0; i < nf; i++)
         hdrs[n++] = fwd->data + offs[i];
@@ -152,13 +145,12 @@ static void degraded_key(struct backend_call *c, const char *origin, const buf_t
         const char *v = r->header(r->conn, r->ep->forward_headers[i]);
         rc = buf_append(k, v ? v : "", v ? strlen(v) + 1 : 1);
     }
-    if (rc)
-        buf_clear(k); /* no key: neither stored nor served */
+    if (rc) buf_clear(k); /* no key: neither stored nor served */
 }
 
 /* The one place every call ends: classifies what happened and applies the
  * backend's fallback. Returns 0, or CALL_FAILED(i) to fail the group. */
-static int call_finish(struct backend_call *c, ctx_t *ctx, const struct upstream_resp *resp)
+static int call_finish(struct backend_call *c, const struct upstream_resp *resp)
 {
     const struct backend_conf *b = c->b;
     switch (resp->result) {
@@ -191,7 +183,6 @@ static int call_finish(struct backend_call *c, ctx_t *ctx, const struct upstream
         c->why = resp->error;
         break;
     }
-    (void)ctx;
     struct degraded *store = c->req->degraded;
     bool keyed = b->fallback == FALLBACK_DEGRADED && store && c->key.len;
     if (c->outcome == OUT_OK) {
@@ -230,8 +221,7 @@ static int call_backend(ctx_t *gctx, void *arg)
     const struct backend_conf *b = c->b;
     uint64_t t0 = loop_now(loop_current());
     uint64_t deadline = t0 + (uint64_t)b->timeout_ms * 1000000u;
-    if (deadline > r->deadline_ns)
-        deadline = r->deadline_ns;
+    if (deadline > r->deadline_ns) deadline = r->deadline_ns;
     struct upstream_resp resp = {.body = &c->body};
 
     ctx_t *ctx = ctx_with_deadline(gctx, deadline);
@@ -247,8 +237,7 @@ static int call_backend(ctx_t *gctx, void *arg)
         resp.result = UP_ERROR;
         resp.error = "cannot build URL";
     } else {
-        if (b->fallback == FALLBACK_DEGRADED)
-            degraded_key(c, origin, &url);
+        if (b->fallback == FALLBACK_DEGRADED) degraded_key(c, origin, &url);
         char own[OWN_HEADERS][192];
         const char *hdrs[OWN_HEADERS + MAX_FORWARD];
         struct upstream_req req = {
@@ -261,17 +250,15 @@ static int call_backend(ctx_t *gctx, void *arg)
             .body_len = b->forward_body ? r->body_len : 0,
             .max_bytes = b->max_response_bytes,
         };
-        if (req.body == NULL && b->forward_body)
-            req.body = "";
+        if (req.body == NULL && b->forward_body) req.body = "";
         upstream_call(r->up, ctx, &req, &resp);
     }
     c->status = resp.status;
-    int rc = call_finish(c, ctx, &resp);
+    int rc = call_finish(c, &resp);
     c->dur_ns = loop_now(loop_current()) - t0;
     metrics_backend(r->metrics, r->ep->name, b->name, outcome_name(c->outcome),
                     (double)c->dur_ns / 1e9);
-    if (ctx)
-        ctx_release(ctx);
+    if (ctx) ctx_release(ctx);
     buf_free(&url);
     buf_free(&fwd);
     return rc;
@@ -285,10 +272,10 @@ static void write_timing(struct request *r)
                             (double)c->dur_ns / 1e6);
         if (!rc && c->outcome != OUT_OK)
             rc = buf_printf(&r->timing, ";desc=\"%s\"", outcome_name(c->outcome));
-        if (rc)
-            return;
+        if (rc) return;
         if (c->outcome >= OUT_DEGRADED)
-            if (buf_printf(&r->degraded_names, "%s%s", r->degraded_names.len ? "," : "", c->b->name))
+            if (buf_printf(&r->degraded_names, "%s%s", r->degraded_names.len ? "," : "",
+                           c->b->name))
                 return;
     }
 }
@@ -318,7 +305,9 @@ static void answer(struct request *r, int err)
             .b = c->b,
             .body = c->part,
             .len = c->part_len,
-            .kind = c->omit ? MERGE_PART_OMIT : c->part ? MERGE_PART_BODY : MERGE_PART_NULL,
+            .kind = c->omit   ? MERGE_PART_OMIT
+                    : c->part ? MERGE_PART_BODY
+                              : MERGE_PART_NULL,
         };
     }
     if (merge_build(&r->out, parts, r->n_calls) != 0) {
@@ -337,8 +326,7 @@ void fanout_run(void *arg)
     if (g) {
         eg_set_limit(g, r->ep->concurrency);
         for (size_t i = 0; i < r->n_calls; i++)
-            if (eg_go(g, call_backend, &r->calls[i]) != 0)
-                break;
+            if (eg_go(g, call_backend, &r->calls[i]) != 0) break;
         err = eg_wait(g);
         eg_free(g);
     }
@@ -352,8 +340,7 @@ void fanout_cleanup(struct request *r)
         struct backend_call *c = &r->calls[i];
         buf_free(&c->body);
         buf_free(&c->key);
-        if (c->stale)
-            degraded_release(r->degraded, c->stale);
+        if (c->stale) degraded_release(r->degraded, c->stale);
         c->stale = NULL;
     }
     buf_free(&r->out);

@@ -47,8 +47,8 @@ struct backend_call {
     const char *part; /* what is merged: body, static or degraded bytes; NULL = null */
     size_t part_len;
     const struct degraded_entry *stale; /* pinned while merged (fallback degraded) */
-    buf_t key;        /* degraded-store key: name, URL, forwarded header values */
-    bool omit;        /* leave the key out */
+    buf_t key;                          /* degraded-store key: name, URL, forwarded header values */
+    bool omit;                          /* leave the key out */
     uint64_t dur_ns;
 };
 
@@ -57,38 +57,38 @@ struct backend_call {
 typedef const char *(*header_fn)(void *conn, const char *name);
 
 struct request {
-    struct request *prev, *next;  /* the worker's live requests */
+    struct request *prev, *next; /* the worker's live requests */
     struct worker *w;
     struct upstream *up;
-    struct pool *buf_pool;        /* the worker's buffer blocks */
-    struct degraded *degraded;    /* last good bodies, shared by all workers */
-    struct metrics *metrics;      /* the worker's counters */
-    const struct config *cfg;     /* pinned for the request's life */
+    struct pool *buf_pool;     /* the worker's buffer blocks */
+    struct degraded *degraded; /* last good bodies, shared by all workers */
+    struct metrics *metrics;   /* the worker's counters */
+    const struct config *cfg;  /* pinned for the request's life */
     const struct endpoint_conf *ep;
-    struct route_match match;     /* params point into the raw URL */
-    const char *query;            /* raw query string (no '?'), or NULL */
+    struct route_match match; /* params point into the raw URL */
+    const char *query;        /* raw query string (no '?'), or NULL */
     size_t query_len;
-    void *conn;                   /* for header lookups */
+    void *conn; /* for header lookups */
     header_fn header;
-    const char *body;             /* client body (forward_body) */
+    const char *body; /* client body (forward_body) */
     size_t body_len;
-    buf_t body_in;                /* where body points */
-    buf_t query_in;               /* where query points */
+    buf_t body_in;  /* where body points */
+    buf_t query_in; /* where query points */
 
-    ctx_t *ctx;                   /* deadline, trace values; owned */
+    ctx_t *ctx; /* deadline, trace values; owned */
     uint64_t start_ns;
     uint64_t deadline_ns;
-    struct trace_parent trace;    /* the gateway's span: the client's trace id or a new one */
+    struct trace_parent trace; /* the gateway's span: the client's trace id or a new one */
     char request_id[TRACE_REQUEST_ID_MAX + 1];
 
     /* the answer, filled by fanout_run */
     int status;
-    buf_t out;                    /* JSON body */
-    buf_t timing;                 /* Server-Timing value */
-    buf_t degraded_names;              /* X-Gateway-Degraded value ("" when complete) */
+    buf_t out;            /* JSON body */
+    buf_t timing;         /* Server-Timing value */
+    buf_t degraded_names; /* X-Gateway-Degraded value ("" when complete) */
 
     size_t n_calls;
-    struct backend_call calls[];  /* one per backend */
+    struct backend_call calls[]; /* one per backend */
 };
 
 /* ctx_value keys of the request context. */

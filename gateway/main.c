@@ -43,8 +43,7 @@ static void reload(struct gateway *gw, const char *path)
 {
     struct config *next = load(path);
     if (!next) {
-        fprintf(stderr, "gateway: reload of %s failed; keeping the running configuration\n",
-                path);
+        fprintf(stderr, "gateway: reload of %s failed; keeping the running configuration\n", path);
         atomic_fetch_add(&gw->reloads_error, 1);
         return;
     }
@@ -66,8 +65,10 @@ static void reload(struct gateway *gw, const char *path)
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"config", required_argument, NULL, 'c'}, {"check", no_argument, NULL, 'k'},
-        {"help", no_argument, NULL, 'h'},         {"version", no_argument, NULL, 'V'},
+        {"config", required_argument, NULL, 'c'},
+        {"check", no_argument, NULL, 'k'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
     const char *path = DEFAULT_CONFIG;
@@ -98,8 +99,7 @@ int main(int argc, char **argv)
     }
 
     struct config *cfg = load(path);
-    if (!cfg)
-        return 1;
+    if (!cfg) return 1;
     if (check) {
         config_free(cfg);
         printf("%s: ok\n", path);
@@ -136,8 +136,7 @@ int main(int argc, char **argv)
         struct timespec ts = {.tv_sec = every ? every : 3600};
         int sig = sigtimedwait(&sigs, NULL, &ts);
         if (sig < 0) {
-            if (errno == EAGAIN && every)
-                server_snapshot(&gw);
+            if (errno == EAGAIN && every) server_snapshot(&gw);
             continue;
         }
         if (sig == SIGHUP) {

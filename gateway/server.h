@@ -21,9 +21,9 @@
 struct worker;
 
 struct gateway {
-    avalue_t config;         /* struct config snapshots */
+    avalue_t config;           /* struct config snapshots */
     struct degraded *degraded; /* last good bodies (sized at start) */
-    struct worker **workers; /* read-only after start */
+    struct worker **workers;   /* read-only after start */
     int n_workers;
     atomic_bool draining;    /* readiness off, new requests get 503 */
     atomic_uint connections; /* open client connections, all workers */

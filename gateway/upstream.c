@@ -7,7 +7,7 @@
 #include <sys/epoll.h>
 #include <unistd.h>
 
-#define container_of(p, type, member) ((type *)((char *)(p) - offsetof(type, member)))
+#define container_of(p, type, member) ((type *)((char *)(p)-offsetof(type, member)))
 
 /* Easy handles kept per worker: enough for the transfers of a busy worker. */
 #define EASY_POOL_MAX 1024
@@ -65,8 +65,7 @@ static void drain(struct upstream *up)
     CURLMsg *msg;
     int left;
     while ((msg = curl_multi_info_read(up->multi, &left))) {
-        if (msg->msg != CURLMSG_DONE)
-            continue;
+        if (msg->msg != CURLMSG_DONE) continue;
         struct call *c = NULL;
         curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&c);
         c->code = msg->data.result;
@@ -89,12 +88,9 @@ static void on_sock_event(loop_t *loop, loop_io_t *io, uint32_t revents)
     (void)loop;
     struct usock *us = container_of(io, struct usock, io);
     int flags = 0;
-    if (revents & (EPOLLIN | EPOLLRDHUP))
-        flags |= CURL_CSELECT_IN;
-    if (revents & EPOLLOUT)
-        flags |= CURL_CSELECT_OUT;
-    if (revents & (EPOLLERR | EPOLLHUP))
-        flags |= CURL_CSELECT_ERR;
+    if (revents & (EPOLLIN | EPOLLRDHUP)) flags |= CURL_CSELECT_IN;
+    if (revents & EPOLLOUT) flags |= CURL_CSELECT_OUT;
+    if (revents & (EPOLLERR | EPOLLHUP)) flags |= CURL_CSELECT_ERR;
     /* us may be freed inside (curl closing the socket): do not touch it after. */
     socket_action(us->up, io->fd, flags);
 }
@@ -111,15 +107,13 @@ static struct usock *sock_make(struct upstream *up, curl_socket_t s)
         while (n <= (size_t)s)
             n *= 2;
         struct usock **t = realloc(up->socks, n * sizeof *t);
-        if (!t)
-            return NULL;
+        if (!t) return NULL;
         memset(t + up->n_socks, 0, (n - up->n_socks) * sizeof *t);
         up->socks = t;
         up->n_socks = n;
     }
     struct usock *us = calloc(1, sizeof *us);
-    if (!us)
-        return NULL;
+    if (!us) return NULL;
     us->up = up;
     us->io.fd = -1;
     up->socks[s] = us;
@@ -144,16 +138,13 @@ static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *s
         }
         return 0;
     }
-    if (!us && !(us = sock_make(up, s)))
-        return -1;
+    if (!us && !(us = sock_make(up, s))) return -1;
     uint32_t ev = ((what & CURL_POLL_IN) ? EPOLLIN : 0) | ((what & CURL_POLL_OUT) ? EPOLLOUT : 0);
     if (!us->registered) {
-        if (loop_io_start(up->loop, &us->io, s, ev, on_sock_event) < 0)
-            return -1;
+        if (loop_io_start(up->loop, &us->io, s, ev, on_sock_event) < 0) return -1;
         us->registered = true;
     } else if (us->io.events != ev) {
-        if (loop_io_modify(up->loop, &us->io, ev) < 0)
-            return -1;
+        if (loop_io_modify(up->loop, &us->io, ev) < 0) return -1;
     }
     return 0;
 }
@@ -165,8 +156,7 @@ static int on_close_socket(void *clientp, curl_socket_t s)
     struct upstream *up = clientp;
     struct usock *us = sock_lookup(up, s);
     if (us) {
-        if (us->registered)
-            loop_io_stop(up->loop, &us->io);
+        if (us->registered) loop_io_stop(up->loop, &us->io);
         up->socks[s] = NULL;
         free(us);
     }
@@ -230,8 +220,7 @@ static void *easy_new(void *ud)
     CURL *e = h ? curl_easy_init() : NULL;
     CURLU *u = e ? curl_url() : NULL;
     if (!u) {
-        if (e)
-            curl_easy_cleanup(e);
+        if (e) curl_easy_cleanup(e);
         free(h);
         return NULL;
     }
@@ -276,8 +265,7 @@ static bool easy_set_url(struct easy *h, const char *origin, const char *path)
     const char *p = path;
     if (q) {
         size_t n = (size_t)(q - path);
-        if (n >= sizeof pbuf)
-            return false;
+        if (n >= sizeof pbuf) return false;
         memcpy(pbuf, path, n);
         pbuf[n] = '\0';
         p = pbuf;
@@ -289,8 +277,7 @@ static bool easy_set_url(struct easy *h, const char *origin, const char *path)
 struct upstream *upstream_new(loop_t *loop)
 {
     struct upstream *up = calloc(1, sizeof *up);
-    if (!up)
-        return NULL;
+    if (!up) return NULL;
     up->loop = loop;
     struct pool_ops ops = {.new_fn = easy_new, .free_fn = easy_free, .ud = up};
     up->easy_pool = pool_new("curl_easy", sizeof(struct easy), EASY_POOL_MAX, &ops);
@@ -311,20 +298,16 @@ struct upstream *upstream_new(loop_t *loop)
 
 void upstream_free(struct upstream *up)
 {
-    if (!up)
-        return;
+    if (!up) return;
     /* Transfers still added belong to parked coroutines that the caller
      * has already given up on; closing the multi handle aborts them. */
-    if (up->multi)
-        curl_multi_cleanup(up->multi);
+    if (up->multi) curl_multi_cleanup(up->multi);
     loop_timer_stop(up->loop, &up->timer);
     loop_hook_remove(up->loop, &up->prepare);
-    if (up->easy_pool)
-        pool_free(up->easy_pool);
+    if (up->easy_pool) pool_free(up->easy_pool);
     for (size_t i = 0; i < up->n_socks; i++) {
         if (up->socks[i]) {
-            if (up->socks[i]->registered)
-                loop_io_stop(up->loop, &up->socks[i]->io);
+            if (up->socks[i]->registered) loop_io_stop(up->loop, &up->socks[i]->io);
             free(up->socks[i]);
         }
     }
@@ -336,8 +319,7 @@ static void on_ctx_done(ctx_t *ctx, ctx_hook_t *h)
 {
     (void)ctx;
     struct call *c = container_of(h, struct call, on_done);
-    if (c->done)
-        return;
+    if (c->done) return;
     /* Removing an unfinished transfer closes its connection at once: the
      * backend sees the abort, and nothing waits for its answer. */
     curl_multi_remove_handle(c->up->multi, c->easy);
@@ -375,16 +357,15 @@ void upstream_call(struct upstream *up, ctx_t *ctx, const struct upstream_req *r
         resp->error = "bad URL";
         return;
     }
-    struct call c = {.up = up, .easy = e, .co = coro_self(), .resp = resp,
-                     .max_bytes = req->max_bytes};
+    struct call c = {
+        .up = up, .easy = e, .co = coro_self(), .resp = resp, .max_bytes = req->max_bytes};
 
     /* Header list on the stack: curl only reads it during the transfer. */
     struct curl_slist hdr[MAX_HEADERS + 1];
     size_t nh = 0;
     for (size_t i = 0; i < req->n_headers && nh < MAX_HEADERS; i++)
         hdr[nh++].data = (char *)req->headers[i];
-    if (req->body)
-        hdr[nh++].data = (char *)"Expect:";
+    if (req->body) hdr[nh++].data = (char *)"Expect:";
     for (size_t i = 0; i < nh; i++)
         hdr[i].next = i + 1 < nh ? &hdr[i + 1] : NULL;
 
@@ -396,8 +377,7 @@ void upstream_call(struct upstream *up, ctx_t *ctx, const struct upstream_req *r
         curl_easy_setopt(e, CURLOPT_POSTFIELDS, req->body);
         curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
     }
-    if (strcmp(req->method, "GET") != 0)
-        curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, req->method);
+    if (strcmp(req->method, "GET") != 0) curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, req->method);
 
     if (!ctx_after_func(ctx, &c.on_done, on_ctx_done)) {
         resp->result = ctx_result(ctx);
@@ -433,8 +413,7 @@ out:
         curl_easy_setopt(e, CURLOPT_POSTFIELDS, NULL);
         curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
     }
-    if (strcmp(req->method, "GET") != 0)
-        curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, NULL);
+    if (strcmp(req->method, "GET") != 0) curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, NULL);
     pool_put(up->easy_pool, h);
 }
 

@@ -30,22 +30,22 @@
 struct upstream;
 
 enum upstream_result {
-    UP_OK,        /* a response arrived (any status) */
-    UP_ERROR,     /* transport error: connect, reset, malformed HTTP */
-    UP_TOO_BIG,   /* body over max_bytes */
-    UP_CANCELED,  /* ctx cancelled before the response ended */
-    UP_TIMEOUT,   /* ctx deadline passed before the response ended */
+    UP_OK,       /* a response arrived (any status) */
+    UP_ERROR,    /* transport error: connect, reset, malformed HTTP */
+    UP_TOO_BIG,  /* body over max_bytes */
+    UP_CANCELED, /* ctx cancelled before the response ended */
+    UP_TIMEOUT,  /* ctx deadline passed before the response ended */
 };
 
 struct upstream_req {
-    const char *method;          /* "GET" ... */
-    const char *origin;          /* "scheme://host:port", NUL-terminated */
-    const char *path;            /* "/path?query", NUL-terminated */
-    const char *const *headers;  /* "Name: value" lines */
+    const char *method;         /* "GET" ... */
+    const char *origin;         /* "scheme://host:port", NUL-terminated */
+    const char *path;           /* "/path?query", NUL-terminated */
+    const char *const *headers; /* "Name: value" lines */
     size_t n_headers;
-    const char *body;            /* NULL: none */
+    const char *body; /* NULL: none */
     size_t body_len;
-    size_t max_bytes;            /* response body limit */
+    size_t max_bytes; /* response body limit */
 };
 
 struct upstream_resp {
