@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #define container_of(p, type, member) ((type *)((char *)(p)-offsetof(type, member)))
@@ -129,9 +130,13 @@ static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *s
     if (what == CURL_POLL_REMOVE) {
         /* Unregistered at once, not lazily (PERF-NOTES knob 5 saves two
          * epoll_ctl per transfer by keeping idle sockets registered): this
-         * libcurl closes some sockets without calling CLOSESOCKETFUNCTION,
-         * and a registration outliving its fd would act on whatever fd
-         * number another thread opens next. */
+         * libcurl closes some sockets without calling CLOSESOCKETFUNCTION
+         * (seen for transfers aborted while connecting), and a registration
+         * kept past that would act on whatever fd number is opened next.
+         * The same libcurl may send this REMOVE only after such a close: the
+         * DEL then names an fd number that may be another worker's socket,
+         * which is not in this epoll set, so it fails with ENOENT and
+         * changes nothing (TSan still reports it: tests/tsan.supp). */
         if (us && us->registered) {
             loop_io_stop(up->loop, &us->io);
             us->registered = false;
@@ -143,14 +148,33 @@ static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *s
     if (!us->registered) {
         if (loop_io_start(up->loop, &us->io, s, ev, on_sock_event) < 0) return -1;
         us->registered = true;
-    } else if (us->io.events != ev) {
-        if (loop_io_modify(up->loop, &us->io, ev) < 0) return -1;
+    } else if (us->io.events != ev && loop_io_modify(up->loop, &us->io, ev) < 0) {
+        /* The old fd was closed behind our back (see above) and this is a
+         * new socket with its number: register it afresh. */
+        if (loop_io_start(up->loop, &us->io, s, ev, on_sock_event) < 0) return -1;
     }
     return 0;
 }
 
-/* curl closes its sockets through here, so a socket's state lives exactly
- * as long as the fd. */
+/* curl opens its sockets through here. A socket state already filed under
+ * the new fd number means curl closed the old socket without telling us:
+ * the kernel dropped that registration with the fd, so forget it too (and
+ * any of its events still in this loop iteration's batch). */
+static curl_socket_t on_open_socket(void *clientp, curlsocktype purpose, struct curl_sockaddr *a)
+{
+    (void)purpose;
+    struct upstream *up = clientp;
+    curl_socket_t s = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+    struct usock *us = s >= 0 ? sock_lookup(up, s) : NULL;
+    if (us && us->registered) {
+        loop_io_stop(up->loop, &us->io);
+        us->registered = false;
+    }
+    return s;
+}
+
+/* curl closes its sockets through here (most of the time: see on_socket),
+ * so a socket's state lives as long as the fd. */
 static int on_close_socket(void *clientp, curl_socket_t s)
 {
     struct upstream *up = clientp;
@@ -232,6 +256,8 @@ static void *easy_new(void *ud)
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
     curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, on_close_socket);
     curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, up);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, up);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L); /* urlbuild already encoded it */
