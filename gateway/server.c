@@ -181,8 +181,7 @@ static void render_metrics(struct gateway *gw, buf_t *out)
         struct worker *w = gw->workers[i];
         /* A worker still starting has no pools yet; ready is released
          * after they are made. */
-        if (!w || !atomic_load_explicit(&w->ready, memory_order_acquire))
-            continue;
+        if (!w || !atomic_load_explicit(&w->ready, memory_order_acquire)) continue;
         per[n++] = w->metrics;
         const pool_t *ps[2] = {w->buf_pool, w->up ? upstream_handle_pool(w->up) : NULL};
         for (int j = 0; j < 2; j++)
@@ -298,8 +297,10 @@ static struct conn_state *begin(struct worker *w, struct MHD_Connection *conn, c
     const struct conn_watch *cw = ci ? ci->socket_context : NULL;
     if (cw && cw->over_limit) {
         cs->close = true;
-        json_answer(cs, 503, "too many connections");
-        return cs;
+        if (!is_builtin(url)) { /* probes still answer: an overload is not death */
+            json_answer(cs, 503, "too many connections");
+            return cs;
+        }
     }
     if (is_builtin(url)) {
         cs->builtin = true;
