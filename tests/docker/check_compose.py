@@ -31,16 +31,6 @@ DEMO_ORIGIN = "http://127.0.0.1:9001"
 DEFAULT_SHUTDOWN_MS = 10000  # conf/README.md
 
 
-class Checker:
-    def __init__(self):
-        self.errors = []
-
-    def check(self, cond, msg):
-        if not cond:
-            self.errors.append(msg)
-        return cond
-
-
 def duration_ms(s):
     """A compose duration ("15s", "1m30s", "500ms") in milliseconds."""
     if isinstance(s, (int, float)):
@@ -80,7 +70,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--root", required=True)
     a = ap.parse_args()
-    c = Checker()
+    c = dockerparse.Checker()
     path = os.path.join(a.root, "docker/compose.yaml")
     try:
         with open(path, encoding="utf-8") as f:

@@ -31,16 +31,6 @@ BINARY = "/usr/local/bin/gateway"
 SETUP_TEST_ONLY = {"libclang-rt-14-dev"}
 
 
-class Checker:
-    def __init__(self):
-        self.errors = []
-
-    def check(self, cond, msg):
-        if not cond:
-            self.errors.append(msg)
-        return cond
-
-
 def setup_packages(path):
     """The package list of tests/setup.sh: the words of its pkgs=(...)."""
     with open(path, encoding="utf-8") as f:
@@ -68,7 +58,7 @@ def main():
         rt = dockerparse.stage(stages, "runtime")
     except dockerparse.ParseError as e:
         sys.exit(f"{dockerfile}: {e}")
-    c = Checker()
+    c = dockerparse.Checker()
 
     # Stages and bases.
     c.check(re.match(r"^debian:(12|bookworm)$", build.base), f"build stage FROM {build.base}, want debian:12")

@@ -44,16 +44,6 @@ CONFIG = "/etc/gateway/gateway.json"
 DEFAULT_SHUTDOWN_MS = 10000  # conf/README.md
 
 
-class Checker:
-    def __init__(self):
-        self.errors = []
-
-    def check(self, cond, msg):
-        if not cond:
-            self.errors.append(msg)
-        return cond
-
-
 def cpu_cores(q):
     """A Kubernetes CPU quantity ("500m", "2", 1.5) in cores."""
     s = str(q)
@@ -86,7 +76,7 @@ def main():
     ap.add_argument("--root", required=True)
     ap.add_argument("--gateway", required=True, help="the built gateway binary")
     a = ap.parse_args()
-    c = Checker()
+    c = dockerparse.Checker()
 
     docs = []
     files = sorted(glob.glob(os.path.join(a.root, "docker/k8s/*.yaml")))

@@ -63,6 +63,18 @@ class Stage:
         return pkgs
 
 
+class Checker:
+    """Collects failed checks, so one run reports all of them."""
+
+    def __init__(self):
+        self.errors = []
+
+    def check(self, cond, msg):
+        if not cond:
+            self.errors.append(msg)
+        return cond
+
+
 def shell_commands(ins):
     """The simple commands of a RUN in shell form, each as a word list: the
     line split at &&, || and ;."""
