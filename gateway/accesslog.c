@@ -35,10 +35,13 @@ struct accesslog {
     _Atomic int sleeping; /* the writer is (about to be) blocked without timeout */
     _Atomic bool stop;
     _Atomic bool paused;
-    _Atomic unsigned pause_gen, pause_ack; /* set_paused(true) waits for the writer */
+    _Atomic unsigned pause_gen, pause_ack;   /* set_paused(true) waits for the writer */
+    _Atomic unsigned reopen_gen, reopen_ack; /* accesslog_reopen waits for the writer */
+    _Atomic int reopen_err;                  /* 0 or -errno of the last reopen */
     _Alignas(64) size_t cap;
     bool off;
     bool close_fd;
+    char *path; /* the file, for reopening; NULL for stdout */
     int fd;
     int efd;
     char *batch; /* BATCH_BYTES, the writer's */
@@ -275,6 +278,18 @@ void accesslog_set_paused(struct accesslog *a, bool paused)
         sched_yield();
 }
 
+int accesslog_reopen(struct accesslog *a)
+{
+    if (!a || a->off || !a->path) return 0;
+    unsigned gen = atomic_fetch_add_explicit(&a->reopen_gen, 1, memory_order_seq_cst) + 1;
+    wake(a);
+    /* The writer looks at the request at the top of each pass, at most a
+     * batch write away; a paused writer (a test hook) still passes there. */
+    while ((int)(atomic_load_explicit(&a->reopen_ack, memory_order_seq_cst) - gen) < 0)
+        sched_yield();
+    return atomic_load_explicit(&a->reopen_err, memory_order_relaxed);
+}
+
 bool accesslog_idle(const struct accesslog *a)
 {
     return a && !a->off && atomic_load_explicit(&a->sleeping, memory_order_seq_cst);
@@ -344,11 +359,29 @@ static size_t drain(struct accesslog *a, char *batch)
     return total;
 }
 
+/* Writer side of accesslog_reopen. */
+static void reopen_file(struct accesslog *a)
+{
+    int fd = open(a->path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        atomic_store_explicit(&a->reopen_err, -errno, memory_order_relaxed);
+        return;
+    }
+    close(a->fd);
+    a->fd = fd;
+    atomic_store_explicit(&a->reopen_err, 0, memory_order_relaxed);
+}
+
 static void *writer_main(void *arg)
 {
     struct accesslog *a = arg;
     bool busy = false;
     for (;;) {
+        unsigned rg = atomic_load_explicit(&a->reopen_gen, memory_order_seq_cst);
+        if (rg != atomic_load_explicit(&a->reopen_ack, memory_order_relaxed)) {
+            if (a->path) reopen_file(a);
+            atomic_store_explicit(&a->reopen_ack, rg, memory_order_seq_cst);
+        }
         bool stop = atomic_load_explicit(&a->stop, memory_order_seq_cst);
         if (!stop && atomic_load_explicit(&a->paused, memory_order_seq_cst)) {
             atomic_store_explicit(&a->pause_ack,
@@ -423,6 +456,10 @@ struct accesslog *accesslog_open_ex(const char *path, const struct accesslog_opt
             goto fail;
         }
         a->close_fd = true;
+        if (!(a->path = strdup(path))) {
+            snprintf(err, errlen, "access log: out of memory");
+            goto fail;
+        }
     }
     a->batch = malloc(BATCH_BYTES);
     if (!a->batch) {
@@ -443,6 +480,7 @@ struct accesslog *accesslog_open_ex(const char *path, const struct accesslog_opt
 fail:
     if (a->efd >= 0) close(a->efd);
     if (a->close_fd) close(a->fd);
+    free(a->path);
     free(a->batch);
     free(a);
     return NULL;
@@ -459,5 +497,6 @@ void accesslog_close(struct accesslog *a)
         if (a->close_fd) close(a->fd);
         free(a->batch);
     }
+    free(a->path);
     free(a);
 }

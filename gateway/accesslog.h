@@ -99,6 +99,13 @@ void accesslog_set_paused(struct accesslog *a, bool paused);
  * for a producer to wake it. Any thread. */
 bool accesslog_idle(const struct accesslog *a);
 
+/* Reopens the log file (after logrotate renamed it: new lines go to a new
+ * file at the configured path). Waits until the writer has done it; the
+ * records queued before may land in either file. Returns 0, or -errno when
+ * the file cannot be opened (the writer keeps the old one). A no-op for "-"
+ * and "off". Any thread but the writer; not concurrently with close. */
+int accesslog_reopen(struct accesslog *a);
+
 /* Writes every queued record, stops and joins the writer thread, closes the
  * file and frees a. No accesslog_record may run concurrently or later.
  * NULL is ignored. */

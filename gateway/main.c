@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gateway/accesslog.h"
 #include "gateway/config.h"
 #include "gateway/server.h"
 
@@ -26,7 +27,8 @@ static void usage(FILE *f)
                "  -h, --help         this text\n"
                "  -V, --version      print the version\n"
                "\n"
-               "Signals: SIGHUP reloads the configuration; SIGTERM and SIGINT drain and exit.\n");
+               "Signals: SIGHUP reloads the configuration and reopens the access log;\n"
+               "SIGTERM and SIGINT drain and exit.\n");
 }
 
 static struct config *load(const char *path)
@@ -141,6 +143,9 @@ int main(int argc, char **argv)
         }
         if (sig == SIGHUP) {
             reload(&gw, path);
+            int rc = accesslog_reopen(gw.log); /* after logrotate */
+            if (rc < 0)
+                fprintf(stderr, "gateway: cannot reopen the access log: %s\n", strerror(-rc));
             continue;
         }
         fprintf(stderr, "gateway: %s, draining\n", sig == SIGTERM ? "SIGTERM" : "SIGINT");

@@ -14,6 +14,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <dirent.h>
 
@@ -415,6 +416,50 @@ static void wait_lines(const char *path, size_t want)
     }
 }
 
+/* logrotate: rename the file, reopen, and new lines go to a new file at the
+ * configured path while the renamed one keeps the old lines. */
+static void test_reopen(void **state)
+{
+    (void)state;
+    char *path = temp_path();
+    char rotated[512];
+    snprintf(rotated, sizeof rotated, "%s.1", path);
+    char err[256] = "";
+    struct accesslog *a = accesslog_open(path, err, sizeof err);
+    assert_non_null(a);
+    for (long i = 0; i < 10; i++)
+        record_seq(a, 0, i);
+    wait_lines(path, 10);
+    assert_int_equal(rename(path, rotated), 0);
+    assert_int_equal(accesslog_reopen(a), 0);
+    for (long i = 10; i < 13; i++)
+        record_seq(a, 0, i);
+    accesslog_close(a);
+    assert_int_equal(count_file_lines(rotated), 10);
+    assert_int_equal(count_file_lines(path), 3);
+
+    /* A path that cannot be opened any more: an error, the old file kept. */
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s.d", path);
+    assert_int_equal(mkdir(dir, 0700), 0);
+    char inner[600];
+    snprintf(inner, sizeof inner, "%s/log", dir);
+    a = accesslog_open(inner, err, sizeof err);
+    assert_non_null(a);
+    record_seq(a, 0, 0);
+    wait_lines(inner, 1);
+    assert_int_equal(rename(inner, rotated), 0);
+    assert_int_equal(rmdir(dir), 0);
+    assert_true(accesslog_reopen(a) < 0);
+    record_seq(a, 0, 1);
+    accesslog_close(a);
+    assert_int_equal(count_file_lines(rotated), 2); /* still written to */
+    assert_int_equal(accesslog_reopen(NULL), 0);
+    unlink(rotated);
+    unlink(path);
+    free(path);
+}
+
 static void test_full_queue_drops(void **state)
 {
     (void)state;
@@ -481,6 +526,7 @@ int main(void)
         cmocka_unit_test(test_format_fields),
         cmocka_unit_test(test_escaping),
         cmocka_unit_test(test_file_sink),
+        cmocka_unit_test(test_reopen),
         cmocka_unit_test(test_open_errors),
         cmocka_unit_test(test_off),
         cmocka_unit_test(test_stdout),
