@@ -5,29 +5,13 @@
 #include <stdbool.h>
 #include <string.h>
 
-static inline int hexval(unsigned char c)
-{
-    if (c >= '0' && c <= '9') return c - '0';
-    c |= 0x20;
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    return -1;
-}
-
 int router_pct_decode(const char *in, size_t n, char *out, size_t cap)
 {
     if (n > INT_MAX) return -EINVAL;
     size_t o = 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)in[i];
-        if (c == '%') {
-            int h, l;
-            if (n - i < 3 || (h = hexval((unsigned char)in[i + 1])) < 0 ||
-                (l = hexval((unsigned char)in[i + 2])) < 0)
-                return -EINVAL;
-            c = (unsigned char)(h << 4 | l);
-            i += 2;
-        }
-        if (c == '\0') return -EINVAL;
+    for (size_t i = 0; i < n;) {
+        int c = router_pct_next(in, n, &i, false);
+        if (c <= 0) return -EINVAL; /* malformed, or a NUL */
         if (o == cap) return -ENOSPC;
         out[o++] = (char)c;
     }
@@ -40,17 +24,9 @@ static bool literal_equals(const char *raw, size_t rn, const char *lit, size_t l
     if (rn == ln && memcmp(raw, lit, ln) == 0) return true;
     if (rn < ln || !memchr(raw, '%', rn)) return false;
     size_t j = 0;
-    for (size_t i = 0; i < rn; i++, j++) {
-        unsigned char c = (unsigned char)raw[i];
-        if (c == '%') {
-            int h, l;
-            if (rn - i < 3 || (h = hexval((unsigned char)raw[i + 1])) < 0 ||
-                (l = hexval((unsigned char)raw[i + 2])) < 0)
-                return false;
-            c = (unsigned char)(h << 4 | l);
-            i += 2;
-        }
-        if (j >= ln || (unsigned char)lit[j] != c) return false;
+    for (size_t i = 0; i < rn; j++) {
+        int c = router_pct_next(raw, rn, &i, false);
+        if (c < 0 || j >= ln || (unsigned char)lit[j] != c) return false;
     }
     return j == ln;
 }

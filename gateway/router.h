@@ -23,6 +23,7 @@
 #ifndef GATEWAY_ROUTER_H
 #define GATEWAY_ROUTER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "gateway/config.h"
@@ -62,5 +63,26 @@ int router_match(const struct config *cfg, const char *method, const char *raw_p
  * digits), a decoded or raw NUL byte, or n > INT_MAX, and -ENOSPC when out is
  * too small (decoded length <= n, so cap >= n always suffices). */
 int router_pct_decode(const char *in, size_t n, char *out, size_t cap);
+
+/* The next byte of in[0..n) from *i, percent-decoded ("%XY"; with form, '+'
+ * is a space), *i advanced past it. -1 for a malformed escape. The one
+ * decoder behind router_pct_decode, route matching and urlbuild. */
+static inline int router_pct_next(const char *in, size_t n, size_t *i, bool form)
+{
+    unsigned char c = (unsigned char)in[(*i)++];
+    if (c == '+' && form) return ' ';
+    if (c != '%') return c;
+    int v = 0;
+    for (int k = 0; k < 2; k++) {
+        if (*i >= n) return -1;
+        unsigned char d = (unsigned char)in[(*i)++];
+        int x = d >= '0' && d <= '9'                     ? d - '0'
+                : (d | 0x20) >= 'a' && (d | 0x20) <= 'f' ? (d | 0x20) - 'a' + 10
+                                                         : -1;
+        if (x < 0) return -1;
+        v = v << 4 | x;
+    }
+    return v;
+}
 
 #endif

@@ -13,14 +13,6 @@ static const uint8_t unreserved[256] = {
     ['0' ... '9'] = 1, ['A' ... 'Z'] = 1, ['a' ... 'z'] = 1,
 };
 
-static inline int hexval(unsigned char c)
-{
-    if (c >= '0' && c <= '9') return c - '0';
-    c |= 0x20;
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    return -1;
-}
-
 /*
  * Decodes in[0..n) once (with '+' as a space when form is set) and appends it
  * strictly encoded. Decoding and encoding happen in one pass straight into the
@@ -32,19 +24,9 @@ static int recode(buf_t *out, const char *in, size_t n, bool form)
     if (n > (SIZE_MAX / 2 - out->len) / 3) return -ENOMEM;
     if (buf_reserve(out, 3 * n)) return -ENOMEM;
     char *o = out->data + out->len;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)in[i];
-        if (c == '%') {
-            int h, l;
-            if (n - i < 3 || (h = hexval((unsigned char)in[i + 1])) < 0 ||
-                (l = hexval((unsigned char)in[i + 2])) < 0)
-                return -EINVAL;
-            c = (unsigned char)(h << 4 | l);
-            i += 2;
-        } else if (c == '+' && form) {
-            c = ' ';
-        }
-        if (c == '\0') return -EINVAL;
+    for (size_t i = 0; i < n;) {
+        int c = router_pct_next(in, n, &i, form);
+        if (c <= 0) return -EINVAL; /* malformed, or a NUL */
         if (unreserved[c]) {
             *o++ = (char)c;
         } else {
@@ -120,19 +102,9 @@ int urlbuild_origin(const struct backend_conf *b, char *out, size_t cap)
 static bool qname_equals(const char *raw, size_t n, const char *name, size_t nl)
 {
     size_t j = 0;
-    for (size_t i = 0; i < n; i++, j++) {
-        unsigned char c = (unsigned char)raw[i];
-        if (c == '%') {
-            int h, l;
-            if (n - i < 3 || (h = hexval((unsigned char)raw[i + 1])) < 0 ||
-                (l = hexval((unsigned char)raw[i + 2])) < 0)
-                return false;
-            c = (unsigned char)(h << 4 | l);
-            i += 2;
-        } else if (c == '+') {
-            c = ' ';
-        }
-        if (j >= nl || (unsigned char)name[j] != c) return false;
+    for (size_t i = 0; i < n; j++) {
+        int c = router_pct_next(raw, n, &i, true);
+        if (c < 0 || j >= nl || (unsigned char)name[j] != c) return false;
     }
     return j == nl;
 }
