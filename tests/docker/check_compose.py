@@ -97,7 +97,7 @@ def main():
         c.check(b.get("target") == target, f"service {name}: build target {b.get('target')}, want {target}")
         c.check(target in [st.name for st in stages], f"docker/Dockerfile has no stage {target}")
     if c.errors:
-        return report(c)
+        return dockerparse.report(c)
 
     gw = services["gateway"]
     c.check(published(gw.get("ports"), 8080), "service gateway does not publish 8080:8080")
@@ -135,15 +135,7 @@ def main():
                     u.port == listen_port(cmd),
                     f"backend {ep['name']}/{b['name']} calls port {u.port}; the backends service listens on {listen_port(cmd)}",
                 )
-    return report(c, f"ok: {path}: services {sorted(services)}")
-
-
-def report(c, ok_msg=None):
-    for e in c.errors:
-        print(f"FAIL: {e}", file=sys.stderr)
-    if not c.errors and ok_msg:
-        print(ok_msg)
-    return 1 if c.errors else 0
+    return dockerparse.report(c, f"ok: {path}: services {sorted(services)}")
 
 
 if __name__ == "__main__":

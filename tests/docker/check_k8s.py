@@ -93,7 +93,7 @@ def main():
         except yaml.YAMLError as e:
             c.errors.append(f"{f}: {e}")
     if c.errors:
-        return report(c)
+        return dockerparse.report(c)
 
     def find(kind, name):
         hits = [d for _, d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
@@ -104,7 +104,7 @@ def main():
     svc = find("Service", "gateway")
     hpa = find("HorizontalPodAutoscaler", "gateway")
     if not (dep and svc and hpa):
-        return report(c)
+        return dockerparse.report(c)
 
     c.check(dep["apiVersion"] == "apps/v1", "Deployment is not apps/v1")
     c.check(dep["spec"].get("replicas", 1) >= 2, "Deployment runs fewer than 2 replicas")
@@ -115,7 +115,7 @@ def main():
     spec = pod["spec"]
     ctrs = [x for x in spec.get("containers", []) if x.get("name") == "gateway"]
     if not c.check(len(ctrs) == 1, "Deployment has no container named gateway"):
-        return report(c)
+        return dockerparse.report(c)
     ctr = ctrs[0]
 
     # Image user: the Dockerfile's numeric USER of the runtime stage.
@@ -168,16 +168,16 @@ def main():
             c.check(m.get("readOnly") is True, "the config volume is not mounted readOnly")
             break
     if not c.check(key, f"no ConfigMap volume puts a file at {CONFIG}"):
-        return report(c)
+        return dockerparse.report(c)
     cmap = find("ConfigMap", cm_name)
     if not cmap or not c.check(key in cmap.get("data", {}), f"ConfigMap {cm_name} has no key {key}"):
-        return report(c)
+        return dockerparse.report(c)
     text = cmap["data"][key]
     try:
         conf = json.loads(text)
     except ValueError as e:
         c.errors.append(f"ConfigMap {cm_name} {key}: invalid JSON: {e}")
-        return report(c)
+        return dockerparse.report(c)
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as t:
         t.write(text)
     try:
@@ -251,15 +251,7 @@ def main():
         any(m.get("type") == "Resource" and m.get("resource", {}).get("name") == "cpu" for m in hs.get("metrics", [])),
         "HPA has no CPU resource metric",
     )
-    return report(c, f"ok: {len(docs)} manifests in {len(files)} files")
-
-
-def report(c, ok_msg=None):
-    for e in c.errors:
-        print(f"FAIL: {e}", file=sys.stderr)
-    if not c.errors and ok_msg:
-        print(ok_msg)
-    return 1 if c.errors else 0
+    return dockerparse.report(c, f"ok: {len(docs)} manifests in {len(files)} files")
 
 
 if __name__ == "__main__":

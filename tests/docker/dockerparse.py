@@ -8,6 +8,7 @@ instead of guessing: anything it cannot read raises ParseError.
 """
 
 import json
+import sys
 import shlex
 
 
@@ -73,6 +74,15 @@ class Checker:
         if not cond:
             self.errors.append(msg)
         return cond
+
+
+def report(c, ok_msg=None):
+    """Prints every failed check (or ok_msg); the exit status for main()."""
+    for e in c.errors:
+        print(f"FAIL: {e}", file=sys.stderr)
+    if not c.errors and ok_msg:
+        print(ok_msg)
+    return 1 if c.errors else 0
 
 
 def shell_commands(ins):
