@@ -9,8 +9,7 @@
 
 #include "core/chan.h"
 #include "core/loop.h"
-
-#define MS 1000000ull
+#include "loop_test.h"
 
 /* Runs the loop until *done reaches want; fails rather than hanging. */
 static void run_until(loop_t *loop, const int *done, int want)
@@ -20,20 +19,6 @@ static void run_until(loop_t *loop, const int *done, int want)
         assert_true(mono_ns() < give_up);
         loop_run_once(loop, 10);
     }
-}
-
-static int setup(void **state)
-{
-    loop_t *loop = loop_new();
-    if (!loop) return -1;
-    *state = loop;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    loop_free(*state);
-    return 0;
 }
 
 /* ---- ping-pong ---- */
@@ -301,12 +286,12 @@ static void test_deadlines(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_pingpong_cap1, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_pingpong_unbuffered, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_send_blocks_when_full, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_recv_blocks_when_empty, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_close_wakes_all, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_deadlines, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pingpong_cap1, loop_setup, loop_teardown),
+        cmocka_unit_test_setup_teardown(test_pingpong_unbuffered, loop_setup, loop_teardown),
+        cmocka_unit_test_setup_teardown(test_send_blocks_when_full, loop_setup, loop_teardown),
+        cmocka_unit_test_setup_teardown(test_recv_blocks_when_empty, loop_setup, loop_teardown),
+        cmocka_unit_test_setup_teardown(test_close_wakes_all, loop_setup, loop_teardown),
+        cmocka_unit_test_setup_teardown(test_deadlines, loop_setup, loop_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -10,35 +10,7 @@
 
 #include "core/ctx.h"
 #include "core/loop.h"
-
-#define MS          1000000ull
-#define RUN_TIMEOUT (5000 * MS)
-
-static int setup(void **state)
-{
-    loop_t *loop = loop_new();
-    if (!loop) return -1;
-    *state = loop;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    loop_free(*state);
-    ctx_thread_cleanup();
-    return 0;
-}
-
-/* Runs loop iterations until *flag is set; false after RUN_TIMEOUT. */
-static bool run_until_flag(loop_t *loop, const int *flag)
-{
-    uint64_t end = mono_ns() + RUN_TIMEOUT;
-    while (!*flag) {
-        if (mono_ns() > end) return false;
-        loop_run_once(loop, 10);
-    }
-    return true;
-}
+#include "loop_test.h"
 
 static bool run_until_done(loop_t *loop, const ctx_t *c)
 {
@@ -480,21 +452,21 @@ static void test_wait_deadline(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_background, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_cancel_cascade, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_cancel_default_cause, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_release_detaches, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_deadline_min_rule, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_deadline_passed, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_deadline_fires, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_deadline_child_only, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_cancel_stops_timer, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_values, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_after_func, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_after_func_reentrant, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_after_func_deadline, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_wait, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_wait_deadline, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_background, loop_setup, loop_teardown),
+        cmocka_unit_test_setup_teardown(test_cancel_cascade, loop_setup, loop_teardown),
+        cmocka_unit_test_setup_teardown(test_cancel_default_cause, loop_setup, loop_teardown),
+        cmocka_unit_test_setup_teardown(test_release_detaches, loop_setup, loop_teardown),
+        cmocka_unit_test_setup_teardown(test_deadline_min_rule, loop_setup, loop_teardown),
+        cmocka_unit_test_setup_teardown(test_deadline_passed, loop_setup, loop_teardown),
+        cmocka_unit_test_setup_teardown(test_deadline_fires, loop_setup, loop_teardown),
+        cmocka_unit_test_setup_teardown(test_deadline_child_only, loop_setup, loop_teardown),
+        cmocka_unit_test_setup_teardown(test_cancel_stops_timer, loop_setup, loop_teardown),
+        cmocka_unit_test_setup_teardown(test_values, loop_setup, loop_teardown),
+        cmocka_unit_test_setup_teardown(test_after_func, loop_setup, loop_teardown),
+        cmocka_unit_test_setup_teardown(test_after_func_reentrant, loop_setup, loop_teardown),
+        cmocka_unit_test_setup_teardown(test_after_func_deadline, loop_setup, loop_teardown),
+        cmocka_unit_test_setup_teardown(test_wait, loop_setup, loop_teardown),
+        cmocka_unit_test_setup_teardown(test_wait_deadline, loop_setup, loop_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -10,35 +10,7 @@
 
 #include "core/errgroup.h"
 #include "core/loop.h"
-
-#define MS          1000000ull
-#define RUN_TIMEOUT (5000 * MS)
-
-static int setup(void **state)
-{
-    loop_t *loop = loop_new();
-    if (!loop) return -1;
-    *state = loop;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    loop_free(*state);
-    eg_thread_cleanup();
-    ctx_thread_cleanup();
-    return 0;
-}
-
-static bool run_until_flag(loop_t *loop, const int *flag)
-{
-    uint64_t end = mono_ns() + RUN_TIMEOUT;
-    while (!*flag) {
-        if (mono_ns() > end) return false;
-        loop_run_once(loop, 10);
-    }
-    return true;
-}
+#include "loop_test.h"
 
 /* Runs body(arg) on a coroutine and the loop until it returned. */
 struct driver {
@@ -319,13 +291,13 @@ static void test_wait_joins(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_first_error, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_wait_no_error, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_parent_cancel, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_limit, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_limit_off_coroutine, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_try_go, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_wait_joins, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_first_error, loop_setup, loop_teardown),
+        cmocka_unit_test_setup_teardown(test_wait_no_error, loop_setup, loop_teardown),
+        cmocka_unit_test_setup_teardown(test_parent_cancel, loop_setup, loop_teardown),
+        cmocka_unit_test_setup_teardown(test_limit, loop_setup, loop_teardown),
+        cmocka_unit_test_setup_teardown(test_limit_off_coroutine, loop_setup, loop_teardown),
+        cmocka_unit_test_setup_teardown(test_try_go, loop_setup, loop_teardown),
+        cmocka_unit_test_setup_teardown(test_wait_joins, loop_setup, loop_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
