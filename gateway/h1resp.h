@@ -74,9 +74,9 @@ struct h1resp {
                                after a read-to-close body) */
     int64_t content_length; /* -1 when absent */
     bool chunked;
-    const char *error;      /* static text at H1_ERROR, e.g. "two different Content-Length" */
-    size_t bytes_seen;      /* total bytes fed so far, consumed or not (0 vs > 0 decides the
-                               transport's stale-connection retry) */
+    const char *error; /* static text at H1_ERROR, e.g. "two different Content-Length" */
+    size_t bytes_seen; /* total bytes fed so far, consumed or not (0 vs > 0 decides the
+                          transport's stale-connection retry) */
 
     /* private */
     h1_body_fn on_body_;
@@ -87,11 +87,11 @@ struct h1resp {
     size_t header_bytes_; /* header budget used (all 1xx blocks + final + trailers) */
     size_t line_len_;     /* bytes of a cut line held in line_ */
     uint8_t state_;
-    uint8_t minor_;       /* HTTP/1.<minor_> */
-    bool no_body_;        /* the request was HEAD */
-    bool conn_close_;     /* Connection: close seen */
+    uint8_t minor_;        /* HTTP/1.<minor_> */
+    bool no_body_;         /* the request was HEAD */
+    bool conn_close_;      /* Connection: close seen */
     bool conn_keep_alive_; /* Connection: keep-alive seen */
-    bool te_seen_;        /* a Transfer-Encoding header seen */
+    bool te_seen_;         /* a Transfer-Encoding header seen */
     char line_[H1_MAX_LINE];
 };
 

@@ -59,9 +59,8 @@ void resolver_free(struct resolver *r);
  *   -EINVAL: host empty or longer than RESOLVER_MAX_NAME;
  *   -ENOMEM: no memory to queue the name or the waiter (done is not called).
  * loop and done may be NULL: the name is queued and nobody is told. */
-int resolver_lookup(struct resolver *r, const char *host, uint16_t port,
-                    struct resolver_addrs *out, loop_t *loop, void (*done)(void *arg),
-                    void *arg);
+int resolver_lookup(struct resolver *r, const char *host, uint16_t port, struct resolver_addrs *out,
+                    loop_t *loop, void (*done)(void *arg), void *arg);
 
 /* Removes waiters registered with exactly (loop, done, arg) that have not
  * been handed to their loop yet, and returns how many it removed. Call it
