@@ -70,6 +70,16 @@ int resolver_lookup(struct resolver *r, const char *host, uint16_t port, struct 
  * until it has. (An addition to the interface of issue 11.) */
 unsigned resolver_cancel(struct resolver *r, loop_t *loop, void (*done)(void *arg), void *arg);
 
+/* Counters, for tests and metrics. Any thread (takes the mutex). */
+struct resolver_stats {
+    uint64_t resolutions; /* getaddrinfo calls finished (first ones and refreshes) */
+    uint64_t failures;    /* of those, the ones that found no address */
+    uint64_t published;   /* tables published; waiters are handed to their loops before the
+                             count moves */
+    unsigned names;       /* names known */
+};
+void resolver_stats(struct resolver *r, struct resolver_stats *out);
+
 /* Queues host for resolution without a waiter (at start or reload), unless
  * it is a literal or already known. */
 void resolver_prefetch(struct resolver *r, const char *host);
