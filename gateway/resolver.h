@@ -48,8 +48,9 @@ struct resolver *resolver_new(unsigned refresh_s);
  * NULL is ignored. */
 void resolver_free(struct resolver *r);
 
-/* Any thread, never blocks (no DNS, no waiting on the thread). Numeric IPv4
- * and IPv6 literals are answered at once without the thread.
+/* Any thread, never blocks (no DNS, no waiting on the thread: a hit is
+ * lock-free; a miss takes a mutex that is never held across getaddrinfo).
+ * Numeric IPv4 and IPv6 literals are answered at once without the thread.
  *   0:       *out filled, in getaddrinfo's order, port (host byte order)
  *            set in each address;
  *   -EAGAIN: not known yet: the name is queued for the thread and done(arg)
@@ -58,7 +59,11 @@ void resolver_free(struct resolver *r);
  *   -ENOENT: the name does not resolve (cached negative answer);
  *   -EINVAL: host empty or longer than RESOLVER_MAX_NAME;
  *   -ENOMEM: no memory to queue the name or the waiter (done is not called).
- * loop and done may be NULL: the name is queued and nobody is told. */
+ * loop and done may be NULL: the name is queued and nobody is told.
+ * A registered waiter holds loop: before loop is freed, every waiter on it
+ * must have run, been cancelled (resolver_cancel) or been dropped
+ * (resolver_free). Addresses come in getaddrinfo's order (RFC 6724): try
+ * them in turn. */
 int resolver_lookup(struct resolver *r, const char *host, uint16_t port, struct resolver_addrs *out,
                     loop_t *loop, void (*done)(void *arg), void *arg);
 
@@ -74,8 +79,8 @@ unsigned resolver_cancel(struct resolver *r, loop_t *loop, void (*done)(void *ar
 struct resolver_stats {
     uint64_t resolutions; /* getaddrinfo calls finished (first ones and refreshes) */
     uint64_t failures;    /* of those, the ones that found no address */
-    uint64_t published;   /* tables published; waiters are handed to their loops before the
-                             count moves */
+    uint64_t published;   /* resolutions whose outcome is in the table and whose waiters were
+                             handed to their loops (counted after the hand-over) */
     unsigned names;       /* names known */
 };
 void resolver_stats(struct resolver *r, struct resolver_stats *out);
