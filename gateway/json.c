@@ -377,6 +377,23 @@ bool json_string_equals(const char *raw, size_t raw_len, const char *str, size_t
     return t == te;
 }
 
+size_t json_string_decode(const char *raw, size_t raw_len, char *out)
+{
+    ptr s = (ptr)raw, e = s + raw_len;
+    unsigned char *o = (unsigned char *)out;
+    while (s < e) {
+        if (*s != '\\') {
+            *o++ = *s++;
+            continue;
+        }
+        uint32_t cp;
+        s = escape(s + 1, e, &cp);
+        if (!s) return (size_t)-1;
+        o += utf8_put(cp, o);
+    }
+    return (size_t)(o - (unsigned char *)out);
+}
+
 size_t json_escape_string(char *out, const char *str, size_t n)
 {
     static const char hex[] = "0123456789abcdef";

@@ -80,6 +80,12 @@ bool json_iter_next(struct json_iter *it, struct json_member *m);
  * escape. */
 bool json_string_equals(const char *raw, size_t raw_len, const char *s, size_t n);
 
+/* Decodes the raw JSON string contents raw[0..raw_len) (as between the
+ * quotes) into out, which needs room for raw_len bytes (no escape decodes to
+ * more bytes than it takes). Returns the decoded length, or (size_t)-1 on a
+ * malformed escape. Not NUL-terminated. */
+size_t json_string_decode(const char *raw, size_t raw_len, char *out);
+
 /* Appends s[0..n) to out as a JSON string, quotes included: escapes '"',
  * '\\' and control characters (bytes >= 0x80 are copied as they are).
  * Returns the number of bytes written, which is at most 6 * n + 2; out must

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "gateway/json.h"
@@ -60,50 +61,230 @@ static int filter_members(buf_t *out, const struct backend_conf *b, const char *
     return 0;
 }
 
+/* "key": value of a keyed part (null, raw, or its allowed members). */
+static int add_keyed(buf_t *out, const struct merge_part *p, const char *body, size_t len,
+                     bool *first)
+{
+    const struct backend_conf *b = p->b;
+    int rc = sep(out, first);
+    if (!rc) rc = put_key(out, b->key);
+    if (rc) return rc;
+    if (p->kind == MERGE_PART_NULL || len == 0) return buf_append(out, "null", 4);
+    if (!b->allow) return buf_append(out, body, len);
+    bool inner_first = true;
+    rc = buf_putc(out, '{');
+    if (!rc) rc = filter_members(out, b, body, len, &inner_first);
+    if (!rc) rc = buf_putc(out, '}');
+    return rc;
+}
+
+/* body[0..len) of p with the surrounding whitespace trimmed. */
+static void trimmed(const struct merge_part *p, const char **body, size_t *len)
+{
+    *body = p->body;
+    *len = p->kind == MERGE_PART_BODY ? p->len : 0;
+    while (*len && is_ws((*body)[0]))
+        (*body)++, (*len)--;
+    while (*len && is_ws((*body)[*len - 1]))
+        (*len)--;
+}
+
+/* The part as it was written before names were deduplicated: one memcpy of
+ * a key-less body's members. */
 static int add_part(buf_t *out, const struct merge_part *p, bool *first)
 {
     const struct backend_conf *b = p->b;
-    const char *body = p->body;
-    size_t len = p->len;
-    while (len && is_ws(body[0]))
-        body++, len--;
-    while (len && is_ws(body[len - 1]))
-        len--;
-    bool null = p->kind == MERGE_PART_NULL || len == 0;
-    int rc;
-
-    if (b->key) {
-        rc = sep(out, first);
-        if (!rc) rc = put_key(out, b->key);
-        if (rc) return rc;
-        if (null) return buf_append(out, "null", 4);
-        if (!b->allow) return buf_append(out, body, len);
-        bool inner_first = true;
-        rc = buf_putc(out, '{');
-        if (!rc) rc = filter_members(out, b, body, len, &inner_first);
-        if (!rc) rc = buf_putc(out, '}');
-        return rc;
-    }
-
-    if (null) return 0;
+    const char *body;
+    size_t len;
+    trimmed(p, &body, &len);
+    if (b->key) return add_keyed(out, p, body, len, first);
+    if (len == 0) return 0;
     if (b->allow) return filter_members(out, b, body, len, first);
     const char *members;
     size_t mlen;
     if (!json_object_members(body, len, &members, &mlen)) return -EINVAL;
     if (mlen == 0) return 0;
-    rc = sep(out, first);
+    int rc = sep(out, first);
     if (!rc) rc = buf_append(out, members, mlen);
+    return rc;
+}
+
+/* One top-level member of the answer: a keyed part (raw NULL) or a member
+ * of a key-less body. */
+struct ent {
+    const char *name; /* decoded: compared byte for byte */
+    size_t name_len;
+    const char *raw; /* the name as the body wrote it; NULL for a keyed part */
+    size_t raw_len;
+    const char *value;
+    size_t value_len;
+    size_t part; /* index in parts */
+    size_t src;  /* the entry whose value goes at this position */
+    bool dead;   /* its name appeared earlier: written there */
+};
+
+struct ents {
+    struct ent *v;
+    size_t n, cap;
+    buf_t names;        /* decoded names that had escapes; reserved once */
+    size_t names_room;  /* bound on what names will need */
+    struct ent small[16]; /* no allocation for the usual handful */
+};
+
+static int ent_push(struct ents *es, const struct ent *e)
+{
+    if (es->n == es->cap) {
+        size_t cap = es->cap * 2;
+        struct ent *v = es->v == es->small ? malloc(cap * sizeof *v)
+                                           : realloc(es->v, cap * sizeof *v);
+        if (!v) return -ENOMEM;
+        if (es->v == es->small) memcpy(v, es->small, sizeof es->small);
+        es->v = v;
+        es->cap = cap;
+    }
+    es->v[es->n] = *e;
+    es->v[es->n].src = es->n;
+    es->n++;
+    return 0;
+}
+
+/* Adds the members of a key-less object body (allowed ones only). */
+static int collect_members(struct ents *es, const struct merge_part *p, size_t part,
+                           const char *body, size_t len)
+{
+    struct json_iter it;
+    struct json_member m;
+    if (!json_iter_object(&it, body, len)) return -EINVAL;
+    while (json_iter_next(&it, &m)) {
+        if (p->b->allow && !allowed(p->b, &m)) continue;
+        struct ent e = {.name = m.name, .name_len = m.name_len, .raw = m.name,
+                        .raw_len = m.name_len, .value = m.value, .value_len = m.value_len,
+                        .part = part};
+        if (memchr(m.name, '\\', m.name_len)) {
+            /* Reserved once for every body's bytes, so earlier names stay put. */
+            if (!es->names.data && buf_reserve(&es->names, es->names_room)) return -ENOMEM;
+            char *d = es->names.data + es->names.len;
+            size_t dn = json_string_decode(m.name, m.name_len, d);
+            if (dn == (size_t)-1) return -EINVAL;
+            es->names.len += dn;
+            e.name = d;
+            e.name_len = dn;
+        }
+        int rc = ent_push(es, &e);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+static int collect(struct ents *es, const struct merge_part *parts, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (parts[i].kind == MERGE_PART_BODY) es->names_room += parts[i].len;
+    for (size_t i = 0; i < n; i++) {
+        const struct merge_part *p = &parts[i];
+        if (p->kind == MERGE_PART_OMIT) continue;
+        int rc = 0;
+        if (p->b->key) {
+            struct ent e = {.name = p->b->key, .name_len = strlen(p->b->key), .part = i};
+            rc = ent_push(es, &e);
+        } else {
+            const char *body;
+            size_t len;
+            trimmed(p, &body, &len);
+            if (len) rc = collect_members(es, p, i, body, len);
+        }
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+static bool same_name(const struct ent *x, const struct ent *y)
+{
+    return x->name_len == y->name_len && memcmp(x->name, y->name, x->name_len) == 0;
+}
+
+static int ent_cmp(const void *a, const void *b)
+{
+    const struct ent *x = *(const struct ent *const *)a, *y = *(const struct ent *const *)b;
+    size_t n = x->name_len < y->name_len ? x->name_len : y->name_len;
+    int c = memcmp(x->name, y->name, n);
+    if (c) return c;
+    if (x->name_len != y->name_len) return x->name_len < y->name_len ? -1 : 1;
+    return x < y ? -1 : x > y;
+}
+
+/* Marks every repeated name: the first position takes the last value, the
+ * others are dead. A sort, not a hash, so no input can make it quadratic:
+ * O(m log m) for m members. Returns the number of dead entries, or -ENOMEM. */
+static long dedupe(struct ents *es)
+{
+    if (es->n < 2) return 0;
+    struct ent *small[16];
+    struct ent **ord = es->n <= 16 ? small : malloc(es->n * sizeof *ord);
+    if (!ord) return -ENOMEM;
+    for (size_t i = 0; i < es->n; i++)
+        ord[i] = &es->v[i];
+    qsort(ord, es->n, sizeof *ord, ent_cmp);
+    long dead = 0;
+    for (size_t i = 0, j; i < es->n; i = j) {
+        for (j = i + 1; j < es->n && same_name(ord[i], ord[j]); j++) {
+            ord[j]->dead = true;
+            dead++;
+        }
+        ord[i]->src = (size_t)(ord[j - 1] - es->v);
+    }
+    if (ord != small) free(ord);
+    return dead;
+}
+
+/* Writes the surviving entries, each with the value of the last one of its
+ * name. */
+static int write_deduped(buf_t *out, const struct ents *es, const struct merge_part *parts,
+                         bool *first)
+{
+    int rc = 0;
+    for (size_t i = 0; i < es->n && !rc; i++) {
+        if (es->v[i].dead) continue;
+        const struct ent *s = &es->v[es->v[i].src];
+        if (!s->raw) {
+            const char *body;
+            size_t len;
+            trimmed(&parts[s->part], &body, &len);
+            rc = add_keyed(out, &parts[s->part], body, len, first);
+            continue;
+        }
+        rc = sep(out, first);
+        if (!rc) rc = buf_putc(out, '"');
+        if (!rc) rc = buf_append(out, s->raw, s->raw_len);
+        if (!rc) rc = buf_append(out, "\":", 2);
+        if (!rc) rc = buf_append(out, s->value, s->value_len);
+    }
+    return rc;
+}
+
+static int build(buf_t *out, const struct merge_part *parts, size_t n)
+{
+    struct ents es = {.cap = 16};
+    es.v = es.small;
+    buf_init(&es.names, NULL);
+    int rc = collect(&es, parts, n);
+    long dead = rc ? 0 : dedupe(&es);
+    if (dead < 0) rc = (int)dead;
+    bool first = true;
+    if (!rc) rc = buf_putc(out, '{');
+    if (!rc && dead > 0) rc = write_deduped(out, &es, parts, &first);
+    for (size_t i = 0; i < n && !rc && dead == 0; i++)
+        if (parts[i].kind != MERGE_PART_OMIT) rc = add_part(out, &parts[i], &first);
+    if (!rc) rc = buf_putc(out, '}');
+    if (es.v != es.small) free(es.v);
+    buf_free(&es.names);
     return rc;
 }
 
 int merge_build(buf_t *out, const struct merge_part *parts, size_t n)
 {
     size_t saved = out->len;
-    bool first = true;
-    int rc = buf_putc(out, '{');
-    for (size_t i = 0; i < n && !rc; i++)
-        if (parts[i].kind != MERGE_PART_OMIT) rc = add_part(out, &parts[i], &first);
-    if (!rc) rc = buf_putc(out, '}');
+    int rc = build(out, parts, n);
     if (rc) {
         out->len = saved;
         if (out->data) out->data[saved] = '\0';

@@ -12,10 +12,16 @@
  * 64). allow filtering walks the members with gateway/json.h's iterator and
  * copies the kept ones raw, also without a parse tree or an allocation.
  *
- * Member names are not deduplicated: when two key-less backends (or a key and
- * a backend's member) share a name, the output repeats it, which RFC 8259
- * permits and most parsers resolve to the last one. Config authors avoid it
- * with "key" or "allow".
+ * The answer never holds two top-level members with the same name (names
+ * compared after decoding escapes, so "\u0061" is "a"): when two key-less
+ * backends, a key and a backend's member, or one body itself repeat a name,
+ * the later one in config (and body) order wins and is written at the
+ * first one's position, as a dict update would. The members of key-less
+ * bodies are walked once and the names sorted (O(m log m) for m members, no
+ * hash an input could flood); when no name repeats, the bodies are spliced
+ * as before, and a repeat costs one rewrite of the members as
+ * "name":value (still raw bytes). Names inside a keyed value are the
+ * backend's own business and left alone.
  */
 #ifndef GATEWAY_MERGE_H
 #define GATEWAY_MERGE_H

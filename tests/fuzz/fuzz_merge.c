@@ -9,8 +9,10 @@
  *
  * Oracles beyond the sanitizers: an accepted body always merges (rc 0); the
  * output is one valid JSON object (json_valid, and cJSON agrees); with allow,
- * every member kept is one of the allowed names; merge_check accepts exactly
- * the empty body and the json_check-valid ones of the right shape.
+ * every member kept is one of the allowed names; no two top-level members
+ * of the output have the same name (decoded; issue 9 item 7); merge_check
+ * accepts exactly the empty body and the json_check-valid ones of the right
+ * shape.
  */
 #include <cjson/cJSON.h>
 #include <stdbool.h>
@@ -41,10 +43,43 @@ static const struct backend_conf SHAPES[] = {
 static const struct backend_conf SIB_KEYED = {.name = "sib1", .key = "sib"};
 static const struct backend_conf SIB_TOP = {.name = "sib2"};
 
+static int cmp_names(const void *a, const void *b)
+{
+    const buf_t *x = a, *y = b;
+    size_t n = x->len < y->len ? x->len : y->len;
+    int c = memcmp(x->data, y->data, n);
+    return c ? c : (x->len > y->len) - (x->len < y->len);
+}
+
+/* No two top-level members of the object share a decoded name. */
+static void check_unique(const buf_t *out)
+{
+    struct json_iter it;
+    struct json_member m;
+    size_t n = 0, cap = 64;
+    buf_t *names = malloc(cap * sizeof *names);
+    if (!names || !json_iter_object(&it, out->data, out->len)) abort();
+    while (json_iter_next(&it, &m)) {
+        if (n == cap && !(names = realloc(names, (cap *= 2) * sizeof *names))) abort();
+        buf_init(&names[n], NULL);
+        if (buf_reserve(&names[n], m.name_len + 1)) abort();
+        names[n].len = json_string_decode(m.name, m.name_len, names[n].data);
+        if (names[n].len == (size_t)-1) abort();
+        n++;
+    }
+    qsort(names, n, sizeof *names, cmp_names);
+    for (size_t i = 1; i < n; i++)
+        if (cmp_names(&names[i - 1], &names[i]) == 0) abort();
+    for (size_t i = 0; i < n; i++)
+        buf_free(&names[i]);
+    free(names);
+}
+
 static void check_output(const buf_t *out)
 {
     if (out->data[out->len] != '\0') abort();
     if (json_check(out->data, out->len) != JSON_OBJECT) abort();
+    check_unique(out);
     cJSON *j = cJSON_ParseWithLength(out->data, out->len);
     if (!j || !cJSON_IsObject(j)) abort();
     cJSON_Delete(j);
@@ -102,7 +137,7 @@ static void one_shape(const struct backend_conf *b, const char *body, size_t len
         }
     }
 
-    static const char sib_body[] = " {\"z\": [1, 2.50, \"s\"]} ";
+    static const char sib_body[] = " {\"z\": [1, 2.50, \"s\"], \"id\": 1, \"sib\": 0} ";
     struct merge_part parts[3] = {
         {.b = &SIB_KEYED, .body = "\t[]\n", .len = 4, .kind = MERGE_PART_BODY},
         alone,

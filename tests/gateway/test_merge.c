@@ -36,6 +36,27 @@ static struct merge_part kind(const struct backend_conf *b, enum merge_part_kind
     return (struct merge_part){.b = b, .body = NULL, .len = 0, .kind = k};
 }
 
+/* Top-level members of the object doc whose decoded name an earlier member
+ * already had (pairwise: small outputs only). */
+static size_t count_duplicates(const char *doc, size_t n)
+{
+    struct json_iter it;
+    struct json_member m, seen[256];
+    size_t ns = 0, dups = 0;
+    assert_true(json_iter_object(&it, doc, n));
+    while (json_iter_next(&it, &m)) {
+        char name[256];
+        assert_true(m.name_len < sizeof name);
+        size_t dn = json_string_decode(m.name, m.name_len, name);
+        assert_true(dn != (size_t)-1);
+        for (size_t i = 0; i < ns; i++)
+            if (json_string_equals(seen[i].name, seen[i].name_len, name, dn)) dups++;
+        assert_true(ns < 256);
+        seen[ns++] = m;
+    }
+    return dups;
+}
+
 /* Merges, checks the output is one valid JSON object equal to want (as
  * cJSON sees it) and, when exact is set, byte for byte. */
 static void expect(const struct merge_part *parts, size_t n, const char *want, const char *exact)
@@ -47,6 +68,7 @@ static void expect(const struct merge_part *parts, size_t n, const char *want, c
             assert_int_equal(merge_check(parts[i].b, parts[i].body, parts[i].len, NULL), 0);
     assert_int_equal(merge_build(&out, parts, n), 0);
     assert_int_equal(json_check(out.data, out.len), JSON_OBJECT);
+    assert_int_equal(count_duplicates(out.data, out.len), 0);
     cJSON *got = cJSON_ParseWithLength(out.data, out.len);
     cJSON *exp = cJSON_Parse(want);
     assert_non_null(got);
@@ -198,6 +220,104 @@ static void test_check(void **state)
 #undef CHECK
 }
 
+/* Issue 9 item 7: two key-less backends with the same member name. The later
+ * backend wins, at the first one's position; never twice. */
+static void test_duplicate_members(void **state)
+{
+    (void)state;
+    struct backend_conf a = backend("a", NULL, NULL, 0);
+    struct backend_conf b = backend("b", NULL, NULL, 0);
+    struct merge_part p[] = {
+        body(&a, "{\"id\":1,\"admin\":false}"),
+        body(&b, "{\"id\":\"attacker\",\"admin\":true}"),
+    };
+    expect(p, 2, "{\"id\":\"attacker\",\"admin\":true}", "{\"id\":\"attacker\",\"admin\":true}");
+    /* Partial overlap: the others keep their place and raw bytes. */
+    struct merge_part q[] = {
+        body(&a, "{\"x\":1.50,\"id\":1,\"y\":[1, 2]}"),
+        body(&b, " {\"z\":0, \"id\" : 2} "),
+    };
+    expect(q, 2, "{\"x\":1.5,\"id\":2,\"y\":[1,2],\"z\":0}",
+           "{\"x\":1.50,\"id\":2,\"y\":[1, 2],\"z\":0}");
+    /* Three backends: the last one wins. */
+    struct backend_conf c = backend("c", NULL, NULL, 0);
+    struct merge_part r[] = {body(&a, "{\"v\":1}"), body(&b, "{\"v\":2}"),
+                             body(&c, "{\"v\":3,\"w\":4}")};
+    expect(r, 3, "{\"v\":3,\"w\":4}", "{\"v\":3,\"w\":4}");
+    /* A name repeated inside one body: its last value. */
+    struct merge_part s1[] = {body(&a, "{\"k\":1,\"k\":2,\"j\":0}")};
+    expect(s1, 1, "{\"k\":2,\"j\":0}", "{\"k\":2,\"j\":0}");
+    /* Names are compared decoded: \u0061dmin is admin; the later raw name is
+     * written. */
+    struct merge_part t[] = {body(&a, "{\"admin\":false}"), body(&b, "{\"\\u0061dmin\":true}")};
+    expect(t, 2, "{\"admin\":true}", "{\"\\u0061dmin\":true}");
+    /* null and omitted parts take no part. */
+    struct merge_part u[] = {body(&a, "{\"v\":1}"), kind(&b, MERGE_PART_NULL),
+                             kind(&c, MERGE_PART_OMIT)};
+    expect(u, 3, "{\"v\":1}", "{\"v\":1}");
+}
+
+/* A key and a key-less backend's member share the namespace too. */
+static void test_duplicate_key_and_member(void **state)
+{
+    (void)state;
+    struct backend_conf k = backend("user", "user", NULL, 0);
+    struct backend_conf t = backend("t", NULL, NULL, 0);
+    struct merge_part p[] = {body(&k, "{\"id\":1}"), body(&t, "{\"user\":\"forged\",\"n\":1}")};
+    expect(p, 2, "{\"user\":\"forged\",\"n\":1}", "{\"user\":\"forged\",\"n\":1}");
+    struct merge_part q[] = {body(&t, "{\"n\":1,\"user\":\"x\"}"), body(&k, "{\"id\":1}")};
+    expect(q, 2, "{\"n\":1,\"user\":{\"id\":1}}", "{\"n\":1,\"user\":{\"id\":1}}");
+    /* with allow: only the kept members count */
+    const char *allow[] = {"n"};
+    struct backend_conf ta = backend("ta", NULL, allow, 1);
+    struct merge_part r[] = {body(&k, "{\"id\":1}"), body(&ta, "{\"user\":\"x\",\"n\":2}"),
+                             body(&t, "{\"n\":3}")};
+    expect(r, 3, "{\"user\":{\"id\":1},\"n\":3}", "{\"user\":{\"id\":1},\"n\":3}");
+    /* a null keyed part that is replaced */
+    struct merge_part s1[] = {kind(&k, MERGE_PART_NULL), body(&t, "{\"user\":2}")};
+    expect(s1, 2, "{\"user\":2}", "{\"user\":2}");
+    struct merge_part s2[] = {body(&t, "{\"user\":2}"), kind(&k, MERGE_PART_NULL)};
+    expect(s2, 2, "{\"user\":null}", "{\"user\":null}");
+}
+
+/* Many members, all repeated: the sort keeps it O(m log m) (a pairwise
+ * check would be 10^10 comparisons here and time out). */
+static void test_duplicate_many(void **state)
+{
+    (void)state;
+    enum { M = 100000 };
+    struct backend_conf a = backend("a", NULL, NULL, 0);
+    struct backend_conf b = backend("b", NULL, NULL, 0);
+    buf_t x, y, out;
+    buf_init(&x, NULL);
+    buf_init(&y, NULL);
+    buf_init(&out, NULL);
+    assert_int_equal(buf_putc(&x, '{'), 0);
+    assert_int_equal(buf_putc(&y, '{'), 0);
+    for (int i = 0; i < M; i++) {
+        assert_int_equal(buf_printf(&x, "%s\"m%d\":%d", i ? "," : "", i, i), 0);
+        assert_int_equal(buf_printf(&y, "%s\"m%d\":%d", i ? "," : "", M - 1 - i, -i), 0);
+    }
+    assert_int_equal(buf_putc(&x, '}'), 0);
+    assert_int_equal(buf_putc(&y, '}'), 0);
+    struct merge_part p[] = {
+        {.b = &a, .body = x.data, .len = x.len, .kind = MERGE_PART_BODY},
+        {.b = &b, .body = y.data, .len = y.len, .kind = MERGE_PART_BODY},
+    };
+    assert_int_equal(merge_check(&a, x.data, x.len, NULL), 0);
+    assert_int_equal(merge_build(&out, p, 2), 0);
+    cJSON *j = cJSON_ParseWithLength(out.data, out.len);
+    assert_non_null(j);
+    assert_int_equal(cJSON_GetArraySize(j), M);
+    /* b's value, at a's position: m0 first, holding -(M-1) */
+    assert_string_equal(j->child->string, "m0");
+    assert_int_equal(j->child->valueint, -(M - 1));
+    cJSON_Delete(j);
+    buf_free(&x);
+    buf_free(&y);
+    buf_free(&out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -205,6 +325,9 @@ int main(void)
         cmocka_unit_test(test_null_omit),    cmocka_unit_test(test_allow),
         cmocka_unit_test(test_key_escaping), cmocka_unit_test(test_shape_errors),
         cmocka_unit_test(test_check),
+        cmocka_unit_test(test_duplicate_members),
+        cmocka_unit_test(test_duplicate_key_and_member),
+        cmocka_unit_test(test_duplicate_many),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
