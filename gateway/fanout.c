@@ -10,12 +10,12 @@
 #include "gateway/degraded.h"
 #include "gateway/merge.h"
 #include "gateway/metrics.h"
+#include "gateway/router.h"
 #include "gateway/upstream.h"
 #include "gateway/urlbuild.h"
 
 /* Headers one backend call sends beyond the forwarded ones. */
 #define OWN_HEADERS 3
-#define MAX_FORWARD 32
 
 const char fanout_key_trace[] = "trace";
 const char fanout_key_request_id[] = "request_id";
@@ -98,9 +98,80 @@ int fanout_prepare(struct request *r, const char *timeout_hdr, const char *trace
     return 0;
 }
 
-/* The headers of one backend call, as "Name: value" lines in hdrs. */
+/* ---- what the client sent, checked before any call ---- */
+
+static int refuse(struct request *r, int status, const char *msg)
+{
+    fanout_error_body(&r->out, msg, NULL, r->request_id);
+    return status;
+}
+
+/* Route params: each must decode (once, when it is put into a backend URL)
+ * and be at most URLBUILD_PARAM_MAX bytes as sent. */
+static int check_params(struct request *r)
+{
+    const struct route_match *m = &r->match;
+    for (size_t i = 0; i < m->n_params; i++) {
+        const struct route_param *p = &m->params[i];
+        if (p->len > URLBUILD_PARAM_MAX) return refuse(r, 414, "path parameter too long");
+        for (size_t k = 0; k < p->len;)
+            if (router_pct_next(p->p, p->len, &k, false) <= 0)
+                return refuse(r, 400, "malformed percent-encoding in the path");
+    }
+    return 0;
+}
+
+static int visit_header(void *arg, const char *name, const char *value, size_t len, bool cut)
+{
+    return fwd_add(arg, name, value, len, cut);
+}
+
+static int check_headers(struct request *r)
+{
+    fwd_init(&r->fwd, r->ep->forward_headers, r->ep->n_forward_headers);
+    int st = 0;
+    if (r->ep->n_forward_headers && r->header_each)
+        st = r->header_each(r, visit_header, &r->fwd);
+    if (!st) st = fwd_finish(&r->fwd);
+    return st ? refuse(r, st, r->fwd.why) : 0;
+}
+
+/* Every call's path, built now so that a bad query value or a path too
+ * long is the client's 400/414 before anything is sent. A template that
+ * cannot build (a config bug) fails only its own call, as before. */
+static int build_paths(struct request *r)
+{
+    for (size_t i = 0; i < r->n_calls; i++) {
+        struct backend_call *c = &r->calls[i];
+        buf_init(&c->path, NULL); /* a short path: no need for a pool block */
+        int rc = urlbuild_path(&c->path, r->ep, c->b, &r->match, r->query, r->query_len);
+        if (rc == -EILSEQ)
+            return refuse(r, 400, "malformed percent-encoding in a forwarded query parameter");
+        if (rc == -E2BIG) return refuse(r, 414, "path parameter too long");
+        if (rc == -ENAMETOOLONG) {
+            char msg[160];
+            snprintf(msg, sizeof msg, "backend %s: URL path too long (limit %d bytes)",
+                     c->b->name, URLBUILD_PATH_MAX - 1);
+            return refuse(r, 414, msg);
+        }
+        c->path_rc = rc;
+    }
+    return 0;
+}
+
+int fanout_check(struct request *r)
+{
+    if (!r->ep) return 0;
+    int st = check_params(r);
+    if (!st) st = check_headers(r);
+    if (!st) st = build_paths(r);
+    return st;
+}
+
+/* The headers of one backend call, as "Name: value" lines in hdrs: its
+ * own, then the forwarded ones (checked and joined once per request). */
 static size_t call_headers(struct backend_call *c, ctx_t *ctx, char own[OWN_HEADERS][192],
-                           buf_t *fwd, const char **hdrs)
+                           const char **hdrs)
 {
     struct request *r = c->req;
     size_t n = 0;
@@ -115,19 +186,8 @@ static size_t call_headers(struct backend_call *c, ctx_t *ctx, char own[OWN_HEAD
     snprintf(own[2], sizeof own[2], "X-Request-Id: %s", r->request_id);
     for (; n < OWN_HEADERS; n++)
         hdrs[n] = own[n];
-
-    /* Forwarded headers: one buffer, NUL-separated lines, pointers after. */
-    const struct endpoint_conf *ep = r->ep;
-    size_t offs[MAX_FORWARD];
-    size_t nf = 0;
-    for (size_t i = 0; i < ep->n_forward_headers && nf < MAX_FORWARD; i++) {
-        const char *v = r->header(r->conn, ep->forward_headers[i]);
-        if (!v) continue;
-        offs[nf++] = fwd->len;
-        if (buf_printf(fwd, "%s: %s", ep->forward_headers[i], v) || buf_putc(fwd, '\0')) return n;
-    }
-    for (size_t i = 0; i < nf; i++)
-        hdrs[n++] = fwd->data + offs[i];
+    for (size_t i = 0; i < r->fwd.n_lines; i++)
+        hdrs[n++] = fwd_line(&r->fwd, i);
     return n;
 }
 
@@ -141,9 +201,10 @@ static void degraded_key(struct backend_call *c, const char *origin, const buf_t
     int rc = buf_append(k, c->b->name, strlen(c->b->name) + 1);
     rc = rc ? rc : buf_puts(k, origin);
     rc = rc ? rc : buf_append(k, path->data, path->len + 1);
-    for (size_t i = 0; i < r->ep->n_forward_headers && !rc; i++) {
-        const char *v = r->header(r->conn, r->ep->forward_headers[i]);
-        rc = buf_append(k, v ? v : "", v ? strlen(v) + 1 : 1);
+    for (size_t i = 0; i < r->ep->n_forward_headers && i < FWD_MAX && !rc; i++) {
+        const char *v = r->fwd.value[i];
+        rc = v ? buf_append(k, v, r->fwd.value_len[i]) : 0;
+        rc = rc ? rc : buf_putc(k, '\0');
     }
     if (rc) buf_clear(k); /* no key: neither stored nor served */
 }
@@ -226,26 +287,22 @@ static int call_backend(ctx_t *gctx, void *arg)
 
     ctx_t *ctx = ctx_with_deadline(gctx, deadline);
     char origin[256];
-    buf_t url, fwd;
-    buf_init(&url, NULL); /* a short path: no need for a pool block */
-    buf_init(&fwd, NULL);
     if (!ctx) {
         resp.result = UP_ERROR;
         resp.error = "out of memory";
-    } else if (urlbuild_origin(b, origin, sizeof origin) < 0 ||
-               urlbuild_path(&url, r->ep, b, &r->match, r->query, r->query_len) != 0) {
+    } else if (urlbuild_origin(b, origin, sizeof origin) < 0 || c->path_rc) {
         resp.result = UP_ERROR;
-        resp.error = "cannot build URL";
+        resp.error = c->path_rc == -ENOMEM ? "out of memory" : "cannot build URL";
     } else {
-        if (b->fallback == FALLBACK_DEGRADED) degraded_key(c, origin, &url);
+        if (b->fallback == FALLBACK_DEGRADED) degraded_key(c, origin, &c->path);
         char own[OWN_HEADERS][192];
-        const char *hdrs[OWN_HEADERS + MAX_FORWARD];
+        const char *hdrs[OWN_HEADERS + FWD_MAX];
         struct upstream_req req = {
             .method = b->method,
             .origin = origin,
-            .path = url.data,
+            .path = c->path.data,
             .headers = hdrs,
-            .n_headers = call_headers(c, ctx, own, &fwd, hdrs),
+            .n_headers = call_headers(c, ctx, own, hdrs),
             .body = b->forward_body ? r->body : NULL,
             .body_len = b->forward_body ? r->body_len : 0,
             .max_bytes = b->max_response_bytes,
@@ -259,8 +316,6 @@ static int call_backend(ctx_t *gctx, void *arg)
     metrics_backend(r->metrics, r->ep->name, b->name, outcome_name(c->outcome),
                     (double)c->dur_ns / 1e9);
     if (ctx) ctx_release(ctx);
-    buf_free(&url);
-    buf_free(&fwd);
     return rc;
 }
 
@@ -340,9 +395,11 @@ void fanout_cleanup(struct request *r)
         struct backend_call *c = &r->calls[i];
         buf_free(&c->body);
         buf_free(&c->key);
+        buf_free(&c->path);
         if (c->stale) degraded_release(r->degraded, c->stale);
         c->stale = NULL;
     }
+    fwd_free(&r->fwd);
     buf_free(&r->out);
     buf_free(&r->timing);
     buf_free(&r->degraded_names);

@@ -17,6 +17,7 @@
 #include "core/buf.h"
 #include "core/ctx.h"
 #include "gateway/config.h"
+#include "gateway/fwdhdr.h"
 #include "gateway/router.h"
 #include "gateway/trace.h"
 
@@ -48,6 +49,8 @@ struct backend_call {
     size_t part_len;
     const struct degraded_entry *stale; /* pinned while merged (fallback degraded) */
     buf_t key;                          /* degraded-store key: name, URL, forwarded header values */
+    buf_t path;                         /* "/path?query" for this call, built by fanout_check */
+    int path_rc;                        /* urlbuild_path's result when it could not be built */
     bool omit;                          /* leave the key out */
     uint64_t dur_ns;
 };
@@ -55,6 +58,15 @@ struct backend_call {
 /* Looks up a request header (case-insensitive name); NULL when absent.
  * Provided by server.c. */
 typedef const char *(*header_fn)(void *conn, const char *name);
+
+struct request;
+/* Called for one request header: value[0..len) as the HTTP layer parsed it;
+ * cut: bytes of its line after the value were dropped (a NUL in it).
+ * Returns 0 to go on, anything else to stop (the walk returns it). */
+typedef int (*header_visit_fn)(void *arg, const char *name, const char *value, size_t len,
+                               bool cut);
+/* Visits every request header in arrival order. Provided by server.c. */
+typedef int (*header_each_fn)(struct request *r, header_visit_fn visit, void *arg);
 
 struct request {
     struct request *prev, *next; /* the worker's live requests */
@@ -70,6 +82,8 @@ struct request {
     size_t query_len;
     void *conn; /* for header lookups */
     header_fn header;
+    header_each_fn header_each;
+    struct fwd fwd; /* the forwarded headers, checked and joined by fanout_check */
     const char *body; /* client body (forward_body) */
     size_t body_len;
     buf_t body_in;  /* where body points */
@@ -100,6 +114,14 @@ extern const char fanout_key_request_id[]; /* const char * */
  * r->out holding the JSON error. */
 int fanout_prepare(struct request *r, const char *timeout_hdr, const char *traceparent_hdr,
                    const char *request_id_hdr);
+/* Checks what the client sent that the calls will carry, before any call:
+ * route params (400 malformed percent-encoding, 414 over
+ * URLBUILD_PARAM_MAX), forwarded headers (gateway/fwdhdr.h: 400), the
+ * forwarded query values (400) and the length of each backend path (414);
+ * builds every call's path and the forwarded header lines. Call once r->ep,
+ * r->match, r->query and r->header_each are set. Returns 0, or an HTTP status
+ * with r->out holding the JSON error. */
+int fanout_check(struct request *r);
 /* The request coroutine: runs the calls, then fills status, out, timing,
  * degraded. Calls server_request_done(r) at the end. */
 void fanout_run(void *r);

@@ -70,6 +70,7 @@ struct conn_state {
     const char *content_type;
     struct timespec arrived; /* wall clock, for the access log */
     char method[16];
+    const char *block;  /* libmicrohttpd's header block (the method starts it) */
     char *path;         /* copy of the raw path, for the access log */
     struct request req; /* last: ends with the calls */
 };
@@ -130,6 +131,77 @@ static size_t unescape_none(void *cls, struct MHD_Connection *c, char *s)
 static const char *header_lookup(void *conn, const char *name)
 {
     return MHD_lookup_connection_value(conn, MHD_HEADER_KIND, name);
+}
+
+/* Walking the request headers for fanout (gateway/fwdhdr.h).
+ *
+ * libmicrohttpd 0.9.75 ends a header value at a NUL byte and silently drops
+ * the rest of the line ("X-Fwd: a\0b" arrives as "a"). It parses the header
+ * block in place: the block starts with the method, is
+ * MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE bytes long, and keeps every line
+ * where it arrived, with the ':' and the line ends overwritten by NULs. So
+ * between the end of a value and the next header's name there may only be
+ * its line end (at most 2 bytes, "\r\n"; the last line also has the empty
+ * line after it) and whitespace; any other byte, or a third NUL, is the rest
+ * of a line that was cut. When the pointers are not laid out like that
+ * (another libmicrohttpd), every value counts as cut: a forwarded header
+ * then gets a 400, never a truncated value. */
+struct hdr_walk {
+    struct request *r;
+    const char *start, *end; /* the header block */
+    header_visit_fn visit;
+    void *arg;
+    const char *name, *value; /* the previous header, visited once its line end is known */
+    size_t len;
+    int rc;
+};
+
+/* Were bytes of the line dropped between the value's end and bound (the
+ * next header's name, or the end of the block when last)? */
+static bool line_cut(const struct hdr_walk *hw, const char *bound, bool last)
+{
+    const char *p = hw->value + hw->len;
+    if (hw->value < hw->start || p > bound || bound > hw->end) return true;
+    int nuls = 0;
+    for (; p < bound; p++) {
+        if (*p == '\0')
+            nuls++;
+        else if (*p != '\r' && *p != '\n' && *p != ' ' && *p != '\t')
+            return true;
+    }
+    return nuls > (last ? 4 : 2);
+}
+
+static void walk_flush(struct hdr_walk *hw, const char *bound, bool last)
+{
+    if (!hw->name || hw->rc) return;
+    hw->rc = hw->visit(hw->arg, hw->name, hw->value, hw->len, line_cut(hw, bound, last));
+    hw->name = NULL;
+}
+
+static enum MHD_Result walk_one(void *cls, enum MHD_ValueKind kind, const char *key,
+                                size_t key_size, const char *value, size_t value_size)
+{
+    (void)kind;
+    (void)key_size;
+    struct hdr_walk *hw = cls;
+    walk_flush(hw, key, false);
+    hw->name = key;
+    hw->value = value ? value : "";
+    hw->len = value ? value_size : 0;
+    return hw->rc ? MHD_NO : MHD_YES;
+}
+
+static int header_each(struct request *r, header_visit_fn visit, void *arg)
+{
+    struct conn_state *cs = container_of(r, struct conn_state, req);
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(cs->conn, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
+    struct hdr_walk hw = {.r = r, .start = cs->block, .visit = visit, .arg = arg};
+    hw.end = ci && cs->block ? cs->block + ci->header_size : NULL;
+    MHD_get_connection_values_n(cs->conn, MHD_HEADER_KIND, walk_one, &hw);
+    walk_flush(&hw, hw.end, true);
+    return hw.rc;
 }
 
 static void live_add(struct worker *w, struct request *r)
@@ -223,18 +295,6 @@ static bool is_builtin(const char *path)
            strcmp(path, "/metrics") == 0;
 }
 
-/* A param must decode (once, when it is put into a backend URL): a bad %XY
- * or a %00 is the client's error, found here rather than as a 502 later. */
-static bool params_decodable(const struct route_match *m)
-{
-    char tmp[1024];
-    for (size_t i = 0; i < m->n_params; i++) {
-        if (m->params[i].len > sizeof tmp) return false;
-        if (router_pct_decode(m->params[i].p, m->params[i].len, tmp, sizeof tmp) < 0) return false;
-    }
-    return true;
-}
-
 /* First call for a request: headers are in. Route it and make its state;
  * nothing is queued yet (queueing in the first call makes libmicrohttpd
  * close the connection: PERF-NOTES knob 3). */
@@ -264,6 +324,8 @@ static struct conn_state *begin(struct worker *w, struct MHD_Connection *conn, c
     r->cfg = cfg;
     r->conn = conn;
     r->header = header_lookup;
+    r->header_each = header_each;
+    cs->block = method; /* in place: libmicrohttpd parsed the block where it arrived */
     r->start_ns = mono_ns();
     buf_init(&r->out, w->buf_pool);
     buf_init(&r->timing, NULL);
@@ -330,14 +392,16 @@ static struct conn_state *begin(struct worker *w, struct MHD_Connection *conn, c
         cs->state = RS_READY;
         return cs;
     }
-    if (!params_decodable(&m)) {
-        json_answer(cs, 400, "malformed percent-encoding in the path");
-        return cs;
-    }
     if (r->ep->n_forward_query) {
         MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, append_query, &r->query_in);
         r->query = r->query_in.data;
         r->query_len = r->query_in.len;
+    }
+    st = fanout_check(r); /* params, forwarded headers and query: 400/414 before any call */
+    if (st) {
+        r->status = st;
+        cs->state = RS_READY;
+        return cs;
     }
     cs->state = RS_FANOUT;
     return cs;

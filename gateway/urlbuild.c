@@ -17,7 +17,7 @@ static const uint8_t unreserved[256] = {
  * Decodes in[0..n) once (with '+' as a space when form is set) and appends it
  * strictly encoded. Decoding and encoding happen in one pass straight into the
  * buffer, which is reserved for the worst case (3 bytes out per byte in) up
- * front. Returns 0, -EINVAL (malformed escape, NUL) or -ENOMEM.
+ * front. Returns 0, -EILSEQ (malformed escape, NUL) or -ENOMEM.
  */
 static int recode(buf_t *out, const char *in, size_t n, bool form)
 {
@@ -26,7 +26,7 @@ static int recode(buf_t *out, const char *in, size_t n, bool form)
     char *o = out->data + out->len;
     for (size_t i = 0; i < n;) {
         int c = router_pct_next(in, n, &i, form);
-        if (c <= 0) return -EINVAL; /* malformed, or a NUL */
+        if (c <= 0) return -EILSEQ; /* malformed, or a NUL */
         if (unreserved[c]) {
             *o++ = (char)c;
         } else {
@@ -138,10 +138,19 @@ static int forward_one(buf_t *out, const char *name, const char *q, size_t qn, b
     return 0;
 }
 
+/* Length of the path written since start, up to its '?' if any. */
+static size_t path_len(const buf_t *out, size_t start)
+{
+    const char *p = out->data + start;
+    const char *q = memchr(p, '?', out->len - start);
+    return q ? (size_t)(q - p) : out->len - start;
+}
+
 static int build_path(buf_t *out, size_t skip, const struct endpoint_conf *ep,
                       const struct backend_conf *b, const struct route_match *m,
                       const char *raw_query, size_t query_len)
 {
+    size_t start = out->len;
     bool has_query = false, in_query = false;
     int rc = 0;
     for (size_t i = 0; i < b->n_parts && !rc; i++) {
@@ -156,10 +165,12 @@ static int build_path(buf_t *out, size_t skip, const struct endpoint_conf *ep,
         } else {
             if (part->param < 0 || (size_t)part->param >= m->n_params) return -EINVAL;
             const struct route_param *rp = &m->params[part->param];
+            if (rp->len > URLBUILD_PARAM_MAX) return -E2BIG;
             /* In the template's query a param is a value: form semantics. */
             rc = recode(out, rp->p, rp->len, in_query);
         }
     }
+    if (!rc && path_len(out, start) >= URLBUILD_PATH_MAX) rc = -ENAMETOOLONG;
     for (size_t i = 0; i < ep->n_forward_query && query_len && !rc; i++)
         rc = forward_one(out, ep->forward_query[i], raw_query, query_len, &has_query);
     return rc;

@@ -30,13 +30,24 @@
 #include "gateway/config.h"
 #include "gateway/router.h"
 
+/* A route param longer than this (raw, still encoded) is refused. */
+#define URLBUILD_PARAM_MAX 1024
+/* A built path ("/a/b", without the query) must be shorter than this: the
+ * longest the transports take (upstream.c copies it into 2 KiB). */
+#define URLBUILD_PATH_MAX 2048
+
 /* Appends the backend URL for this request to out: origin, path with params
  * substituted, forwarded query. raw_query is the client's query string
- * without the '?' (may be NULL when query_len is 0). Returns 0; -EINVAL when
- * a param or a forwarded query value has malformed percent-encoding or
- * decodes to a NUL byte (the client gets a 400), or when the template is not
- * usable (a param refers past m->n_params, a param inside the origin);
- * -ENOMEM. On failure out is left as it was. */
+ * without the '?' (may be NULL when query_len is 0). Returns 0, or:
+ *   -EILSEQ        a param or a forwarded query value has malformed
+ *                  percent-encoding or decodes to a NUL byte (the client's
+ *                  error: 400);
+ *   -E2BIG         a param is longer than URLBUILD_PARAM_MAX (414);
+ *   -ENAMETOOLONG  the path is URLBUILD_PATH_MAX or longer (414);
+ *   -EINVAL        the template is not usable (a param refers past
+ *                  m->n_params, a param inside the origin): a config bug;
+ *   -ENOMEM.
+ * On failure out is left as it was. */
 int urlbuild(buf_t *out, const struct endpoint_conf *ep, const struct backend_conf *b,
              const struct route_match *m, const char *raw_query, size_t query_len);
 

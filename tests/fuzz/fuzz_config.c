@@ -62,7 +62,13 @@ static void check_endpoint(const struct config *cfg, const struct endpoint_conf 
         buf_t url;
         buf_init(&url, NULL);
         static const char query[] = "a=1&b=x+y&c=%2F";
-        if (urlbuild(&url, m.ep, b, &m, query, sizeof query - 1) != 0) {
+        int rc = urlbuild(&url, m.ep, b, &m, query, sizeof query - 1);
+        /* a template whose own path is 2 KiB or more never builds */
+        if (rc == -ENAMETOOLONG && strlen(b->url) >= URLBUILD_PATH_MAX) {
+            buf_free(&url);
+            continue;
+        }
+        if (rc != 0) {
             fprintf(stderr, "backend %s url %s does not build\n", b->name, b->url);
             abort();
         }

@@ -123,7 +123,9 @@ static void build_all(const struct route_match *m, const char *query, size_t qn)
         buf_init(&path, NULL);
         int r1 = urlbuild(&whole, ep, b, m, query, qn);
         int r2 = urlbuild_path(&path, ep, b, m, query, qn);
-        if (r1 != r2 || (r1 != 0 && r1 != -EINVAL)) abort();
+        if (r1 != r2 || (r1 != 0 && r1 != -EINVAL && r1 != -EILSEQ && r1 != -E2BIG &&
+                         r1 != -ENAMETOOLONG))
+            abort();
         if (r1 == 0) {
             char origin[256];
             int on = urlbuild_origin(b, origin, sizeof origin);

@@ -157,14 +157,14 @@ static void test_malformed(void **state)
     (void)state;
     set_template("http://h/u/{id}");
     set_params("%", "");
-    expect_error(NULL, -EINVAL);
+    expect_error(NULL, -EILSEQ);
     set_params("ab%2", "");
-    expect_error(NULL, -EINVAL);
+    expect_error(NULL, -EILSEQ);
     set_params("%zz", "");
-    expect_error(NULL, -EINVAL);
+    expect_error(NULL, -EILSEQ);
     set_params("a%00", "");
-    expect_error(NULL, -EINVAL);
-    /* A param index past the match. */
+    expect_error(NULL, -EILSEQ);
+    /* A param index past the match: the template's fault, not the client's. */
     set_params("1", "2");
     rm.n_params = 0;
     expect_error(NULL, -EINVAL);
@@ -192,8 +192,10 @@ static void test_query(void **state)
     expect_url("lang=&page", "http://h/u/7?lang=&page=");
     /* A malformed name is simply not a match; a malformed value is a 400. */
     expect_url("la%ng=1", "http://h/u/7");
-    expect_error("lang=%G1", -EINVAL);
-    expect_error("lang=%00", -EINVAL);
+    expect_error("lang=%G1", -EILSEQ);
+    expect_error("lang=%00", -EILSEQ);
+    expect_error("lang=%zz", -EILSEQ);
+    expect_error("lang=a%2", -EILSEQ);
     /* The malformed value of a name we do not forward is ignored. */
     expect_url("x=%G1&lang=en", "http://h/u/7?lang=en");
 }
@@ -248,6 +250,68 @@ static void test_encode(void **state)
     buf_free(&b);
 }
 
+/* Issue 9 item 7: a too long param or path says so (the client gets a
+ * 414), distinct from a malformed encoding (400) and from a template fault. */
+static void test_too_long(void **state)
+{
+    (void)state;
+    static char p[4096];
+    set_template("http://h/u/{id}");
+    memset(p, 'a', URLBUILD_PARAM_MAX);
+    p[URLBUILD_PARAM_MAX] = '\0';
+    set_params(p, "");
+    buf_t b;
+    buf_init(&b, NULL);
+    assert_int_equal(urlbuild(&b, &ep, &be, &rm, NULL, 0), 0);
+    buf_free(&b);
+    p[URLBUILD_PARAM_MAX] = 'a';
+    p[URLBUILD_PARAM_MAX + 1] = '\0';
+    set_params(p, "");
+    expect_error(NULL, -E2BIG);
+    /* Two params of 1 KiB each that encode to 3 bytes per byte: the path is
+     * over 2 KiB. */
+    set_template("http://h/{id}/{oid}");
+    memset(p, ' ', 700);
+    p[700] = '\0';
+    set_params(p, p); /* "/" + 2100 + "/" + 2100 */
+    expect_error(NULL, -ENAMETOOLONG);
+    /* The last byte that still fits: path length URLBUILD_PATH_MAX - 1. */
+    set_template("http://h/{id}");
+    memset(p, 'b', 1000);
+    p[1000] = '\0';
+    set_params(p, "");
+    buf_init(&b, NULL);
+    assert_int_equal(urlbuild_path(&b, &ep, &be, &rm, NULL, 0), 0);
+    assert_int_equal(b.len, 1001);
+    buf_free(&b);
+    static char lit[URLBUILD_PATH_MAX + 32];
+    memcpy(lit, "http://h/", 9);
+    memset(lit + 9, 'c', URLBUILD_PATH_MAX - 2);
+    lit[9 + URLBUILD_PATH_MAX - 2] = '\0'; /* path "/" + 2046 c = 2047 bytes */
+    set_template(lit);
+    buf_init(&b, NULL);
+    assert_int_equal(urlbuild_path(&b, &ep, &be, &rm, "x=1", 3), 0);
+    assert_int_equal(b.len, URLBUILD_PATH_MAX - 1);
+    buf_free(&b);
+    lit[9 + URLBUILD_PATH_MAX - 2] = 'c';
+    lit[9 + URLBUILD_PATH_MAX - 1] = '\0';
+    set_template(lit);
+    expect_error(NULL, -ENAMETOOLONG);
+    /* The query does not count against the path. */
+    lit[9 + URLBUILD_PATH_MAX - 2] = '\0';
+    memcpy(lit + 9 + URLBUILD_PATH_MAX - 2, "?v=", 4);
+    set_template(lit);
+    const char *fq[] = {"lang"};
+    ep.forward_query = fq;
+    ep.n_forward_query = 1;
+    memset(p, 'q', 3000);
+    memcpy(p, "lang=", 5);
+    p[3000] = '\0';
+    buf_init(&b, NULL);
+    assert_int_equal(urlbuild_path(&b, &ep, &be, &rm, p, strlen(p)), 0);
+    buf_free(&b);
+}
+
 #define T(f) cmocka_unit_test_setup(f, setup)
 
 int main(void)
@@ -255,6 +319,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         T(test_plain),          T(test_encoding), T(test_malformed), T(test_query),
         T(test_template_query), T(test_origin),   T(test_encode),
+        T(test_too_long),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
