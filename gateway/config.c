@@ -11,6 +11,7 @@
  */
 #include "gateway/config.h"
 #include "gateway/config_load.h"
+#include "gateway/fwdhdr.h"
 #include "gateway/router.h"
 
 #include <arpa/inet.h>
@@ -530,6 +531,9 @@ static void parse_endpoint(struct loader *L, const cJSON *e, const char *path,
     CFG_GET_INT(L, e, path, "concurrency", 1, 65535, ep->concurrency);
     ep->forward_headers = cfg_get_str_array(L, e, path, "forward_headers", false, true, is_tchar,
                                             "header name", &ep->n_forward_headers);
+    if (ep->n_forward_headers > FWD_MAX) /* what one backend call carries: fwdhdr.h */
+        cfg_err(L, cfg_key_path(p, path, "forward_headers"), "at most %d header names, got %zu",
+                FWD_MAX, ep->n_forward_headers);
     ep->forward_query = cfg_get_str_array(L, e, path, "forward_query", false, false, is_query_char,
                                           "query parameter name", &ep->n_forward_query);
 

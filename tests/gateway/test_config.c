@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "gateway/config.h"
+#include "gateway/fwdhdr.h"
 
 /* The repo root, from this file's path (CMake compiles it by absolute path). */
 static const char *src_root(void)
@@ -511,6 +512,22 @@ static void test_forwarding_lists(void **state)
                "duplicate header name");
     expect_err(EPF("'forward_headers':'Accept'"), "endpoints[0].forward_headers",
                "expected an array of strings");
+    /* at most FWD_MAX (32): what one backend call carries */
+    char many[2048] = "'forward_headers':[";
+    for (int i = 0; i <= FWD_MAX; i++) {
+        char h[16];
+        snprintf(h, sizeof h, "%s'H%d'", i ? "," : "", i);
+        strcat(many, h);
+        if (i == FWD_MAX - 1) {
+            char ok[2200];
+            snprintf(ok, sizeof ok, EPF("%s]"), many);
+            expect_ok(ok);
+        }
+    }
+    strcat(many, "]");
+    char over[2200];
+    snprintf(over, sizeof over, EPF("%s"), many);
+    expect_line(over, "endpoints[0].forward_headers: at most 32 header names, got 33");
     expect_err(EPF("'forward_query':['']"), "endpoints[0].forward_query[0]", "must not be empty");
     expect_err(EPF("'forward_query':['a','a']"), "endpoints[0].forward_query[1]", "duplicate");
     expect_err(EPF("'forward_query':['a=b']"), "endpoints[0].forward_query[0]", "not a valid");
