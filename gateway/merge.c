@@ -1,10 +1,15 @@
 #include "gateway/merge.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <sys/types.h>
+#include <time.h>
 
 #include "gateway/json.h"
 
@@ -149,17 +154,92 @@ static int ent_push(struct ents *es, const struct ent *e)
 }
 
 /* Adds the members of a key-less object body (allowed ones only). */
+/* ---- members of a validated object, found by skipping ----
+ * merge_check validated the bodies, so the members are found without
+ * validating again (json_iter_next checks every byte, UTF-8 included, and
+ * costs as much as the rest of the merge). Every step stays inside [p, e);
+ * anything unexpected is -EINVAL. */
+
+static const char *skip_ws(const char *p, const char *e)
+{
+    while (p < e && is_ws(*p))
+        p++;
+    return p;
+}
+
+/* p at the opening quote; returns past the closing one. */
+static const char *skip_string(const char *p, const char *e)
+{
+    for (p++; p < e; p++) {
+        if (*p == '"') return p + 1;
+        if (*p == '\\' && ++p == e) break; /* the escaped byte is skipped */
+    }
+    return NULL;
+}
+
+static const char *skip_value(const char *p, const char *e)
+{
+    if (p >= e) return NULL;
+    if (*p == '"') return skip_string(p, e);
+    if (*p != '{' && *p != '[') { /* number, true, false, null */
+        while (p < e && *p != ',' && *p != '}' && *p != ']' && !is_ws(*p))
+            p++;
+        return p;
+    }
+    size_t depth = 0;
+    while (p < e) {
+        char c = *p;
+        if (c == '"') {
+            if (!(p = skip_string(p, e))) return NULL;
+            continue;
+        }
+        if (c == '{' || c == '[')
+            depth++;
+        else if ((c == '}' || c == ']') && --depth == 0)
+            return p + 1;
+        p++;
+    }
+    return NULL;
+}
+
+/* The member at *pp (after '{' or ','): 1 and *m filled, 0 at the closing
+ * brace, -EINVAL. */
+static int next_member(const char **pp, const char *e, struct json_member *m)
+{
+    const char *p = skip_ws(*pp, e);
+    if (p < e && *p == '}') return 0;
+    if (p >= e || *p != '"') return -EINVAL;
+    const char *ne = skip_string(p, e);
+    if (!ne) return -EINVAL;
+    m->name = p + 1;
+    m->name_len = (size_t)(ne - 1 - m->name);
+    p = skip_ws(ne, e);
+    if (p >= e || *p != ':') return -EINVAL;
+    p = skip_ws(p + 1, e);
+    const char *ve = skip_value(p, e);
+    if (!ve || ve == p) return -EINVAL;
+    m->value = p;
+    m->value_len = (size_t)(ve - p);
+    p = skip_ws(ve, e);
+    if (p < e && *p == ',') p++;
+    else if (p >= e || *p != '}') return -EINVAL;
+    *pp = p;
+    return 1;
+}
+
+/* Adds the members of a key-less object body (allowed ones only). */
 static int collect_members(struct ents *es, const struct merge_part *p, size_t part,
                            const char *body, size_t len)
 {
-    struct json_iter it;
+    const char *e = body + len, *cur = body + 1;
     struct json_member m;
-    if (!json_iter_object(&it, body, len)) return -EINVAL;
-    while (json_iter_next(&it, &m)) {
+    if (len < 2 || body[0] != '{') return -EINVAL;
+    int more;
+    while ((more = next_member(&cur, e, &m)) > 0) {
         if (p->b->allow && !allowed(p->b, &m)) continue;
-        struct ent e = {.name = m.name, .name_len = m.name_len, .raw = m.name,
-                        .raw_len = m.name_len, .value = m.value, .value_len = m.value_len,
-                        .part = part};
+        struct ent en = {.name = m.name, .name_len = m.name_len, .raw = m.name,
+                         .raw_len = m.name_len, .value = m.value, .value_len = m.value_len,
+                         .part = part};
         if (memchr(m.name, '\\', m.name_len)) {
             /* Reserved once for every body's bytes, so earlier names stay put. */
             if (!es->names.data && buf_reserve(&es->names, es->names_room)) return -ENOMEM;
@@ -167,13 +247,13 @@ static int collect_members(struct ents *es, const struct merge_part *p, size_t p
             size_t dn = json_string_decode(m.name, m.name_len, d);
             if (dn == (size_t)-1) return -EINVAL;
             es->names.len += dn;
-            e.name = d;
-            e.name_len = dn;
+            en.name = d;
+            en.name_len = dn;
         }
-        int rc = ent_push(es, &e);
+        int rc = ent_push(es, &en);
         if (rc) return rc;
     }
-    return 0;
+    return more;
 }
 
 static int collect(struct ents *es, const struct merge_part *parts, size_t n)
@@ -213,12 +293,24 @@ static int ent_cmp(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* Marks every repeated name: the first position takes the last value, the
- * others are dead. A sort, not a hash, so no input can make it quadratic:
- * O(m log m) for m members. Returns the number of dead entries, or -ENOMEM. */
-static long dedupe(struct ents *es)
+/* The usual handful: pairwise is cheaper than any table. */
+static long dedupe_pairs(struct ents *es)
 {
-    if (es->n < 2) return 0;
+    long dead = 0;
+    for (size_t i = 1; i < es->n; i++)
+        for (size_t j = 0; j < i; j++)
+            if (!es->v[j].dead && same_name(&es->v[j], &es->v[i])) {
+                es->v[j].src = i;
+                es->v[i].dead = true;
+                dead++;
+                break;
+            }
+    return dead;
+}
+
+/* Marks every repeated name by sorting: O(m log m) whatever the names. */
+static long dedupe_sort(struct ents *es)
+{
     struct ent *small[16];
     struct ent **ord = es->n <= 16 ? small : malloc(es->n * sizeof *ord);
     if (!ord) return -ENOMEM;
@@ -235,6 +327,89 @@ static long dedupe(struct ents *es)
     }
     if (ord != small) free(ord);
     return dead;
+}
+
+/* A per-process random seed, so the probe sequences of a set of names
+ * cannot be known in advance. */
+static uint64_t hash_seed(void)
+{
+    static _Atomic uint64_t seed;
+    uint64_t s = atomic_load_explicit(&seed, memory_order_relaxed);
+    if (s) return s;
+    if (getrandom(&s, sizeof s, GRND_NONBLOCK) != (ssize_t)sizeof s)
+        s = (uint64_t)(uintptr_t)&seed ^ (uint64_t)time(NULL);
+    s |= 1;
+    atomic_store_explicit(&seed, s, memory_order_relaxed); /* any winner will do */
+    return s;
+}
+
+static uint64_t hash_name(const char *p, size_t n, uint64_t seed)
+{
+    uint64_t h = seed ^ (n * 0x9E3779B97F4A7C15ull);
+    for (; n >= 8; p += 8, n -= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        h = (h ^ w) * 0xFF51AFD7ED558CCDull;
+        h ^= h >> 32;
+    }
+    uint64_t w = 0;
+    memcpy(&w, p, n);
+    h = (h ^ w) * 0xC4CEB9FE1A85EC53ull;
+    return h ^ h >> 29;
+}
+
+/* Marks every repeated name with an open-addressing table. Returns the
+ * number of dead entries, -ENOMEM, or -EAGAIN (entries untouched) when the
+ * probes pass 4 per name: names built to collide fall back to the sort, so
+ * the worst case stays O(m log m). */
+static long dedupe_hash(struct ents *es)
+{
+    size_t cap = 64;
+    while (cap < 2 * es->n)
+        cap *= 2;
+    uint32_t small[64];
+    uint32_t *slot = cap == 64 ? small : calloc(cap, sizeof *slot);
+    if (!slot) return -ENOMEM;
+    if (slot == small) memset(small, 0, sizeof small);
+    uint64_t seed = hash_seed();
+    size_t probes = 0, budget = 4 * es->n + 16;
+    long dead = 0;
+    for (size_t i = 0; i < es->n && dead >= 0; i++) {
+        struct ent *e = &es->v[i];
+        size_t k = (size_t)hash_name(e->name, e->name_len, seed) & (cap - 1);
+        for (; slot[k]; k = (k + 1) & (cap - 1)) {
+            struct ent *f = &es->v[slot[k] - 1];
+            if (same_name(f, e)) {
+                f->src = i; /* the first position, the last value */
+                e->dead = true;
+                dead++;
+                break;
+            }
+            if (++probes > budget) {
+                dead = -EAGAIN;
+                break;
+            }
+        }
+        if (dead >= 0 && !e->dead) slot[k] = (uint32_t)(i + 1);
+    }
+    if (slot != small) free(slot);
+    if (dead == -EAGAIN)
+        for (size_t i = 0; i < es->n; i++) {
+            es->v[i].src = i;
+            es->v[i].dead = false;
+        }
+    return dead;
+}
+
+/* Marks every repeated name: the first position takes the last value, the
+ * others are dead. Returns the number of dead entries, or -ENOMEM. */
+static long dedupe(struct ents *es)
+{
+    if (es->n < 2) return 0;
+    if (es->n <= 16) return dedupe_pairs(es);
+    if (es->n >= UINT32_MAX / 2) return dedupe_sort(es);
+    long dead = dedupe_hash(es);
+    return dead == -EAGAIN ? dedupe_sort(es) : dead;
 }
 
 /* Writes the surviving entries, each with the value of the last one of its

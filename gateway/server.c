@@ -147,7 +147,6 @@ static const char *header_lookup(void *conn, const char *name)
  * (another libmicrohttpd), every value counts as cut: a forwarded header
  * then gets a 400, never a truncated value. */
 struct hdr_walk {
-    struct request *r;
     const char *start, *end; /* the header block */
     header_visit_fn visit;
     void *arg;
@@ -161,7 +160,9 @@ struct hdr_walk {
 static bool line_cut(const struct hdr_walk *hw, const char *bound, bool last)
 {
     const char *p = hw->value + hw->len;
-    if (hw->value < hw->start || p > bound || bound > hw->end) return true;
+    /* as integers: the pointers may not all point into the block */
+    uintptr_t v = (uintptr_t)hw->value, e = (uintptr_t)hw->end, b = (uintptr_t)bound;
+    if (!hw->start || !bound || v < (uintptr_t)hw->start || v + hw->len > b || b > e) return true;
     int nuls = 0;
     for (; p < bound; p++) {
         if (*p == '\0')
@@ -197,7 +198,7 @@ static int header_each(struct request *r, header_visit_fn visit, void *arg)
     struct conn_state *cs = container_of(r, struct conn_state, req);
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(cs->conn, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
-    struct hdr_walk hw = {.r = r, .start = cs->block, .visit = visit, .arg = arg};
+    struct hdr_walk hw = {.start = cs->block, .visit = visit, .arg = arg};
     hw.end = ci && cs->block ? cs->block + ci->header_size : NULL;
     MHD_get_connection_values_n(cs->conn, MHD_HEADER_KIND, walk_one, &hw);
     walk_flush(&hw, hw.end, true);

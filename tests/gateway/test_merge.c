@@ -251,6 +251,15 @@ static void test_duplicate_members(void **state)
      * written. */
     struct merge_part t[] = {body(&a, "{\"admin\":false}"), body(&b, "{\"\\u0061dmin\":true}")};
     expect(t, 2, "{\"admin\":true}", "{\"\\u0061dmin\":true}");
+    /* Values the member scan must skip whole: strings with escaped quotes,
+     * backslashes and brackets, nested containers holding the same names. */
+    struct merge_part v[] = {
+        body(&a, "{\"s\":\"x\\\"},{\\\\\",\"n\":[{\"s\":1},\"]\"],\"o\":{\"s\":{\"s\":[]}},"
+                 "\"e\":\"\\u0022\"}"),
+        body(&b, "{ \"s\" : true , \"t\" : -1.5e3 }"),
+    };
+    expect(v, 2, "{\"s\":true,\"n\":[{\"s\":1},\"]\"],\"o\":{\"s\":{\"s\":[]}},\"e\":\"\\\"\",\"t\":-1500}",
+           "{\"s\":true,\"n\":[{\"s\":1},\"]\"],\"o\":{\"s\":{\"s\":[]}},\"e\":\"\\u0022\",\"t\":-1.5e3}");
     /* null and omitted parts take no part. */
     struct merge_part u[] = {body(&a, "{\"v\":1}"), kind(&b, MERGE_PART_NULL),
                              kind(&c, MERGE_PART_OMIT)};
