@@ -10,6 +10,11 @@ compose command, the k8s container args) must say `--listen 0.0.0.0`, and
 the real mock_backend must accept that command line. To stay on loopback
 here, it is started with the same options but --listen 127.0.0.1 and
 --port 0, must print "port N", and must exit 0 on SIGTERM.
+
+Waits are on readiness (the "port N" line, or the pipe closing when the
+program dies), not on the clock: a sanitizer build on a loaded machine may
+take many seconds to start. HANG_S only turns a hung program into a message
+before ctest's own timeout.
 """
 
 import argparse
@@ -22,6 +27,8 @@ import sys
 import time
 
 import dockerparse
+
+HANG_S = 150
 
 try:
     import yaml
@@ -60,8 +67,9 @@ def try_run(mock, argv):
             argv[argv.index(opt) + 1] = val
     p = subprocess.Popen([mock] + argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
     try:
-        # Unbuffered reads of the raw pipe, so select() sees every byte.
-        line, deadline = b"", time.monotonic() + 10
+        # Unbuffered reads of the raw pipe, so select() sees every byte;
+        # until the line is complete or the program closes its stdout.
+        line, deadline = b"", time.monotonic() + HANG_S
         while not line.endswith(b"\n") and time.monotonic() < deadline:
             r, _, _ = select.select([p.stdout], [], [], max(0.0, deadline - time.monotonic()))
             if not r:
@@ -75,7 +83,7 @@ def try_run(mock, argv):
             _, err = p.communicate(timeout=10)
             return f"did not start (exit {p.returncode}): {err.decode(errors='replace').strip()}"
         p.send_signal(signal.SIGTERM)
-        rc = p.wait(timeout=10)
+        rc = p.wait(timeout=HANG_S)
         return None if rc == 0 else f"exit {rc} on SIGTERM"
     finally:
         if p.poll() is None:
