@@ -2,10 +2,11 @@
 # tests/docker/image.sh: builds docker/Dockerfile with a real Docker engine
 # and runs what it builds (the checks next to it parse the files only).
 #
-#   1. An engine: the running one, else dockerd started here (docker.io and
-#      debootstrap installed with apt-get when missing), stopped at the end.
+#   1. An engine: the running one, else dockerd started here (docker.io
+#      installed with apt-get when missing), stopped at the end.
 #   2. Base images: debian:12-slim and debian:12 as they are when present;
 #      else pulled; else made here with debootstrap --variant=minbase bookworm
+#      (installed when missing)
 #      from this machine's Debian mirror, with its apt sources, and imported.
 #      Kept for the next run.
 #   3. The README's builds: gateway:0.1.0 and gateway-demo-backends:0.1.0
@@ -53,8 +54,11 @@ cleanup() {
     exit "$rc"
 }
 trap cleanup EXIT
+trap 'exit 143' TERM
+trap 'exit 130' INT
+# Names the command that set -e stopped at (in this shell, not in $(...)).
 set -E
-trap 'echo "FAIL: tests/docker/image.sh: line $LINENO: \"$BASH_COMMAND\" exited $?" >&2' ERR
+trap 'rc=$?; [ "$BASHPID" != $$ ] || echo "FAIL: tests/docker/image.sh: line $LINENO: \"$BASH_COMMAND\" exited $rc" >&2' ERR
 
 # Polls "$@" every half second until it succeeds; 1 after WAIT_S seconds.
 wait_for() {
@@ -76,19 +80,15 @@ pick_client() {
     fi
 }
 
-install_tools() {
-    local missing=()
-    command -v dockerd >/dev/null || missing+=(docker.io)
-    command -v debootstrap >/dev/null || missing+=(debootstrap)
-    [ ${#missing[@]} -gt 0 ] || return 0
+# Installs Debian package $2 when command $1 is missing; 1 if it cannot.
+ensure_tool() {
+    command -v "$1" >/dev/null && return 0
     [ "$(id -u)" = 0 ] || return 1
-    say "installing ${missing[*]}"
+    say "installing $2"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" \
-        >"$work/apt.log" 2>&1 ||
-        { apt-get -o DPkg::Lock::Timeout=600 update -qq >>"$work/apt.log" 2>&1 &&
-          apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" \
-              >>"$work/apt.log" 2>&1; }
+    local apt=(apt-get -o DPkg::Lock::Timeout=600 -y -qq --no-install-recommends)
+    "${apt[@]}" install "$2" >>"$work/apt.log" 2>&1 ||
+        { "${apt[@]}" update >>"$work/apt.log" 2>&1 && "${apt[@]}" install "$2" >>"$work/apt.log" 2>&1; }
 }
 
 engine_up() { "$DOCKER" info >/dev/null 2>&1; }
@@ -126,7 +126,8 @@ get_engine() {
         say "using the running engine ($("$DOCKER" version -f '{{.Server.Version}}'))"
         return 0
     fi
-    install_tools || skip "no Docker engine runs and docker.io cannot be installed (needs root and Debian's mirror; see $work/apt.log)"
+    ensure_tool dockerd docker.io ||
+        skip "no Docker engine runs and docker.io cannot be installed (needs root and Debian's mirror; see $work/apt.log)"
     pick_client
     [ -n "$DOCKER" ] || skip "docker.io installed no docker client"
     local driver
@@ -172,7 +173,7 @@ copy_sources() {
     for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
         [ -f "$f" ] && grep -qv '^[[:space:]]*\(#\|$\)' "$f" || continue
         ok=1
-        for k in $(grep -oiE '(signed-by[:=][[:space:]]*)/[^] ,]+' "$f" | grep -o '/.*'); do
+        for k in $(grep -oiE '(signed-by[:=][[:space:]]*)/[^] ,]+' "$f" | grep -o '/.*' || true); do
             [ -e "$root$k" ] || ok=0
         done
         [ "$ok" = 1 ] || continue
@@ -210,6 +211,7 @@ make_base() {
     mirror=${mirror:-http://deb.debian.org/debian}
     say "debian:12-slim cannot be pulled: making a local one with debootstrap --variant=minbase bookworm from $mirror, with this machine's apt sources, imported as debian:12-slim (and debian:12 for the build stage)"
     root=$tmp/rootfs
+    ensure_tool debootstrap debootstrap || fail "debootstrap is missing and cannot be installed; see $work/apt.log"
     debootstrap --variant=minbase bookworm "$root" "$mirror" >"$work/debootstrap.log" 2>&1 ||
         fail "debootstrap failed; see $work/debootstrap.log"
     rm -f "$root/etc/apt/sources.list"
