@@ -4,10 +4,15 @@
  *
  * The loader walks the cJSON tree once, filling the snapshot and collecting
  * every problem as it goes, so one run of `gateway --check` shows them all.
- * Checks that need the whole file (duplicate routes and names) run after the
- * walk. Everything the snapshot points to lives in one chain of arena
- * blocks; an out-of-memory anywhere unwinds with longjmp to config_parse,
- * which frees the arena and the cJSON tree in one place.
+ * Duplicate routes and names are found with hash sets of what came before
+ * (linear: configs with tens of thousands of endpoints are checked on every
+ * SIGHUP), one error per duplicate, naming the first. Before the walk, one
+ * pass over the raw text checks that every string is UTF-8 without \u0000
+ * (cJSON would cut it there). The text is at most CONFIG_MAX_BYTES.
+ * Everything the snapshot points to lives in one chain of arena blocks
+ * (scratch, such as the hash sets, in a second chain freed when the parse
+ * ends); an out-of-memory anywhere unwinds with longjmp to config_parse,
+ * which frees the arenas and the cJSON tree in one place.
  */
 #include "gateway/config.h"
 #include "gateway/config_load.h"
@@ -26,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* ---- lexical checks ---- */
@@ -554,33 +560,44 @@ static void parse_endpoint(struct loader *L, const cJSON *e, const char *path,
     }
     ep->backends = cfg_alloc(L, n * sizeof(*ep->backends));
     ep->n_backends = n;
+    struct cfg_seen names, keys;
+    cfg_seen_init(L, &names, n);
+    cfg_seen_init(L, &keys, n);
     size_t i = 0;
     for (const cJSON *b = bs->child; b; b = b->next, i++) {
         struct backend_conf *be = &ep->backends[i];
+        char r[PATH_MAX_LEN];
+        size_t j;
         cfg_index_path(q, p, i);
         parse_backend(L, b, q, cfg, ep, *route_ok, be);
-        for (size_t j = 0; j < i; j++) {
-            const struct backend_conf *o = &ep->backends[j];
-            char r[PATH_MAX_LEN];
-            if (be->name && o->name && strcmp(be->name, o->name) == 0)
-                cfg_err(L, cfg_key_path(r, q, "name"),
-                        "duplicate backend name \"%s\" (also %s[%zu])", be->name, p, j);
-            if (be->key && o->key && strcmp(be->key, o->key) == 0)
-                cfg_err(L, cfg_key_path(r, q, "key"), "key \"%s\" is already used by %s[%zu]",
-                        be->key, p, j);
-        }
+        if (be->name && (j = cfg_seen_add(&names, be->name, i)) != SIZE_MAX)
+            cfg_err(L, cfg_key_path(r, q, "name"), "duplicate backend name \"%s\" (also %s[%zu])",
+                    be->name, p, j);
+        if (be->key && (j = cfg_seen_add(&keys, be->key, i)) != SIZE_MAX)
+            cfg_err(L, cfg_key_path(r, q, "key"), "key \"%s\" is already used by %s[%zu]", be->key,
+                    p, j);
     }
 }
 
-static bool same_route(const struct endpoint_conf *a, const struct endpoint_conf *b)
+/* The route's shape as a string: method, then the path with every
+ * parameter as {} ("GET /a/{}/c"). Literals hold neither '{' nor '/', so
+ * two routes are duplicates exactly when their shapes are equal. */
+static const char *route_shape(struct loader *L, const struct endpoint_conf *ep)
 {
-    if (strcmp(a->method, b->method) != 0 || a->n_segs != b->n_segs) return false;
-    for (size_t i = 0; i < a->n_segs; i++) {
-        const struct route_seg *x = &a->segs[i], *y = &b->segs[i];
-        if (!x->literal != !y->literal) return false;
-        if (x->literal && strcmp(x->literal, y->literal) != 0) return false;
+    size_t n = strlen(ep->method) + 2;
+    for (size_t i = 0; i < ep->n_segs; i++)
+        n += 1 + (ep->segs[i].literal ? ep->segs[i].literal_len : 2);
+    char *shape = cfg_temp_alloc(L, n + 1), *o = shape;
+    o += sprintf(o, "%s ", ep->method);
+    if (!ep->n_segs) *o++ = '/';
+    for (size_t i = 0; i < ep->n_segs; i++) {
+        const struct route_seg *sg = &ep->segs[i];
+        *o++ = '/';
+        memcpy(o, sg->literal ? sg->literal : "{}", sg->literal ? sg->literal_len : 2);
+        o += sg->literal ? sg->literal_len : 2;
     }
-    return true;
+    *o = '\0';
+    return shape;
 }
 
 static void parse_endpoints(struct loader *L, const cJSON *root, struct config *cfg)
@@ -601,22 +618,22 @@ static void parse_endpoints(struct loader *L, const cJSON *root, struct config *
     }
     cfg->endpoints = cfg_alloc(L, n * sizeof(*cfg->endpoints));
     cfg->n_endpoints = n;
-    bool *route_ok = cfg_alloc(L, n * sizeof(*route_ok));
+    struct cfg_seen names, shapes; /* linear checks: 20,000 endpoints are common enough */
+    cfg_seen_init(L, &names, n);
+    cfg_seen_init(L, &shapes, n);
     char p[PATH_MAX_LEN], q[PATH_MAX_LEN];
-    size_t i = 0;
+    size_t i = 0, j;
     for (const cJSON *e = es->child; e; e = e->next, i++) {
         struct endpoint_conf *ep = &cfg->endpoints[i];
-        parse_endpoint(L, e, cfg_index_path(p, "endpoints", i), cfg, ep, &route_ok[i]);
-        for (size_t j = 0; j < i; j++) {
-            const struct endpoint_conf *o = &cfg->endpoints[j];
-            if (ep->name && o->name && strcmp(ep->name, o->name) == 0)
-                cfg_err(L, cfg_key_path(q, p, "name"),
-                        "duplicate endpoint name \"%s\" (also endpoints[%zu])", ep->name, j);
-            if (route_ok[i] && route_ok[j] && same_route(ep, o))
-                cfg_err(L, cfg_key_path(q, p, "path"),
-                        "duplicate route %s %s: endpoints[%zu] already routes %s %s", ep->method,
-                        ep->path, j, o->method, o->path);
-        }
+        bool route_ok;
+        parse_endpoint(L, e, cfg_index_path(p, "endpoints", i), cfg, ep, &route_ok);
+        if (ep->name && (j = cfg_seen_add(&names, ep->name, i)) != SIZE_MAX)
+            cfg_err(L, cfg_key_path(q, p, "name"),
+                    "duplicate endpoint name \"%s\" (also endpoints[%zu])", ep->name, j);
+        if (route_ok && (j = cfg_seen_add(&shapes, route_shape(L, ep), i)) != SIZE_MAX)
+            cfg_err(L, cfg_key_path(q, p, "path"),
+                    "duplicate route %s %s: endpoints[%zu] already routes %s %s", ep->method,
+                    ep->path, j, cfg->endpoints[j].method, cfg->endpoints[j].path);
     }
 }
 
@@ -624,6 +641,15 @@ static void parse_endpoints(struct loader *L, const cJSON *root, struct config *
 
 static const char *const TOP_KEYS[] = {"server",     "defaults",  "degraded",
                                        "access_log", "endpoints", NULL};
+
+/* len == 0: the size is unknown (a pipe), only that it is over. */
+static void too_big(struct loader *L, const char *source, size_t len)
+{
+    char size[48] = "more than the limit";
+    if (len) snprintf(size, sizeof size, "%zu bytes", len);
+    cfg_err(L, source, "too big: %s; a config file may have at most %d MiB (%d bytes)", size,
+            CONFIG_MAX_BYTES >> 20, CONFIG_MAX_BYTES);
+}
 
 /* source names the input in a syntax error ("<input>" for a string). */
 static struct config *parse(const char *json, size_t len, const char *source,
@@ -634,6 +660,7 @@ static struct config *parse(const char *json, size_t len, const char *source,
     if (setjmp(L.oom)) {
         cJSON_Delete(L.root);
         cfg_arena_free(L.arena);
+        cfg_arena_free(L.scratch);
         if (errs) {
             /* best effort: the line itself needs memory */
             char *line = strdup("config: out of memory");
@@ -648,6 +675,10 @@ static struct config *parse(const char *json, size_t len, const char *source,
         return NULL;
     }
 
+    if (len > CONFIG_MAX_BYTES) {
+        too_big(&L, source, len);
+        return NULL;
+    }
     const char *end = NULL;
     L.root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
     if (L.root) {
@@ -671,6 +702,7 @@ static struct config *parse(const char *json, size_t len, const char *source,
         return NULL;
     }
 
+    cfg_check_strings(&L, json, len);
     struct config *cfg = cfg_alloc(&L, sizeof(*cfg));
     if (!cJSON_IsObject(L.root)) {
         cfg_err(&L, source, "expected a JSON object at the top level, got %s",
@@ -681,7 +713,11 @@ static struct config *parse(const char *json, size_t len, const char *source,
         parse_endpoints(&L, L.root, cfg);
     }
     cJSON_Delete(L.root);
+    L.root = NULL;
+    cfg_arena_free(L.scratch);
+    L.scratch = NULL;
     if (L.n_errors) {
+        cfg_err_summary(&L, source);
         cfg_arena_free(L.arena);
         return NULL;
     }
@@ -694,36 +730,66 @@ struct config *config_parse(const char *json, size_t len, struct config_errors *
     return parse(json, len, "<input>", errs);
 }
 
-struct config *config_load(const char *path, struct config_errors *errs)
+/* Reads the whole file into *data (malloc'd). Returns 0 or an errno value;
+ * EFBIG when it is over CONFIG_MAX_BYTES (*len is then its size, or 0 when
+ * that is unknown: a pipe is read only up to the limit). */
+static int read_file(const char *path, char **data, size_t *len)
 {
-    if (errs) *errs = (struct config_errors){0};
+    *data = NULL;
+    *len = 0;
     FILE *f = fopen(path, "rb");
-    char *data = NULL;
-    size_t len = 0, cap = 0;
+    if (!f) return errno;
+    struct stat st;
+    size_t cap = 0;
     int e = 0;
-    if (!f) e = errno;
-    while (f) {
-        if (cap - len < 4096) {
-            char *d = realloc(data, cap = cap ? cap * 2 : 65536);
+    if (fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode) && st.st_size > CONFIG_MAX_BYTES) {
+        *len = (size_t)st.st_size;
+        e = EFBIG;
+    }
+    while (!e) {
+        if (*len > CONFIG_MAX_BYTES) {
+            *len = 0; /* not the size: only as much as was read */
+            e = EFBIG;
+            break;
+        }
+        if (cap - *len < 4096) {
+            char *d = realloc(*data, cap = cap ? cap * 2 : 65536);
             if (!d) {
                 e = ENOMEM;
                 break;
             }
-            data = d;
+            *data = d;
         }
-        size_t got = fread(data + len, 1, cap - len, f);
-        len += got;
+        size_t got = fread(*data + *len, 1, cap - *len, f);
+        *len += got;
         if (got == 0) {
             if (ferror(f)) e = errno ? errno : EIO;
             break;
         }
     }
-    if (f) fclose(f);
+    fclose(f);
+    return e;
+}
+
+static void read_error(const char *path, int e, size_t len, struct config_errors *errs)
+{
+    struct loader L = {.errs = errs};
+    if (setjmp(L.oom)) return;
+    if (e == EFBIG)
+        too_big(&L, path, len);
+    else
+        cfg_err(&L, path, "%s", strerror(e));
+}
+
+struct config *config_load(const char *path, struct config_errors *errs)
+{
+    if (errs) *errs = (struct config_errors){0};
+    char *data;
+    size_t len;
+    int e = read_file(path, &data, &len);
     if (e) {
         free(data);
-        struct loader L = {.errs = errs};
-        if (setjmp(L.oom)) return NULL;
-        cfg_err(&L, path, "%s", strerror(e));
+        read_error(path, e, len, errs);
         return NULL;
     }
     struct config *cfg = parse(data ? data : "", len, path, errs);

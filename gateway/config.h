@@ -110,9 +110,17 @@ struct config {
     void *arena;
 };
 
+/* The largest config text accepted (16 MiB, about 40,000 endpoints of the
+ * demo's size): a bigger file is one error line, and is never parsed. It
+ * bounds the time and memory a reload takes inside the running process. */
+#define CONFIG_MAX_BYTES (16 << 20)
+
 /* Problems found while loading: one "path: message" line each, in document
  * order (checks across endpoints, such as duplicate routes, come where the
- * second occurrence is). Lines are malloc'd and owned by the struct. */
+ * second occurrence is). At most CFG_MAX_ERROR_LINES (100) lines are kept;
+ * when there were more, a last line "<source>: and 3,998 more problems (only
+ * the first 100 are listed)" says how many. Lines are malloc'd and owned by
+ * the struct. */
 struct config_errors {
     char **lines;
     size_t n;

@@ -13,23 +13,33 @@ _Noreturn void cfg_oom(struct loader *L)
     longjmp(L->oom, 1);
 }
 
-/* Zeroed storage that lives as long as the snapshot. */
-void *cfg_alloc(struct loader *L, size_t n)
+static void *arena_alloc(struct loader *L, struct block **arena, size_t n)
 {
     const size_t align = sizeof(max_align_t);
     n = (n + align - 1) / align * align;
-    struct block *b = L->arena;
+    struct block *b = *arena;
     if (!b || b->cap - b->used < n) {
         size_t cap = n > 4096 ? n : 4096;
         b = calloc(1, sizeof(*b) + cap);
         if (!b) cfg_oom(L);
         b->cap = cap;
-        b->next = L->arena;
-        L->arena = b;
+        b->next = *arena;
+        *arena = b;
     }
     void *p = (char *)b->data + b->used;
     b->used += n;
     return p;
+}
+
+/* Zeroed storage that lives as long as the snapshot. */
+void *cfg_alloc(struct loader *L, size_t n)
+{
+    return arena_alloc(L, &L->arena, n);
+}
+
+void *cfg_temp_alloc(struct loader *L, size_t n)
+{
+    return arena_alloc(L, &L->scratch, n);
 }
 
 char *cfg_strndup(struct loader *L, const char *s, size_t n)
@@ -48,13 +58,58 @@ void cfg_arena_free(struct block *b)
     }
 }
 
+/* ---- string sets (open addressing, never more than half full) ---- */
+
+static uint64_t hash_str(const char *s)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+void cfg_seen_init(struct loader *L, struct cfg_seen *s, size_t n)
+{
+    size_t cap = 8;
+    while (cap < 2 * n)
+        cap *= 2;
+    s->slots = cfg_temp_alloc(L, cap * sizeof(*s->slots));
+    s->mask = cap - 1;
+}
+
+size_t cfg_seen_add(struct cfg_seen *s, const char *key, size_t idx)
+{
+    for (size_t i = hash_str(key) & s->mask;; i = (i + 1) & s->mask) {
+        struct cfg_seen_slot *slot = &s->slots[i];
+        if (!slot->key) {
+            slot->key = key;
+            slot->idx = idx;
+            return SIZE_MAX;
+        }
+        if (strcmp(slot->key, key) == 0) return slot->idx;
+    }
+}
+
 /* ---- errors and JSON paths ---- */
+
+/* Appends one line to L->errs (which must be set). */
+static void add_line(struct loader *L, char *line)
+{
+    if (!line) cfg_oom(L);
+    char **lines = realloc(L->errs->lines, (L->errs->n + 1) * sizeof(*lines));
+    if (!lines) {
+        free(line);
+        cfg_oom(L);
+    }
+    lines[L->errs->n++] = line;
+    L->errs->lines = lines;
+}
 
 __attribute__((format(printf, 3, 4))) void cfg_err(struct loader *L, const char *path,
                                                    const char *fmt, ...)
 {
     L->n_errors++;
-    if (!L->errs) return;
+    if (!L->errs || L->errs->n >= CFG_MAX_ERROR_LINES) return;
     char *msg = NULL, *line = NULL;
     va_list ap;
     va_start(ap, fmt);
@@ -63,14 +118,32 @@ __attribute__((format(printf, 3, 4))) void cfg_err(struct loader *L, const char 
     if (rc < 0) cfg_oom(L);
     rc = asprintf(&line, "%s: %s", path, msg);
     free(msg);
-    if (rc < 0) cfg_oom(L);
-    char **lines = realloc(L->errs->lines, (L->errs->n + 1) * sizeof(*lines));
-    if (!lines) {
-        free(line);
-        cfg_oom(L);
+    add_line(L, rc < 0 ? NULL : line);
+}
+
+/* 3998 -> "3,998" */
+static void group_thousands(char *out, size_t n)
+{
+    char digits[32];
+    int len = snprintf(digits, sizeof digits, "%zu", n);
+    for (int i = 0; i < len; i++) {
+        *out++ = digits[i];
+        if (i < len - 1 && (len - 1 - i) % 3 == 0) *out++ = ',';
     }
-    lines[L->errs->n++] = line;
-    L->errs->lines = lines;
+    *out = '\0';
+}
+
+void cfg_err_summary(struct loader *L, const char *source)
+{
+    if (!L->errs || L->n_errors <= L->errs->n) return;
+    size_t more = L->n_errors - L->errs->n;
+    char num[48];
+    group_thousands(num, more);
+    char *line = NULL;
+    if (asprintf(&line, "%s: and %s more problem%s (only the first %zu are listed)", source, num,
+                 more == 1 ? "" : "s", L->errs->n) < 0)
+        line = NULL;
+    add_line(L, line);
 }
 
 /* A path too long for the buffer (only a huge unknown key can make one) is
@@ -251,4 +324,148 @@ const char **cfg_get_str_array(struct loader *L, const cJSON *obj, const char *p
     }
     *n_out = k;
     return out;
+}
+
+/* ---- strings in the raw text: UTF-8 and \u0000 ---- */
+
+/* Length of the valid UTF-8 sequence at s (RFC 3629: no overlong forms, no
+ * surrogates, nothing above U+10FFFF), or 0 when it is not one. */
+static size_t utf8_len(const unsigned char *s, const unsigned char *end)
+{
+    size_t n;
+    unsigned lo = 0x80, hi = 0xbf; /* range of the second byte */
+    if (s[0] < 0x80) return 1;
+    if (s[0] >= 0xc2 && s[0] <= 0xdf)
+        n = 2;
+    else if (s[0] >= 0xe0 && s[0] <= 0xef) {
+        n = 3;
+        if (s[0] == 0xe0) lo = 0xa0;
+        if (s[0] == 0xed) hi = 0x9f;
+    } else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
+        n = 4;
+        if (s[0] == 0xf0) lo = 0x90;
+        if (s[0] == 0xf4) hi = 0x8f;
+    } else
+        return 0;
+    if ((size_t)(end - s) < n || s[1] < lo || s[1] > hi) return 0;
+    for (size_t i = 2; i < n; i++)
+        if (s[i] < 0x80 || s[i] > 0xbf) return 0;
+    return n;
+}
+
+enum { STR_BAD_UTF8 = 1, STR_NUL = 2 };
+
+/* The JSON string whose opening quote is at p: sets *flags (STR_*), writes
+ * a printable form of it to name when not NULL (for the path of a key: '?'
+ * for escapes, control characters and bad bytes) and returns the position
+ * after the closing quote. */
+static const char *scan_string(const char *p, const char *end, int *flags, char *name,
+                               size_t name_cap)
+{
+    const unsigned char *s = (const unsigned char *)p + 1, *e = (const unsigned char *)end;
+    size_t nlen = 0;
+    *flags = 0;
+    while (s < e && *s != '"') {
+        size_t n = 1;
+        bool plain = *s >= 0x20 && *s < 0x80;
+        if (*s == '\\') {
+            n = s + 1 < e && s[1] == 'u' ? 6 : 2;
+            if (n == 6 && e - s >= 6 && memcmp(s + 2, "0000", 4) == 0) *flags |= STR_NUL;
+            plain = false;
+        } else if (*s >= 0x80) {
+            plain = (n = utf8_len(s, e)) != 0;
+            if (!plain) {
+                *flags |= STR_BAD_UTF8;
+                n = 1;
+            }
+        }
+        if (name && plain && nlen + n < name_cap) {
+            memcpy(name + nlen, s, n);
+            nlen += n;
+        } else if (name && nlen + 1 < name_cap) {
+            name[nlen++] = '?';
+        }
+        s += n < (size_t)(e - s) ? n : (size_t)(e - s);
+    }
+    if (name) name[nlen] = '\0';
+    return s < e ? (const char *)s + 1 : end;
+}
+
+static void report_string(struct loader *L, const char *path, int flags, const char *what)
+{
+    if (!path[0]) return; /* a top level that is not an object: reported elsewhere */
+    if (flags & STR_BAD_UTF8) cfg_err(L, path, "%s is not valid UTF-8", what);
+    if (flags & STR_NUL)
+        cfg_err(L, path, "%s contains \\u0000 (a NUL character), which is not allowed", what);
+}
+
+static const char *skip_ws(const char *p, const char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+        p++;
+    return p;
+}
+
+/* path[0..plen) + ".key" or "[i]", cut like cfg_key_path; returns the new
+ * length. */
+static size_t path_push(char *path, size_t plen, const char *key, size_t i)
+{
+    int n = key ? snprintf(path + plen, PATH_MAX_LEN - plen, "%s%s", plen ? "." : "", key)
+                : snprintf(path + plen, PATH_MAX_LEN - plen, "[%zu]", i);
+    if (n < 0) n = 0;
+    if (plen + (size_t)n < PATH_MAX_LEN) return plen + (size_t)n;
+    memcpy(path + PATH_MAX_LEN - 4, "...", 4);
+    return PATH_MAX_LEN - 1;
+}
+
+/* Scans the value at p (valid JSON: cJSON accepted the text) whose path is
+ * path[0..plen); returns the position after it. path is one buffer shared
+ * by every level, restored before returning. Nesting is bounded by cJSON's
+ * limit (1000 levels). */
+static const char *scan_value(struct loader *L, const char *p, const char *end, char *path,
+                              size_t plen)
+{
+    int flags;
+    p = skip_ws(p, end);
+    if (p >= end) return end;
+    if (*p == '"') {
+        p = scan_string(p, end, &flags, NULL, 0);
+        report_string(L, path, flags, "the value");
+        return p;
+    }
+    if (*p != '{' && *p != '[') { /* number, true, false, null */
+        while (p < end && *p != ',' && *p != ']' && *p != '}' && *p != ' ' && *p != '\t' &&
+               *p != '\n' && *p != '\r')
+            p++;
+        return p;
+    }
+    const char close = *p == '{' ? '}' : ']';
+    size_t i = 0;
+    p = skip_ws(p + 1, end);
+    while (p < end && *p != close) {
+        const char *start = p;
+        size_t n;
+        if (close == '}') {
+            char key[PATH_MAX_LEN];
+            p = scan_string(p, end, &flags, key, sizeof key);
+            n = path_push(path, plen, key, 0);
+            report_string(L, path, flags, "the key");
+            p = skip_ws(p, end);
+            if (p < end) p++; /* ':' */
+        } else {
+            n = path_push(path, plen, NULL, i++);
+        }
+        p = scan_value(L, p, end, path, n);
+        path[plen] = '\0';
+        p = skip_ws(p, end);
+        if (p < end && *p == ',') p = skip_ws(p + 1, end);
+        if (p == start) return end; /* not JSON after all: stop */
+    }
+    return p < end ? p + 1 : end;
+}
+
+void cfg_check_strings(struct loader *L, const char *json, size_t len)
+{
+    char path[PATH_MAX_LEN] = "";
+    scan_value(L, json, json + len, path, 0);
 }

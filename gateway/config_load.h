@@ -20,6 +20,10 @@
 
 #define PATH_MAX_LEN 512
 #define INT_LIMIT    INT32_MAX /* keeps every value exact in a double and in an int */
+/* Problems kept as lines; beyond this many only a count is kept, reported
+ * as one last line ("and 3,998 more problems"). A file with one mistake
+ * repeated thousands of times still gives a readable report. */
+#define CFG_MAX_ERROR_LINES 100
 
 struct block {
     struct block *next;
@@ -29,7 +33,8 @@ struct block {
 
 struct loader {
     jmp_buf oom;
-    struct block *arena;
+    struct block *arena;   /* owned by the snapshot */
+    struct block *scratch; /* freed when the parse ends (hash tables, keys) */
     cJSON *root;
     struct config_errors *errs; /* NULL: only count */
     size_t n_errors;
@@ -40,17 +45,44 @@ _Noreturn void cfg_oom(struct loader *L);
 /* Zeroed storage that lives as long as the snapshot. */
 void *cfg_alloc(struct loader *L, size_t n);
 char *cfg_strndup(struct loader *L, const char *s, size_t n);
+/* Zeroed storage that lives until the parse ends (L->scratch). */
+void *cfg_temp_alloc(struct loader *L, size_t n);
 void cfg_arena_free(struct block *b);
 
-/* Records one problem as "path: message". */
+/* A set of strings, each with the index of the item that added it first:
+ * the duplicate checks across endpoints stay linear. Lives in scratch; the
+ * keys are not copied (they must outlive the set). */
+struct cfg_seen_slot {
+    const char *key; /* NULL: empty */
+    size_t idx;
+};
+struct cfg_seen {
+    size_t mask;
+    struct cfg_seen_slot *slots;
+};
+/* A set for at most n keys. */
+void cfg_seen_init(struct loader *L, struct cfg_seen *s, size_t n);
+/* Adds key for item idx. Returns SIZE_MAX when it is new, else the idx of
+ * the item that added it first (key is then not added again). */
+size_t cfg_seen_add(struct cfg_seen *s, const char *key, size_t idx);
+
+/* Records one problem as "path: message" (only the first
+ * CFG_MAX_ERROR_LINES are kept as lines; all are counted in n_errors). */
 __attribute__((format(printf, 3, 4))) void cfg_err(struct loader *L, const char *path,
                                                    const char *fmt, ...);
 /* path + ".key" / path + "[i]" into out (PATH_MAX_LEN bytes; a path too
  * long is cut and ends in "..."). Returns out. */
 const char *cfg_key_path(char *out, const char *path, const char *key);
 const char *cfg_index_path(char *out, const char *path, size_t i);
+/* Adds the "and N more problems" line when lines were left out. */
+void cfg_err_summary(struct loader *L, const char *source);
 /* "a string", "a number", ... for messages. */
 const char *cfg_type_name(const cJSON *v);
+
+/* One pass over the raw JSON text (already accepted by cJSON): every
+ * string and key must be valid UTF-8 and must not contain \u0000, which
+ * cJSON would silently cut the string at. Reported with the JSON path. */
+void cfg_check_strings(struct loader *L, const char *json, size_t len);
 
 /* Reports unknown and repeated keys of obj (a repeat would silently hide
  * all but the first copy). allowed ends with NULL. */

@@ -66,6 +66,19 @@ static void expect_line(const char *json, const char *line)
     config_errors_free(&errs);
 }
 
+/* Like expect_line for a text of len bytes, as is (no ' to " rewriting). */
+static void expect_line_len(const char *json, size_t len, const char *line)
+{
+    struct config_errors errs;
+    assert_null(config_parse(json, len, &errs));
+    if (errs.n != 1 || strcmp(errs.lines[0], line) != 0) {
+        print_message("expected exactly: %s\ngot:\n", line);
+        dump(&errs);
+        fail();
+    }
+    config_errors_free(&errs);
+}
+
 /* Expects json to fail with exactly one line, for path, containing text. */
 static void expect_err(const char *json, const char *path, const char *text)
 {
@@ -559,6 +572,142 @@ static void test_duplicates(void **state)
               "'http://h/'}]}]}");
 }
 
+/* n endpoints, all GET /a/{id} under different names: every one after the
+ * first is one duplicate of endpoints[0] (not of every earlier one), and the
+ * report stops at 100 lines plus a count. */
+static void test_duplicate_routes_one_error_each_capped(void **state)
+{
+    (void)state;
+    enum { N = 250 };
+    size_t cap = 64 + N * 128, len = 0;
+    char *json = malloc(cap);
+    len += (size_t)snprintf(json + len, cap - len, "{\"endpoints\":[");
+    for (int i = 0; i < N; i++)
+        len += (size_t)snprintf(json + len, cap - len,
+                                "%s{\"name\":\"e%d\",\"path\":\"/a/{p%d}\",\"backends\":"
+                                "[{\"name\":\"b\",\"url\":\"http://h/\"}]}",
+                                i ? "," : "", i, i);
+    len += (size_t)snprintf(json + len, cap - len, "]}");
+    struct config_errors errs;
+    assert_null(config_parse(json, len, &errs));
+    free(json);
+    if (errs.n != 101) dump(&errs);
+    assert_int_equal(errs.n, 101);
+    assert_string_equal(errs.lines[0], "endpoints[1].path: duplicate route GET /a/{p1}: "
+                                       "endpoints[0] already routes GET /a/{p0}");
+    assert_string_equal(errs.lines[99], "endpoints[100].path: duplicate route GET /a/{p100}: "
+                                        "endpoints[0] already routes GET /a/{p0}");
+    assert_string_equal(errs.lines[100],
+                        "<input>: and 149 more problems (only the first 100 are listed)");
+    config_errors_free(&errs);
+
+    /* the count is grouped in thousands; names are checked the same way */
+    enum { M = 4100 };
+    cap = 64 + M * 128, len = 0;
+    json = malloc(cap);
+    len += (size_t)snprintf(json + len, cap - len, "{\"endpoints\":[");
+    for (int i = 0; i < M; i++)
+        len += (size_t)snprintf(json + len, cap - len,
+                                "%s{\"name\":\"e\",\"path\":\"/a/%d\",\"backends\":"
+                                "[{\"name\":\"b\",\"url\":\"http://h/\"}]}",
+                                i ? "," : "", i);
+    len += (size_t)snprintf(json + len, cap - len, "]}");
+    assert_null(config_parse(json, len, &errs));
+    free(json);
+    assert_int_equal(errs.n, 101);
+    assert_string_equal(errs.lines[0],
+                        "endpoints[1].name: duplicate endpoint name \"e\" (also endpoints[0])");
+    assert_string_equal(errs.lines[100],
+                        "<input>: and 3,999 more problems (only the first 100 are listed)");
+    config_errors_free(&errs);
+
+    /* backends: one error per duplicate, naming the first */
+    assert_null(parse_q(EP1(BE "," BE "," BE "," BE), &errs));
+    assert_int_equal(errs.n, 3);
+    for (size_t i = 0; i < 3; i++) {
+        char want[200];
+        snprintf(want, sizeof want,
+                 "endpoints[0].backends[%zu].name: duplicate backend name \"b\" (also "
+                 "endpoints[0].backends[0])",
+                 i + 1);
+        assert_string_equal(errs.lines[i], want);
+    }
+    config_errors_free(&errs);
+}
+
+/* Bigger than CONFIG_MAX_BYTES: one clear line, never parsed. */
+static void test_size_limit(void **state)
+{
+    (void)state;
+    size_t len = CONFIG_MAX_BYTES + 1;
+    char *big = malloc(len);
+    memset(big, ' ', len);
+    big[0] = '{';
+    big[len - 1] = '}';
+    struct config_errors errs;
+    assert_null(config_parse(big, len, &errs));
+    assert_int_equal(errs.n, 1);
+    assert_string_equal(errs.lines[0], "<input>: too big: 16777217 bytes; a config file may "
+                                       "have at most 16 MiB (16777216 bytes)");
+    config_errors_free(&errs);
+    /* exactly at the limit is read and parsed (and then lacks endpoints) */
+    big[1] = '{';
+    expect_line_len(big + 1, len - 1, "endpoints: is required");
+    free(big);
+
+    char tmpl[] = "/tmp/test_config_XXXXXX";
+    int fd = mkstemp(tmpl);
+    assert_true(fd >= 0);
+    assert_int_equal(ftruncate(fd, 50 << 20), 0); /* sparse: costs no disk */
+    close(fd);
+    assert_null(config_load(tmpl, &errs));
+    assert_int_equal(errs.n, 1);
+    char want[300];
+    snprintf(want, sizeof want,
+             "%s: too big: 52428800 bytes; a config file may have at most 16 MiB (16777216 "
+             "bytes)",
+             tmpl);
+    assert_string_equal(errs.lines[0], want);
+    config_errors_free(&errs);
+    unlink(tmpl);
+}
+
+/* JSON text must be UTF-8 (RFC 8259), and cJSON cuts a string at \u0000
+ * without a word: both are errors with the string's path. */
+static void test_utf8_and_nul(void **state)
+{
+    (void)state;
+    expect_line(BEF("'key':'ab\xff'"),
+                "endpoints[0].backends[0].key: the value is not valid UTF-8");
+    expect_line(BEF("'key':'\xc0\xaf'"), /* overlong '/' */
+                "endpoints[0].backends[0].key: the value is not valid UTF-8");
+    expect_line(BEF("'key':'\xed\xa0\x80'"), /* a surrogate */
+                "endpoints[0].backends[0].key: the value is not valid UTF-8");
+    expect_line(BEF("'key':'\xe2\x82'"), /* cut short */
+                "endpoints[0].backends[0].key: the value is not valid UTF-8");
+    expect_line(EP1("{'name':'b','url':'http://h/x/{id}\\u0000/admin'}"),
+                "endpoints[0].backends[0].url: the value contains \\u0000 (a NUL character), "
+                "which is not allowed");
+    expect_line("{'access_log':{'path':'/tmp/x\\u0000y'}," EPS(BE) "}",
+                "access_log.path: the value contains \\u0000 (a NUL character), which is not "
+                "allowed");
+    expect_line(BEF("'allow':['a','b\\u0000']"),
+                "endpoints[0].backends[0].allow[1]: the value contains \\u0000 (a NUL "
+                "character), which is not allowed");
+    /* in a static value too, and in a key (which is also unknown) */
+    expect_line(BEF("'fallback':'static','static':{'x':['\xff']}"),
+                "endpoints[0].backends[0].static.x[0]: the value is not valid UTF-8");
+    struct config_errors errs;
+    assert_null(parse_q(EPF("'na\xffme':1"), &errs));
+    assert_int_equal(errs.n, 2);
+    assert_string_equal(errs.lines[0], "endpoints[0].na?me: the key is not valid UTF-8");
+    config_errors_free(&errs);
+
+    /* valid UTF-8, other escapes and an escaped backslash before u0000 are fine */
+    expect_ok(BEF("'key':'gr\xc3\xbc\xc3\x9f\xe2\x82\xac\xf0\x9f\x98\x80',"
+                  "'fallback':'static','static':'\\\\u0000 \\u00e9 \\ud83d\\ude00'"));
+}
+
 static void test_many_errors_at_once(void **state)
 {
     (void)state;
@@ -641,6 +790,9 @@ int main(void)
         cmocka_unit_test(test_fallback_and_body),
         cmocka_unit_test(test_forwarding_lists),
         cmocka_unit_test(test_duplicates),
+        cmocka_unit_test(test_duplicate_routes_one_error_each_capped),
+        cmocka_unit_test(test_size_limit),
+        cmocka_unit_test(test_utf8_and_nul),
         cmocka_unit_test(test_many_errors_at_once),
         cmocka_unit_test(test_shipped_configs_load),
     };
