@@ -137,6 +137,66 @@ static void check_on_unreadable_or_broken_files_exits_1(void **state)
     unlink(path);
 }
 
+/* A key that is not UTF-8 and a URL with \u0000 (cJSON would cut it at the
+ * NUL and the gateway call http://127.0.0.1:1/a): both errors with their
+ * paths. */
+static void check_rejects_bad_utf8_and_nul_with_their_paths(void **state)
+{
+    (void)state;
+    static const char conf[] =
+        "{\"endpoints\": [{\"name\": \"e\", \"path\": \"/a\", \"backends\": [\n"
+        "  {\"name\": \"b\", \"url\": \"http://127.0.0.1:1/a\\u0000/admin\"},\n"
+        "  {\"name\": \"c\", \"url\": \"http://127.0.0.1:1/c\", \"key\": \"k\xc3\x28\"}]}]}\n";
+    char path[256];
+    assert_int_equal(h_write_temp(path, sizeof path, conf), 0);
+    char *out;
+    int code = run_gateway("--check", "-c", path, &out);
+    fprintf(stderr, "--check output:\n%s", out);
+    assert_int_equal(code, 1);
+    assert_true(has_line(out, "endpoints[0].backends[0].url: the value contains \\u0000 (a NUL "
+                              "character), which is not allowed"));
+    assert_true(has_line(out, "endpoints[0].backends[1].key: the value is not valid UTF-8"));
+    free(out);
+    unlink(path);
+}
+
+/* 4,000 endpoints on one route: one line per duplicate would be 3,999
+ * lines (and one per pair, as before, 8 million); the report is 100 lines
+ * and a count, at once. */
+static void check_on_thousands_of_duplicates_is_short(void **state)
+{
+    (void)state;
+    enum { N = 4000 };
+    size_t cap = 64 + N * 128, len = 0;
+    char *conf = malloc(cap);
+    len += (size_t)snprintf(conf + len, cap - len, "{\"endpoints\":[");
+    for (int i = 0; i < N; i++)
+        len += (size_t)snprintf(conf + len, cap - len,
+                                "%s\n{\"name\":\"e%d\",\"path\":\"/a/{id}\",\"backends\":"
+                                "[{\"name\":\"b\",\"url\":\"http://127.0.0.1:1/\"}]}",
+                                i ? "," : "", i);
+    snprintf(conf + len, cap - len, "]}\n");
+    char path[256];
+    assert_int_equal(h_write_temp(path, sizeof path, conf), 0);
+    free(conf);
+    char *out;
+    int code = run_gateway("--check", "-c", path, &out);
+    assert_int_equal(code, 1);
+    size_t lines = 0;
+    for (const char *c = out; *c; c++)
+        lines += *c == '\n';
+    if (lines != 101) fprintf(stderr, "%zu lines, the first:\n%.2000s\n", lines, out);
+    assert_int_equal(lines, 101);
+    assert_true(has_line(out, "endpoints[1].path: duplicate route GET /a/{id}: endpoints[0] "
+                              "already routes GET /a/{id}"));
+    char last[400];
+    snprintf(last, sizeof last, "%s: and 3,899 more problems (only the first 100 are listed)",
+             path);
+    assert_true(has_line(out, last));
+    free(out);
+    unlink(path);
+}
+
 static void help_and_version(void **state)
 {
     (void)state;
@@ -163,6 +223,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(check_reports_every_problem_with_its_json_path),
         cmocka_unit_test(run_with_a_bad_config_prints_the_problems_and_exits_1),
         cmocka_unit_test(check_on_unreadable_or_broken_files_exits_1),
+        cmocka_unit_test(check_rejects_bad_utf8_and_nul_with_their_paths),
+        cmocka_unit_test(check_on_thousands_of_duplicates_is_short),
         cmocka_unit_test(help_and_version),
     };
     return cmocka_run_group_tests_name("integration/cli", tests, NULL, NULL);
