@@ -11,6 +11,7 @@
 
 #include "gateway/accesslog.h"
 #include "gateway/config.h"
+#include "gateway/reload.h"
 #include "gateway/server.h"
 
 #define DEFAULT_CONFIG "conf/gateway.json"
@@ -29,39 +30,6 @@ static void usage(FILE *f)
                "\n"
                "Signals: SIGHUP reloads the configuration and reopens the access log;\n"
                "SIGTERM and SIGINT drain and exit.\n");
-}
-
-static struct config *load(const char *path)
-{
-    struct config_errors errs = {0};
-    struct config *cfg = config_load(path, &errs);
-    for (size_t i = 0; i < errs.n; i++)
-        fprintf(stderr, "%s\n", errs.lines[i]);
-    config_errors_free(&errs);
-    return cfg;
-}
-
-static void reload(struct gateway *gw, const char *path)
-{
-    struct config *next = load(path);
-    if (!next) {
-        fprintf(stderr, "gateway: reload of %s failed; keeping the running configuration\n", path);
-        atomic_fetch_add(&gw->reloads_error, 1);
-        return;
-    }
-    struct config *cur = av_acquire(&gw->config);
-    if (strcmp(cur->server.listen, next->server.listen) != 0 ||
-        cur->server.workers != next->server.workers)
-        fprintf(stderr, "gateway: server.listen / server.workers changed: takes effect after a "
-                        "restart\n");
-    if (strcmp(cur->access_log_path, next->access_log_path) != 0 ||
-        cur->degraded.max_entries != next->degraded.max_entries)
-        fprintf(stderr, "gateway: access_log.path / degraded.max_entries changed: takes effect "
-                        "after a restart\n");
-    av_release(&gw->config, cur);
-    av_store(&gw->config, next);
-    atomic_fetch_add(&gw->reloads_ok, 1);
-    fprintf(stderr, "gateway: configuration reloaded from %s\n", path);
 }
 
 int main(int argc, char **argv)
@@ -100,7 +68,7 @@ int main(int argc, char **argv)
         return 2;
     }
 
-    struct config *cfg = load(path);
+    struct config *cfg = reload_load(path);
     if (!cfg) return 1;
     if (check) {
         config_free(cfg);
@@ -130,6 +98,9 @@ int main(int argc, char **argv)
     }
     fprintf(stderr, "gateway %s: listening on %s with %d workers\n", GATEWAY_VERSION, listen,
             workers);
+    /* Reloads run on their own thread: this one only waits for signals, so
+     * a SIGTERM during a slow reload is acted on at once. */
+    struct reloader *reloader = reloader_new(&gw, path);
 
     for (;;) {
         struct config *cur = av_acquire(&gw.config);
@@ -142,7 +113,8 @@ int main(int argc, char **argv)
             continue;
         }
         if (sig == SIGHUP) {
-            reload(&gw, path);
+            if (!reloader || reloader_request(reloader) != 0)
+                atomic_fetch_add(&gw.reloads_error, 1);
             int rc = accesslog_reopen(gw.log); /* after logrotate */
             if (rc < 0)
                 fprintf(stderr, "gateway: cannot reopen the access log: %s\n", strerror(-rc));
@@ -151,6 +123,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "gateway: %s, draining\n", sig == SIGTERM ? "SIGTERM" : "SIGINT");
         break;
     }
+    reloader_stop(reloader); /* a reload still running no longer touches gw */
     server_stop(&gw);
     curl_global_cleanup();
     fprintf(stderr, "gateway: stopped\n");

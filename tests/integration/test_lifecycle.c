@@ -5,7 +5,8 @@
  *     truncated or altered file is reported on stderr and ignored;
  *   - SIGHUP under concurrent load swaps in a valid config (a new endpoint
  *     becomes reachable), keeps the old one on an invalid file (and logs the
- *     problem), reports a changed listen address, and loses no request;
+ *     problem), reports a changed listen address, and loses no request; a
+ *     reload that hangs does not hold up SIGTERM;
  *   - SIGTERM lets an in-flight request finish, refuses new connections,
  *     answers 503 on open keep-alive connections, and exits 0; with a short
  *     shutdown_timeout_ms the in-flight request is cut off at about that
@@ -409,6 +410,32 @@ static void reload_under_load_loses_no_request(void **state)
     term_expect_exit0(&env.gw, 6000);
 }
 
+/* A reload that cannot finish (the config path is now a FIFO nobody
+ * writes: opening it blocks, as a file on a stalled network mount would)
+ * must not hold up SIGTERM: the gateway drains and exits 0 at once, and
+ * serves normally while the reload hangs. Before reloads had a thread of
+ * their own, the signal thread sat in open() and SIGTERM was never acted
+ * on. */
+static void sigterm_during_a_reload_that_hangs_exits_at_once(void **state)
+{
+    (void)state;
+    char *t0 = reload_tmpl(0, "${PORT}", false);
+    int rc = h_env_start(&env, t0);
+    free(t0);
+    assert_int_equal(rc, 0);
+    assert_int_equal(unlink(env.gw.conf_path), 0);
+    assert_int_equal(mkfifo(env.gw.conf_path, 0600), 0);
+    assert_int_equal(kill(env.gw.pid, SIGHUP), 0);
+    assert_true(h_gateway_log_wait(&env.gw, "gateway: reloading", 10000));
+    /* a second SIGHUP while the first reload hangs is queued, not a thread more */
+    assert_int_equal(kill(env.gw.pid, SIGHUP), 0);
+    assert_true(h_gateway_log_wait(&env.gw, "a reload is still running", 10000));
+    assert_int_equal(poll_status("/api/a/x", 200, 0), 200);
+    term_expect_exit0(&env.gw, 10000);
+    assert_true(h_gateway_log_count(&env.gw, "SIGTERM, draining") == 1);
+    assert_true(h_gateway_log_count(&env.gw, "its result is dropped") == 1);
+}
+
 /* ---- graceful shutdown ---- */
 
 static const char shut_conf[] =
@@ -590,6 +617,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         T(snapshot_survives_a_restart_and_a_corrupt_one_is_ignored),
         T(reload_under_load_loses_no_request),
+        T(sigterm_during_a_reload_that_hangs_exits_at_once),
         T(sigterm_lets_the_inflight_request_finish_and_exits_0),
         T(short_shutdown_timeout_cuts_the_request_and_exits_0),
     };
