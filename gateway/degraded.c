@@ -4,6 +4,8 @@
  */
 #include "gateway/degraded.h"
 
+#include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -12,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -32,6 +35,14 @@ struct degraded {
     size_t nbuckets; /* ceil(cap / DEGRADED_WAYS); the last may be short */
     uint64_t (*now_s)(void);
     uint64_t (*hash)(const void *key, size_t klen); /* test hook; NULL: FNV-1a */
+    /* Bumped by every change a snapshot would show (an entry published, a
+     * stored_at moved: at most once a second per key). */
+    _Atomic uint64_t changes;
+    /* The last snapshot written (the one snapshot writer's own): its path,
+     * its `changes` when the scan began and its record count. */
+    char *snap_path;
+    uint64_t snap_changes;
+    int snap_count;
     avalue_t slots[];
 };
 
@@ -113,6 +124,7 @@ struct degraded *degraded_new(size_t max_entries)
     d->cap = max_entries;
     d->nbuckets = (max_entries + DEGRADED_WAYS - 1) / DEGRADED_WAYS;
     d->now_s = realtime_s;
+    atomic_init(&d->changes, 0);
     for (size_t i = 0; i < max_entries; i++)
         av_init(&d->slots[i], NULL); /* an entry is one malloc: free() */
     return d;
@@ -127,6 +139,7 @@ void degraded_free(struct degraded *d)
         av_store(&d->slots[i], NULL);
     for (size_t i = 0; i < d->cap; i++)
         av_destroy(&d->slots[i]);
+    free(d->snap_path);
     free(d);
 }
 
@@ -195,12 +208,22 @@ static size_t victim(const struct view *v)
     return oldest;
 }
 
+/* After a change is visible to readers: the next snapshot is not skipped. */
+static void changed(struct degraded *d)
+{
+    atomic_fetch_add_explicit(&d->changes, 1, memory_order_release);
+}
+
 /* Moves stored_at forward to t (never back, whoever wins a race). */
-static void touch(struct degraded_entry *e, uint64_t t)
+static void touch(struct degraded *d, struct degraded_entry *e, uint64_t t)
 {
     uint64_t cur = atomic_load_explicit(&e->stored_at_, memory_order_relaxed);
-    while (t > cur && !atomic_compare_exchange_weak_explicit(
-                          &e->stored_at_, &cur, t, memory_order_relaxed, memory_order_relaxed)) {
+    while (t > cur) {
+        if (atomic_compare_exchange_weak_explicit(&e->stored_at_, &cur, t, memory_order_relaxed,
+                                                  memory_order_relaxed)) {
+            changed(d);
+            return;
+        }
     }
 }
 
@@ -242,7 +265,7 @@ static void put_at(struct degraded *d, const void *key, size_t klen, const char 
             break;
         }
         if (m && m->len == len && (len == 0 || memcmp(m->body, body, len) == 0)) {
-            touch(m, stored_at);
+            touch(d, m, stored_at);
             av_read_unlock();
             break;
         }
@@ -255,7 +278,10 @@ static void put_at(struct degraded *d, const void *key, size_t klen, const char 
         ne->slot_ = (uint32_t)(v.first + w);
         bool ok = av_cas(&d->slots[v.first + w], v.cur[w], ne);
         av_read_unlock();
-        if (ok) return;
+        if (ok) {
+            changed(d);
+            return;
+        }
     }
     free(ne); /* never published (or NULL) */
 }
@@ -325,7 +351,9 @@ static int write_all(FILE *f, const void *p, size_t n, uint64_t *sum)
     return n == 0 || fwrite(p, 1, n, f) == n ? 0 : -(errno ? errno : EIO);
 }
 
-int degraded_snapshot_write(struct degraded *d, const char *path)
+/* The snapshot proper: every live entry into a locked temp file, renamed
+ * over path. Returns the number of entries or a negative errno. */
+static int write_file(struct degraded *d, const char *path)
 {
     size_t plen = strlen(path);
     char *tmp = malloc(plen + sizeof ".tmp.XXXXXX");
@@ -338,6 +366,9 @@ int degraded_snapshot_write(struct degraded *d, const char *path)
         free(tmp);
         return rc;
     }
+    /* Held until close: degraded_snapshot_clean leaves a locked temp file
+     * (a writer at work) alone. */
+    flock(fd, LOCK_EX | LOCK_NB);
     FILE *f = fdopen(fd, "wb");
     if (!f) {
         int rc = -errno;
@@ -390,6 +421,60 @@ int degraded_snapshot_write(struct degraded *d, const char *path)
     free(tmp);
     rc = sync_dir(path);
     return rc < 0 ? rc : (int)count;
+}
+
+int degraded_snapshot_write(struct degraded *d, const char *path)
+{
+    uint64_t changes = atomic_load_explicit(&d->changes, memory_order_acquire);
+    struct stat st;
+    if (d->snap_path && strcmp(d->snap_path, path) == 0 && changes == d->snap_changes &&
+        stat(path, &st) == 0)
+        return d->snap_count; /* the file already holds exactly this */
+    int rc = write_file(d, path);
+    if (rc < 0) return rc;
+    if (!d->snap_path || strcmp(d->snap_path, path) != 0) {
+        free(d->snap_path);
+        d->snap_path = strdup(path); /* NULL: the next write is not skipped */
+    }
+    /* Changes during the scan count as not written: the next one writes. */
+    d->snap_changes = changes;
+    d->snap_count = rc;
+    return rc;
+}
+
+/* A temp file of path's snapshot: path + ".tmp." + mkostemp's 6 characters. */
+static bool is_snap_temp(const char *name, const char *base)
+{
+    size_t blen = strlen(base);
+    if (strncmp(name, base, blen) != 0 || strncmp(name + blen, ".tmp.", 5) != 0) return false;
+    const char *x = name + blen + 5;
+    for (int i = 0; i < 6; i++)
+        if (!isalnum((unsigned char)x[i])) return false;
+    return x[6] == '\0';
+}
+
+int degraded_snapshot_clean(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    char *dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) : strdup(".");
+    if (!dir) return -ENOMEM;
+    const char *base = slash ? slash + 1 : path;
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR *dp = dfd >= 0 ? fdopendir(dfd) : NULL;
+    int rc = dp ? 0 : -errno;
+    if (!dp && dfd >= 0) close(dfd);
+    free(dir);
+    struct dirent *de;
+    while (dp && (de = readdir(dp))) {
+        if (!is_snap_temp(de->d_name, base)) continue;
+        int fd = openat(dfd, de->d_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+        if (fd < 0) continue;
+        /* not locked: no writer holds it, its writer is gone */
+        if (flock(fd, LOCK_EX | LOCK_NB) == 0 && unlinkat(dfd, de->d_name, 0) == 0) rc++;
+        close(fd);
+    }
+    if (dp) closedir(dp);
+    return rc;
 }
 
 /* ---- snapshot read ---- */

@@ -126,14 +126,27 @@ size_t degraded_count(struct degraded *d);
 size_t degraded_capacity(const struct degraded *d);
 
 /* Writes every live entry to path atomically: a temp file in the same
- * directory, write, fsync, rename over path, fsync of the directory. Workers
- * keep reading and writing meanwhile (each entry is pinned while it is
- * written, so the snapshot is per-entry consistent, not a point in time).
- * Returns the number of entries written (>= 0), or a negative errno. A
- * failure before the rename leaves path untouched; no failure leaves a temp
- * file behind. (Only the final directory fsync can fail after the rename: the
- * new file is then in place but maybe not yet durable.) */
+ * directory (path + ".tmp.XXXXXX", locked with flock while written), write,
+ * fsync, rename over path, fsync of the directory. Workers keep reading and
+ * writing meanwhile (each entry is pinned while it is written, so the
+ * snapshot is per-entry consistent, not a point in time). Returns the number
+ * of entries written (>= 0), or a negative errno. A failure before the
+ * rename leaves path untouched; no failure leaves a temp file behind (a
+ * crash can: see degraded_snapshot_clean). (Only the final directory fsync
+ * can fail after the rename: the new file is then in place but maybe not
+ * yet durable.)
+ *
+ * Skipped when nothing changed since this store last wrote path and path
+ * still exists: no entry published and no stored_at moved (a healthy
+ * backend confirming its answer moves it at most once a second per key).
+ * It then returns the count it wrote last time. One writer at a time. */
 int degraded_snapshot_write(struct degraded *d, const char *path);
+
+/* Removes the temp files a crashed degraded_snapshot_write left next to
+ * path (path + ".tmp." + 6 characters) that no live writer holds locked.
+ * For the start of the process. Returns how many were removed, or a
+ * negative errno when the directory cannot be read. */
+int degraded_snapshot_clean(const char *path);
 
 /* Loads the snapshot at path into the store (put with the file's stored_at;
  * a key the store already holds with a newer stored_at is kept). The whole

@@ -165,6 +165,10 @@ static void load_snapshot(struct gateway *gw, const struct config *cfg)
 {
     const char *path = cfg->degraded.snapshot_path;
     if (!path) return;
+    int removed = degraded_snapshot_clean(path); /* left by a crash mid-write */
+    if (removed > 0)
+        fprintf(stderr, "gateway: removed %d stale temp file%s of the degraded snapshot %s\n",
+                removed, removed == 1 ? "" : "s", path);
     char err[256] = "";
     int rc = degraded_snapshot_load(gw->degraded, path, err, sizeof err);
     if (rc >= 0)

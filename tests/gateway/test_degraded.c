@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -474,6 +475,105 @@ static void test_snapshot_round_trip(void **state)
     tmpdir_free(dir);
 }
 
+/* Nothing changed since the last write of the same path: the file is left
+ * as it is (same inode; a write always renames a new file in). */
+static void test_snapshot_skipped_when_unchanged(void **state)
+{
+    (void)state;
+    char *dir = tmpdir_new();
+    char path[256], other[256];
+    snprintf(path, sizeof path, "%s/snap.bin", dir);
+    snprintf(other, sizeof other, "%s/other.bin", dir);
+    struct degraded *d = filled();
+    struct stat a, b;
+    assert_int_equal(degraded_snapshot_write(d, path), (int)NKVS);
+    assert_int_equal(stat(path, &a), 0);
+    assert_int_equal(degraded_snapshot_write(d, path), (int)NKVS);
+    assert_int_equal(stat(path, &b), 0);
+    assert_int_equal(a.st_ino, b.st_ino); /* skipped */
+
+    /* an unchanged body in the same second changes nothing either */
+    atomic_store(&fake_now, KVS[NKVS - 1].at);
+    degraded_put(d, KVS[NKVS - 1].key, KVS[NKVS - 1].klen, KVS[NKVS - 1].body, KVS[NKVS - 1].blen);
+    assert_int_equal(degraded_snapshot_write(d, path), (int)NKVS);
+    assert_int_equal(stat(path, &b), 0);
+    assert_int_equal(a.st_ino, b.st_ino);
+
+    /* a confirmation a second later moves stored_at: written */
+    atomic_store(&fake_now, KVS[NKVS - 1].at + 1);
+    degraded_put(d, KVS[NKVS - 1].key, KVS[NKVS - 1].klen, KVS[NKVS - 1].body, KVS[NKVS - 1].blen);
+    assert_int_equal(degraded_snapshot_write(d, path), (int)NKVS);
+    assert_int_equal(stat(path, &b), 0);
+    assert_int_not_equal(a.st_ino, b.st_ino);
+    a = b;
+
+    /* a new entry: written */
+    put_s(d, "extra", "x");
+    assert_int_equal(degraded_snapshot_write(d, path), (int)NKVS + 1);
+    assert_int_equal(stat(path, &b), 0);
+    assert_int_not_equal(a.st_ino, b.st_ino);
+    a = b;
+
+    /* another path, or the file gone: written */
+    assert_int_equal(degraded_snapshot_write(d, other), (int)NKVS + 1);
+    assert_int_equal(access(other, F_OK), 0);
+    assert_int_equal(unlink(other), 0);
+    assert_int_equal(degraded_snapshot_write(d, other), (int)NKVS + 1);
+    assert_int_equal(access(other, F_OK), 0);
+    assert_int_equal(dir_entries(dir), 2);
+
+    struct degraded *d2 = store(64);
+    char err[256] = "";
+    assert_int_equal(degraded_snapshot_load(d2, path, err, sizeof err), (int)NKVS + 1);
+    assert_body(d2, "extra", "x");
+    degraded_free(d2);
+    degraded_free(d);
+    tmpdir_free(dir);
+}
+
+/* Temp files of a crashed write are removed at start; a temp file a live
+ * writer holds (locked), and everything else, stays. */
+static void test_snapshot_clean_removes_stale_temp_files(void **state)
+{
+    (void)state;
+    char *dir = tmpdir_new();
+    char path[256], p[320];
+    snprintf(path, sizeof path, "%s/snap.bin", dir);
+    static const char *const stale[] = {"snap.bin.tmp.a1B2c3", "snap.bin.tmp.XXXXXX",
+                                        "snap.bin.tmp.000000"};
+    static const char *const keep[] = {"snap.bin", "snap.bin.tmp.abc", "snap.bin.tmp.abcdefg",
+                                       "other.bin.tmp.a1B2c3", "snap.bin.tmp.ab-de_"};
+    for (size_t i = 0; i < 3; i++) {
+        snprintf(p, sizeof p, "%s/%s", dir, stale[i]);
+        write_whole(p, "partial", 7);
+    }
+    for (size_t i = 0; i < 5; i++) {
+        snprintf(p, sizeof p, "%s/%s", dir, keep[i]);
+        write_whole(p, "x", 1);
+    }
+    snprintf(p, sizeof p, "%s/snap.bin.tmp.LIVE01", dir); /* a writer at work */
+    int live = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    assert_true(live >= 0);
+    assert_int_equal(flock(live, LOCK_EX), 0);
+
+    assert_int_equal(degraded_snapshot_clean(path), 3);
+    assert_int_equal(dir_entries(dir), 6);
+    for (size_t i = 0; i < 3; i++) {
+        snprintf(p, sizeof p, "%s/%s", dir, stale[i]);
+        assert_int_equal(access(p, F_OK), -1);
+    }
+    for (size_t i = 0; i < 5; i++) {
+        snprintf(p, sizeof p, "%s/%s", dir, keep[i]);
+        assert_int_equal(access(p, F_OK), 0);
+    }
+    close(live); /* its writer died: now it goes */
+    assert_int_equal(degraded_snapshot_clean(path), 1);
+    assert_int_equal(dir_entries(dir), 5);
+    assert_int_equal(degraded_snapshot_clean(path), 0);
+    assert_true(degraded_snapshot_clean("/nonexistent-dir-for-test/snap.bin") < 0);
+    tmpdir_free(dir);
+}
+
 static void test_snapshot_load_keeps_newer(void **state)
 {
     (void)state;
@@ -609,6 +709,8 @@ int main(void)
         cmocka_unit_test(test_pin_outlives_eviction),
         cmocka_unit_test(test_concurrent),
         cmocka_unit_test(test_snapshot_round_trip),
+        cmocka_unit_test(test_snapshot_skipped_when_unchanged),
+        cmocka_unit_test(test_snapshot_clean_removes_stale_temp_files),
         cmocka_unit_test(test_snapshot_load_keeps_newer),
         cmocka_unit_test(test_snapshot_missing),
         cmocka_unit_test(test_snapshot_truncated),

@@ -191,9 +191,15 @@ static void snapshot_survives_a_restart_and_a_corrupt_one_is_ignored(void **stat
     assert_non_null(good);
     assert_true(good_len > 0);
 
-    /* a new process, the backend failing: the stored bodies survived */
+    /* a new process, the backend failing: the stored bodies survived; the
+     * temp file of a write that crashed is removed at start */
+    char stale[160];
+    snprintf(stale, sizeof stale, "%s.tmp.Zq81xA", snap);
+    write_bytes(stale, "half a snapshot", 15);
     assert_int_equal(h_mock_mode(&env.mock, "prefix=/users/&status=500"), 0);
     assert_int_equal(h_gateway_start(&env.gw, tmpl, &env.mock), 0);
+    assert_int_equal(access(stale, F_OK), -1);
+    assert_int_equal(h_gateway_log_count(&env.gw, "removed 1 stale temp file"), 1);
     h_get(env.gw.base, "/api/deg/k1", alice, &r);
     expect_status("k1 after the restart", &r, 200);
     assert_string_equal(h_header(&r, "X-Gateway-Completed"), "false");
