@@ -56,6 +56,19 @@ double h_now_ms(void)
     return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
 }
 
+double h_time_scale(void)
+{
+    const char *v = getenv("GATEWAY_TEST_TIME_SCALE");
+    char *end;
+    double x = v ? strtod(v, &end) : 1;
+    return v && end != v && !*end && x >= 1 && x <= 1000 ? x : 1;
+}
+
+double h_bound_ms(double ms)
+{
+    return ms * h_time_scale();
+}
+
 /* The short wait between two checks of a condition. */
 static void poll_pause(void)
 {
@@ -84,7 +97,7 @@ static int stop_pid(pid_t pid, const char *what)
 {
     if (pid <= 0) return -1;
     kill(pid, SIGTERM);
-    int st = wait_bounded(pid, STOP_WAIT_MS);
+    int st = wait_bounded(pid, (int)h_bound_ms(STOP_WAIT_MS));
     if (st == -1) {
         fprintf(stderr, "harness: %s (pid %d) ignored SIGTERM for %d ms, killing it\n", what,
                 (int)pid, STOP_WAIT_MS);
@@ -119,7 +132,7 @@ int h_mock_start(struct h_mock *m)
     /* Read "port N\n", bounded. */
     char line[64] = "";
     size_t len = 0;
-    double end = h_now_ms() + HEALTHY_WAIT_MS;
+    double end = h_now_ms() + h_bound_ms(HEALTHY_WAIT_MS);
     while (!memchr(line, '\n', len) && len < sizeof line - 1) {
         int left = (int)(end - h_now_ms());
         struct pollfd pf = {.fd = p[0], .events = POLLIN};
@@ -240,7 +253,7 @@ static int spawn_gateway(struct h_gateway *g)
  * -ETIMEDOUT. */
 static int wait_healthy(struct h_gateway *g)
 {
-    double end = h_now_ms() + HEALTHY_WAIT_MS;
+    double end = h_now_ms() + h_bound_ms(HEALTHY_WAIT_MS);
     char url[128];
     snprintf(url, sizeof url, "%s/healthz", g->base);
     for (;;) {

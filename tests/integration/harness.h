@@ -160,6 +160,14 @@ extern const char h_conf_standard[];
 /* Monotonic milliseconds. */
 double h_now_ms(void);
 
+/* The factor upper wall-clock bounds are multiplied by: the environment
+ * variable GATEWAY_TEST_TIME_SCALE (a number >= 1; tests/valgrind.sh sets
+ * it, a gateway under valgrind is many times slower), else 1. Lower bounds
+ * ("not before the deadline") are never scaled. */
+double h_time_scale(void);
+/* ms * h_time_scale(): an upper bound on a wall-clock time. */
+double h_bound_ms(double ms);
+
 /* ---- added for the resilience, limits and lifecycle tests ---- */
 
 /* Whether any h_env_stop so far found the gateway not stopping cleanly.
