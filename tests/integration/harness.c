@@ -545,7 +545,7 @@ int h_mock_mode(const struct h_mock *m, const char *query)
 cJSON *h_wait_log(const struct h_mock *m, const char *prefix, h_log_pred pred, void *arg,
                   int timeout_ms)
 {
-    double end = h_now_ms() + timeout_ms;
+    double end = h_now_ms() + h_bound_ms(timeout_ms);
     for (;;) {
         cJSON *log = h_mock_log(m, prefix);
         const cJSON *e;
@@ -701,7 +701,7 @@ int h_gateway_write_conf(const struct h_gateway *g, const char *tmpl, const stru
 int h_gateway_wait_exit(struct h_gateway *g, int timeout_ms)
 {
     if (g->pid <= 0) return -1;
-    int st = wait_bounded(g->pid, timeout_ms);
+    int st = wait_bounded(g->pid, (int)h_bound_ms(timeout_ms));
     if (st != -1) g->pid = 0;
     return st;
 }
@@ -737,7 +737,7 @@ int h_gateway_log_count(const struct h_gateway *g, const char *needle)
 
 bool h_gateway_log_wait(const struct h_gateway *g, const char *needle, int timeout_ms)
 {
-    double end = h_now_ms() + timeout_ms;
+    double end = h_now_ms() + h_bound_ms(timeout_ms);
     for (;;) {
         if (h_gateway_log_count(g, needle) > 0) return true;
         if (h_now_ms() >= end) return false;
@@ -791,7 +791,7 @@ long h_read_response(int fd, int timeout_ms, char **raw)
     char *buf = malloc(cap);
     if (!buf) abort();
     buf[0] = '\0';
-    double end = h_now_ms() + timeout_ms;
+    double end = h_now_ms() + h_bound_ms(timeout_ms);
     for (;;) {
         const char *he = strstr(buf, "\r\n\r\n");
         if (he && response_complete(buf, len, (size_t)(he + 4 - buf))) break;
@@ -845,7 +845,7 @@ bool h_raw_header(const char *raw, const char *name, char *val, size_t vlen)
 
 int h_wait_closed(int fd, int timeout_ms)
 {
-    double end = h_now_ms() + timeout_ms;
+    double end = h_now_ms() + h_bound_ms(timeout_ms);
     char buf[4096];
     for (;;) {
         int left = (int)(end - h_now_ms());

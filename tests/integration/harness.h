@@ -11,6 +11,11 @@
  * Failures in the harness itself (cannot spawn, gateway never healthy) are
  * reported on stderr and returned as negative errno values; the tests turn
  * them into assertion failures.
+ *
+ * Every timeout a harness function takes (h_wait_log, h_gateway_log_wait,
+ * h_gateway_wait_exit, h_read_response, h_wait_closed, and the harness's own
+ * waits for a healthy gateway and for a process to stop) is multiplied by
+ * h_time_scale(): a gateway under valgrind is slow but not wrong.
  */
 #ifndef TESTS_INTEGRATION_HARNESS_H
 #define TESTS_INTEGRATION_HARNESS_H

@@ -42,7 +42,8 @@
 
 #include "harness.h"
 
-#define WAIT_MS 10000 /* bound of every poll; success comes in milliseconds */
+#define WAIT_MS                                                                                    \
+    10000 /* bound of every poll (times GATEWAY_TEST_TIME_SCALE); success comes in milliseconds */
 
 /* ${LOG} is replaced by the access-log path before the harness substitutes
  * ${BACKEND} and ${PORT}. ${EXTRA} is where the reload test adds an
@@ -761,7 +762,7 @@ static void wait_deltas(const struct h_gateway *g, const struct expo *base,
                         const char *const *families, const struct want *w, size_t nw,
                         const char *const *skip)
 {
-    double end = h_now_ms() + WAIT_MS;
+    double end = h_now_ms() + h_bound_ms(WAIT_MS);
     char why[512] = "";
     for (;;) {
         struct expo now;
@@ -891,7 +892,7 @@ static const cJSON *log_find(const cJSON *lines, const char *rid)
 /* Polls the log until every id in rids has a line. Returns all lines. */
 static cJSON *wait_log(const char *path, const char *const *rids, size_t n)
 {
-    double end = h_now_ms() + WAIT_MS;
+    double end = h_now_ms() + h_bound_ms(WAIT_MS);
     for (;;) {
         cJSON *lines = read_log(path, false);
         size_t found = 0;
@@ -1114,7 +1115,7 @@ static void metrics_exposition_is_strict_and_complete(void **state)
     key_of(k, sizeof k, "gateway_backend_requests_total", "endpoint", "ok", "backend", "user",
            "outcome", "ok", NULL);
     key_of(kreq, sizeof kreq, REQ("ok", "200"));
-    double end = h_now_ms() + WAIT_MS;
+    double end = h_now_ms() + h_bound_ms(WAIT_MS);
     struct expo e;
     for (;;) {
         scrape(&env.gw, &e);
@@ -1263,7 +1264,7 @@ static void metrics_count_exactly_what_the_client_did(void **state)
     expo_free(&base);
 
     /* quiescent again: at most the scrape itself is in flight */
-    double end = h_now_ms() + WAIT_MS;
+    double end = h_now_ms() + h_bound_ms(WAIT_MS);
     for (;;) {
         struct expo e;
         scrape(&env.gw, &e);
@@ -1319,7 +1320,7 @@ static void reloads_are_counted_by_result(void **state)
     struct expo now;
     char k[256];
     key_of(k, sizeof k, REQ("added", "200"));
-    double end = h_now_ms() + WAIT_MS;
+    double end = h_now_ms() + h_bound_ms(WAIT_MS);
     for (;;) {
         scrape(&env.gw, &now);
         double v = value_or0(&now, k);
@@ -1406,7 +1407,7 @@ static void client_that_hangs_up_is_logged_and_counted_as_499(void **state)
     cJSON_Delete(started);
     close(fd);
 
-    double end = h_now_ms() + WAIT_MS, dur = 0;
+    double end = h_now_ms() + h_bound_ms(WAIT_MS), dur = 0;
     for (;;) {
         cJSON *lines = read_log(log_path, false);
         bool found = log_find(lines, "ops-hangup-1") != NULL;
