@@ -1,4 +1,6 @@
-/* once: fn runs exactly once, and every caller sees what it wrote. */
+/* once: fn runs exactly once, and every caller sees what it wrote; callers
+ * that arrive while fn runs sleep and are woken (checked to happen in every
+ * round of the race). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -18,9 +20,9 @@
 
 struct shared {
     once_t once;
-    int calls;   /* plain on purpose: TSan checks the happens-before */
-    int payload; /* written by fn, read by every thread after once_do */
-    atomic_int arrived;
+    int calls;       /* plain on purpose: TSan checks the happens-before */
+    int payload;     /* written by fn, read by every thread after once_do */
+    bool saw_waiter; /* fn saw ONCE_STATE_WAITED: a caller took the sleeping path */
     pthread_barrier_t start;
     int seen[NTHREADS];
 };
@@ -40,11 +42,13 @@ static uint64_t now_ns(void)
 static void init_fn(void *arg)
 {
     struct shared *sh = arg;
-    /* Hold the once while the others arrive, so they take the sleeping
-     * path; bounded so a slow scheduler cannot hang the test. */
-    uint64_t until = now_ns() + 2000000000u;
-    while (atomic_load(&sh->arrived) < NTHREADS && now_ns() < until)
+    /* Hold the once until a caller announced it sleeps (state WAITED), so
+     * the sleeping path and the wake-up run in every round; bounded so a
+     * broken once_do cannot hang the test, and then the round fails. */
+    uint64_t until = now_ns() + 30000000000u;
+    while (atomic_load(&sh->once.state) != ONCE_STATE_WAITED && now_ns() < until)
         sched_yield();
+    sh->saw_waiter = atomic_load(&sh->once.state) == ONCE_STATE_WAITED;
     sh->calls++;
     sh->payload = 42;
 }
@@ -54,7 +58,6 @@ static void *worker_main(void *arg)
     struct worker *w = arg;
     struct shared *sh = w->sh;
     pthread_barrier_wait(&sh->start);
-    atomic_fetch_add(&sh->arrived, 1);
     once_do(&sh->once, init_fn, sh);
     sh->seen[w->idx] = sh->payload;
     return NULL;
@@ -65,7 +68,6 @@ static void test_race(void **state)
     (void)state;
     for (int round = 0; round < ROUNDS; round++) {
         struct shared sh = {.once = ONCE_INIT};
-        atomic_init(&sh.arrived, 0);
         pthread_barrier_init(&sh.start, NULL, NTHREADS);
         pthread_t th[NTHREADS];
         struct worker w[NTHREADS];
@@ -77,6 +79,7 @@ static void test_race(void **state)
             pthread_join(th[i], NULL);
         pthread_barrier_destroy(&sh.start);
         assert_int_equal(sh.calls, 1);
+        assert_true(sh.saw_waiter); /* the path under test was taken */
         assert_true(once_done(&sh.once));
         for (int i = 0; i < NTHREADS; i++)
             assert_int_equal(sh.seen[i], 42);

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets (clang, ASan+UBSan, GATEWAY_FUZZ=ON) and runs
-# each for a bounded time. Fails when any target crashes, leaks, times out or
-# runs out of memory; each such input is copied to
+# each for a bounded time. Fails when any target crashes, leaks, times out,
+# runs out of memory, or executed no input at all (0 or an unknown number of
+# runs: then nothing was fuzzed); each such input is copied to
 # tests/fuzz/corpus/<target>/regress-<sha1> so that the regression tests
 # (ctest -R fuzz/) replay it from then on.
 #
@@ -88,7 +89,16 @@ for t in "${targets[@]}"; do
         cp "$a" "$seeds/regress-$h"
         echo "run.sh: $t: $(basename "$a") kept as tests/fuzz/corpus/$t/regress-$h" >&2
     done
-    if [ "$rc" -ne 0 ] || [ "$found" -ne 0 ]; then
+    if [ "$rc" -eq 0 ] && [ "$found" -eq 0 ] && ! [ "${runs:-0}" -gt 0 ] 2>/dev/null; then
+        # exit 0 without a single input executed (a flag that ends the run
+        # early, an empty corpus and no time, a log format we do not know):
+        # nothing was checked, which must not pass
+        result="FAILED (executed ${runs:-an unknown number of} inputs)"
+        failed=1
+        tail -20 "$log" >&2
+        cp "$log" "$build/$t.log"
+        echo "run.sh: $t: full log in $build/$t.log" >&2
+    elif [ "$rc" -ne 0 ] || [ "$found" -ne 0 ]; then
         result="FAILED (exit $rc)"
         failed=1
         grep -E '^(==[0-9]+==ERROR|SUMMARY|.*runtime error|    #[0-9] )' "$log" | head -20 >&2 || true
