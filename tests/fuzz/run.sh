@@ -76,10 +76,12 @@ for t in "${targets[@]}"; do
     "$bin" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
         -artifact_prefix="$work/$t/artifacts/" "${dict[@]}" ${FUZZ_ARGS:-} \
         "$work/$t/corpus" "$seeds" >"$log" 2>&1 || rc=$?
+    # (|| true: a log without these lines must reach the check below, not
+    # end the script through pipefail)
     runs=$(sed -n 's/^Done \([0-9]*\) runs.*/\1/p' "$log" | tail -1)
     [ -n "$runs" ] || runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
-    cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | cut -d' ' -f2)
-    ft=$(grep -o 'ft: [0-9]*' "$log" | tail -1 | cut -d' ' -f2)
+    cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | cut -d' ' -f2 || true)
+    ft=$(grep -o 'ft: [0-9]*' "$log" | tail -1 | cut -d' ' -f2 || true)
     result=ok
     found=0
     for a in "$work/$t/artifacts"/{crash,leak,timeout,oom}-*; do
