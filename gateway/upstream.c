@@ -606,3 +606,13 @@ const pool_t *upstream_handle_pool(const struct upstream *up)
 {
     return up->easy_pool;
 }
+
+size_t upstream_mark_idle(struct upstream *up)
+{
+    return pool_mark_idle(up->easy_pool);
+}
+
+size_t upstream_free_idle(struct upstream *up, size_t max)
+{
+    return pool_free_idle(up->easy_pool, max);
+}
