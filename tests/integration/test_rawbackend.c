@@ -8,9 +8,11 @@
  *   - a POST sent on a kept-alive connection that the backend closes
  *     without answering is never re-sent (RFC 9110 §9.2.2): 502; a GET in
  *     the same situation may still be retried on a new connection (200);
- *   - Content-Length with chunked, two different Content-Length values and
- *     a header block over 64 KiB are transport errors (502), while the same
- *     Content-Length twice and a large but allowed header block pass.
+ *   - Content-Length with chunked, two different Content-Length values, a
+ *     header block over 64 KiB, a signed Content-Length, a space before a
+ *     colon and a transfer coding other than chunked are transport errors
+ *     (502), while the same Content-Length twice and a large but allowed
+ *     header block pass.
  *
  * One gateway with one worker (so a second request finds the connection the
  * first one left in curl's cache) and one raw backend for all tests.
@@ -160,6 +162,16 @@ static bool respond(int fd, const char *req, bool *kept)
     else if (!strncmp(path, "/cl-same/", 9))
         send_str(fd, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 7\r\n"
                      "Content-Length: 7\r\nConnection: close\r\n\r\n{\"a\":1}");
+    else if (!strncmp(path, "/cl-plus/", 9))
+        send_str(fd, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: +7\r\n"
+                     "Connection: close\r\n\r\n{\"a\":1}");
+    else if (!strncmp(path, "/cl-space/", 10))
+        send_str(fd, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length : 7\r\n"
+                     "Connection: close\r\n\r\n{\"a\":1}");
+    else if (!strncmp(path, "/te-gzip/", 9))
+        send_str(fd, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                     "Transfer-Encoding: gzip, chunked\r\nConnection: close\r\n\r\n"
+                     "7\r\n{\"a\":1}\r\n0\r\n\r\n");
     else if (!strncmp(path, "/hdr-big/", 9))
         send_big_headers(fd, 70 * 1024);
     else if (!strncmp(path, "/hdr-ok/", 8))
@@ -377,6 +389,25 @@ static void the_same_content_length_twice_passes(void **state)
     h_resp_free(&r);
 }
 
+/* What would let the gateway and the backend disagree on where the body
+ * ends: a signed length, a name with a space before its colon (curl would
+ * not see the length), a transfer coding curl would pass through. */
+static void other_framing_ambiguities_are_502(void **state)
+{
+    (void)state;
+    static const char *const cases[][2] = {
+        {"/api/get/cl-plus/1", "invalid Content-Length"},
+        {"/api/get/cl-space/1", "whitespace before a colon"},
+        {"/api/get/te-gzip/1", "unsupported Transfer-Encoding"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct h_resp r;
+        request("GET", cases[i][0], NULL, &r);
+        expect(&r, 502, cases[i][1]);
+        h_resp_free(&r);
+    }
+}
+
 static void header_block_over_64k_is_502(void **state)
 {
     (void)state;
@@ -405,6 +436,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup(content_length_with_chunked_is_502, reset_backend),
         cmocka_unit_test_setup(two_different_content_lengths_are_502, reset_backend),
         cmocka_unit_test_setup(the_same_content_length_twice_passes, reset_backend),
+        cmocka_unit_test_setup(other_framing_ambiguities_are_502, reset_backend),
         cmocka_unit_test_setup(header_block_over_64k_is_502, reset_backend),
         cmocka_unit_test_setup(header_block_under_64k_passes, reset_backend),
     };
