@@ -115,6 +115,8 @@ struct coro_tls {
     coro_t *current;
     coro_t *pool;
     unsigned pooled;
+    unsigned low;  /* the fewest pooled since the last coro_mark_idle */
+    unsigned idle; /* marked idle, not unmapped yet (at most low) */
     bool key_set;
 };
 static __thread struct coro_tls tls;
@@ -168,6 +170,31 @@ void coro_thread_cleanup(void)
         unmap_coro(co);
     }
     tls.pooled = 0;
+    tls.low = 0;
+    tls.idle = 0;
+}
+
+/* The pool's idle accounting is pool_mark_idle / pool_free_idle's (core/pool.c). */
+unsigned coro_mark_idle(void)
+{
+    tls.idle = tls.low;
+    tls.low = tls.pooled;
+    return tls.idle;
+}
+
+unsigned coro_free_idle(unsigned max)
+{
+    if (tls.idle > tls.low) tls.idle = tls.low;
+    unsigned k = tls.idle < max ? tls.idle : max;
+    for (unsigned i = 0; i < k; i++) {
+        coro_t *co = tls.pool;
+        tls.pool = co->pool_next;
+        unmap_coro(co);
+    }
+    tls.pooled -= k;
+    tls.idle -= k;
+    tls.low -= k;
+    return k;
 }
 
 /* A fresh mapping with the struct at its top; NULL when the kernel says no
@@ -287,7 +314,7 @@ coro_t *coro_create(coro_fn fn, void *arg)
     coro_t *co = tls.pool;
     if (co && co->stack_len >= cfg_stack_size) {
         tls.pool = co->pool_next;
-        tls.pooled--;
+        if (--tls.pooled < tls.low) tls.low = tls.pooled;
     } else {
         co = map_coro(cfg_stack_size);
         if (!co) {

@@ -94,5 +94,13 @@ void coro_get_stats(struct coro_stats *st);
 /* Unmaps the calling thread's pooled stacks. Also runs by itself when a
  * thread that pooled stacks exits. */
 void coro_thread_cleanup(void);
+/* The stack pool only grows by itself (up to pool_max). A thread gives a
+ * burst's excess back in two steps, as core/pool.h's pools do: mark as idle
+ * the pooled stacks that no coro_create on this thread needed since the
+ * previous mark (returns how many), then unmap up to max of them per call
+ * (returns how many; less than max: none is left). Unmapping thousands at
+ * once would stall the thread (a munmap is a TLB flush). */
+unsigned coro_mark_idle(void);
+unsigned coro_free_idle(unsigned max);
 
 #endif

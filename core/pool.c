@@ -78,6 +78,7 @@ void *pool_get_slow(pool_t *p)
     if (p->n) {
         counter_inc(&p->hits);
         void *obj = p->items[--p->n];
+        if (p->n < p->low) p->low = p->n;
         if (plain_blocks(p)) unpoison(obj, p->obj_size);
         return obj;
     }
@@ -95,6 +96,31 @@ void pool_put_slow(pool_t *p, void *obj)
     if (p->ops.reset_fn) p->ops.reset_fn(obj, p->ops.ud);
     if (plain_blocks(p)) poison(obj, p->obj_size);
     p->items[p->n++] = obj;
+}
+
+size_t pool_mark_idle(pool_t *p)
+{
+    /* The cache never held fewer than low objects since the last mark: low
+     * of them were not needed. Which ones does not matter, only how many. */
+    p->idle = p->low;
+    p->low = p->n;
+    return p->idle;
+}
+
+size_t pool_free_idle(pool_t *p, size_t max)
+{
+    /* A get since the mark that took the cache below idle used some of them. */
+    if (p->idle > p->low) p->idle = p->low;
+    size_t k = p->idle < max ? p->idle : max;
+    for (size_t i = 0; i < k; i++) {
+        void *obj = p->items[--p->n];
+        if (plain_blocks(p)) unpoison(obj, p->obj_size);
+        destroy_obj(p, obj);
+    }
+    /* As if the freed ones had never been cached. */
+    p->idle -= k;
+    p->low -= k;
+    return k;
 }
 
 size_t pool_obj_size(const pool_t *p)

@@ -7,6 +7,15 @@
  * objects; with both NULL the pool hands out obj_size-byte blocks.
  * Hits and misses are counted for the metrics.
  *
+ * A pool only grows by itself: a burst leaves its objects cached. The owner
+ * gives them back in two steps (a worker does every few seconds):
+ * pool_mark_idle counts as idle the objects no pool_get needed since its
+ * previous call (the fewest cached in between: a low-water mark), and
+ * pool_free_idle frees them a batch at a time, so freeing thousands never
+ * stalls the owner's loop. A steady load keeps what it uses; a burst's
+ * excess goes back within two intervals (sync.Pool's clean-up at each GC,
+ * with a low-water mark instead of a victim cache).
+ *
  * pool_get / pool_put are inline for the common case (a hit, a put that
  * fits): ~1.5 ns a pair instead of ~3.5 through two calls. The struct is
  * therefore visible here, but every field is private. ASan builds take the
@@ -37,6 +46,8 @@ struct pool_ops {
 struct pool {
     void **items; /* a stack of cached objects: LIFO hands back the warmest */
     size_t n;
+    size_t low;  /* the fewest cached since the last pool_mark_idle */
+    size_t idle; /* marked idle, not freed yet (at most low) */
     size_t max;
     size_t obj_size;
     struct pool_ops ops;
@@ -60,6 +71,13 @@ size_t pool_obj_size(const pool_t *p);
 const char *pool_name(const pool_t *p);
 /* Objects cached right now. Owner thread. */
 size_t pool_cached(const pool_t *p);
+/* Marks as idle the cached objects that no pool_get needed since the
+ * previous call; returns how many are idle. Owner thread. */
+size_t pool_mark_idle(pool_t *p);
+/* Frees up to max idle objects (free_fn, without reset); an object that a
+ * get needed since the mark is no longer idle. Returns how many it freed
+ * (less than max: none is left). Owner thread. */
+size_t pool_free_idle(pool_t *p, size_t max);
 /* Counters (a get served from the cache / by new): safe from any thread, for
  * a metrics scrape. */
 uint64_t pool_hits(const pool_t *p);
@@ -75,7 +93,9 @@ static inline void *pool_get(pool_t *p)
     if (p->n) {
         atomic_store_explicit(&p->hits, atomic_load_explicit(&p->hits, memory_order_relaxed) + 1,
                               memory_order_relaxed);
-        return p->items[--p->n];
+        void *obj = p->items[--p->n];
+        if (p->n < p->low) p->low = p->n;
+        return obj;
     }
 #endif
     return pool_get_slow(p);

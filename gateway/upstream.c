@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -18,6 +19,9 @@
 #define RECV_BUFFER 4096
 /* Most header lines one call sends (forwarded + trace + timeout). */
 #define MAX_HEADERS 40
+/* A backend's response header block (status line, fields, and trailers)
+ * beyond this is refused: JSON services send a few hundred bytes. */
+#define MAX_RESPONSE_HEADER_BYTES (64 * 1024)
 
 /* One socket curl uses; found by fd in up->socks. */
 struct usock {
@@ -47,6 +51,13 @@ struct easy {
     char origin[256];
 };
 
+/* What on_header has seen of the current response's header block. */
+struct framing {
+    size_t bytes;         /* header block so far (with its status line) */
+    curl_off_t length;    /* the Content-Length value; -1: none yet */
+    bool transfer_coding; /* a Transfer-Encoding line was seen */
+};
+
 /* One transfer, on the calling coroutine's stack. */
 struct call {
     struct upstream *up;
@@ -58,6 +69,10 @@ struct call {
     bool done;
     bool aborted;
     bool too_big;
+    bool idempotent;     /* curl may re-send it on a fresh connection */
+    unsigned attempts;   /* requests curl was about to send (on_prereq) */
+    const char *refused; /* why on_header or on_prereq ended the exchange */
+    struct framing fr;
     ctx_hook_t on_done;
 };
 
@@ -237,6 +252,121 @@ static size_t on_write(char *p, size_t size, size_t n, void *userdata)
     return buf_append(b, p, len) == 0 ? len : 0;
 }
 
+/* RFC 9110 §9.2.2: the methods a client may re-send after a connection
+ * failure (TRACE too, which no backend is configured with). */
+static bool method_idempotent(const char *m)
+{
+    return !strcmp(m, "GET") || !strcmp(m, "HEAD") || !strcmp(m, "PUT") || !strcmp(m, "DELETE") ||
+           !strcmp(m, "OPTIONS");
+}
+
+/* Called by curl each time it is about to send the request on a connection.
+ * A second time for one call means curl is retrying it: the request went out
+ * on a reused connection that closed before any byte of an answer came back
+ * (curl's Curl_retry_request, up to 5 times). The backend may have acted on
+ * it, so a non-idempotent request is failed here instead (RFC 9110 §9.2.2);
+ * curl ends the transfer with CURLE_ABORTED_BY_CALLBACK. */
+static int on_prereq(void *clientp, char *remote_ip, char *local_ip, int remote_port,
+                     int local_port)
+{
+    (void)remote_ip;
+    (void)local_ip;
+    (void)remote_port;
+    (void)local_port;
+    struct call *c = clientp;
+    if (c->attempts++ == 0 || c->idempotent) return CURL_PREREQFUNC_OK;
+    c->refused = "connection closed before the answer (a non-idempotent request is not re-sent)";
+    return CURL_PREREQFUNC_ABORT;
+}
+
+/* Case-insensitive: the header line p[0..len) is field name: (no space
+ * before the colon). */
+static bool field_is(const char *p, size_t len, const char *name)
+{
+    size_t n = strlen(name);
+    return len > n && p[n] == ':' && strncasecmp(p, name, n) == 0;
+}
+
+/* Parses a Content-Length value (after the colon, up to CRLF): 1*DIGIT, or
+ * a list of identical ones ("7, 7", which RFC 9110 §8.6 lets a recipient
+ * accept). -1 when malformed or too large. */
+static curl_off_t parse_length(const char *p, const char *end)
+{
+    curl_off_t value = -1;
+    for (;;) {
+        while (p < end && (*p == ' ' || *p == '\t'))
+            p++;
+        curl_off_t v = 0;
+        const char *d = p;
+        while (p < end && *p >= '0' && *p <= '9' && p - d < 18)
+            v = v * 10 + (*p++ - '0');
+        if (p == d || (value >= 0 && v != value)) return -1;
+        value = v;
+        while (p < end && (*p == ' ' || *p == '\t'))
+            p++;
+        if (p == end) return value;
+        if (*p++ != ',') return -1;
+    }
+}
+
+/* The Transfer-Encoding value (after the colon, up to CRLF) is exactly
+ * "chunked", with optional whitespace around it. */
+static bool is_chunked(const char *p, const char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\t'))
+        p++;
+    while (end > p && (end[-1] == ' ' || end[-1] == '\t'))
+        end--;
+    return end - p == 7 && strncasecmp(p, "chunked", 7) == 0;
+}
+
+/* Checks one line of a response header block for what would let the
+ * gateway and the backend disagree on where the answer ends (RFC 9112
+ * §6.3): Content-Length with Transfer-Encoding, Content-Length values that
+ * differ or are not numbers, a transfer coding other than chunked (none is
+ * asked for), whitespace before a colon; and the block's size. NULL when
+ * the line is fine, else why not. */
+static const char *check_header_line(struct framing *fr, const char *p, size_t len)
+{
+    bool status_line = len >= 5 && memcmp(p, "HTTP/", 5) == 0;
+    if (status_line) /* a new block: the answer after a 1xx */
+        *fr = (struct framing){.length = -1};
+    fr->bytes += len;
+    if (fr->bytes > MAX_RESPONSE_HEADER_BYTES) return "response header block over 64 KiB";
+    if (status_line) return NULL;
+    const char *end = p + len;
+    while (end > p && (end[-1] == '\n' || end[-1] == '\r'))
+        end--;
+    const char *colon = memchr(p, ':', (size_t)(end - p));
+    if (colon && colon > p && (colon[-1] == ' ' || colon[-1] == '\t'))
+        return "malformed response header (whitespace before a colon)";
+    if (field_is(p, len, "Content-Length")) {
+        curl_off_t v = parse_length(colon + 1, end);
+        if (v < 0) return "malformed response: invalid Content-Length";
+        if (fr->length >= 0 && v != fr->length)
+            return "malformed response: two different Content-Length values";
+        fr->length = v;
+    } else if (field_is(p, len, "Transfer-Encoding")) {
+        if (fr->transfer_coding || !is_chunked(colon + 1, end))
+            return "malformed response: unsupported Transfer-Encoding";
+        fr->transfer_coding = true;
+    }
+    if (fr->transfer_coding && fr->length >= 0)
+        return "malformed response: Content-Length with Transfer-Encoding";
+    return NULL;
+}
+
+/* Header lines of the answer (and of any 1xx before it, and trailers). */
+static size_t on_header(char *p, size_t size, size_t n, void *userdata)
+{
+    struct call *c = userdata;
+    size_t len = size * n;
+    const char *why = check_header_line(&c->fr, p, len);
+    if (!why) return len;
+    c->refused = why;
+    return 0; /* CURLE_WRITE_ERROR ends the transfer */
+}
+
 static void *easy_new(void *ud)
 {
     struct upstream *up = ud;
@@ -254,6 +384,8 @@ static void *easy_new(void *ud)
     curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, on_prereq);
     curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, on_close_socket);
     curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, up);
     curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
@@ -383,8 +515,15 @@ void upstream_call(struct upstream *up, ctx_t *ctx, const struct upstream_req *r
         resp->error = "bad URL";
         return;
     }
-    struct call c = {
-        .up = up, .easy = e, .co = coro_self(), .resp = resp, .max_bytes = req->max_bytes};
+    bool head = strcmp(req->method, "HEAD") == 0;
+    bool get = strcmp(req->method, "GET") == 0;
+    struct call c = {.up = up,
+                     .easy = e,
+                     .co = coro_self(),
+                     .resp = resp,
+                     .max_bytes = req->max_bytes,
+                     .idempotent = method_idempotent(req->method),
+                     .fr = {.length = -1}};
 
     /* Header list on the stack: curl only reads it during the transfer. */
     struct curl_slist hdr[MAX_HEADERS + 1];
@@ -398,12 +537,19 @@ void upstream_call(struct upstream *up, ctx_t *ctx, const struct upstream_req *r
     curl_easy_setopt(e, CURLOPT_CURLU, h->u);
     curl_easy_setopt(e, CURLOPT_PRIVATE, &c);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, &c);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, &c);
+    curl_easy_setopt(e, CURLOPT_PREREQDATA, &c);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, nh ? hdr : NULL);
     if (req->body) {
         curl_easy_setopt(e, CURLOPT_POSTFIELDS, req->body);
         curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
     }
-    if (strcmp(req->method, "GET") != 0) curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, req->method);
+    /* A HEAD answer has no body whatever its Content-Length says: only
+     * NOBODY tells curl so (a custom "HEAD" would wait for the body). */
+    if (head)
+        curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+    else if (!get)
+        curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, req->method);
 
     if (!ctx_after_func(ctx, &c.on_done, on_ctx_done)) {
         resp->result = ctx_result(ctx);
@@ -428,18 +574,26 @@ void upstream_call(struct upstream *up, ctx_t *ctx, const struct upstream_req *r
     } else if (c.too_big) {
         resp->result = UP_TOO_BIG;
         resp->error = "response too large";
+    } else if (c.refused) {
+        resp->result = UP_ERROR;
+        resp->error = c.refused;
     } else {
         resp->result = UP_ERROR;
         resp->error = curl_easy_strerror(c.code);
     }
 out:
     curl_easy_setopt(e, CURLOPT_PRIVATE, NULL);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, NULL);
+    curl_easy_setopt(e, CURLOPT_PREREQDATA, NULL);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, NULL);
     if (req->body) {
         curl_easy_setopt(e, CURLOPT_POSTFIELDS, NULL);
         curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
     }
-    if (strcmp(req->method, "GET") != 0) curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, NULL);
+    if (head)
+        curl_easy_setopt(e, CURLOPT_NOBODY, 0L); /* back to GET */
+    else if (!get)
+        curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, NULL);
     pool_put(up->easy_pool, h);
 }
 
@@ -451,4 +605,14 @@ unsigned upstream_inflight(const struct upstream *up)
 const pool_t *upstream_handle_pool(const struct upstream *up)
 {
     return up->easy_pool;
+}
+
+size_t upstream_mark_idle(struct upstream *up)
+{
+    return pool_mark_idle(up->easy_pool);
+}
+
+size_t upstream_free_idle(struct upstream *up, size_t max)
+{
+    return pool_free_idle(up->easy_pool, max);
 }

@@ -70,5 +70,9 @@ void upstream_call(struct upstream *up, ctx_t *ctx, const struct upstream_req *r
 /* Transfers in flight, and easy-handle pool counters (metrics). */
 unsigned upstream_inflight(const struct upstream *up);
 const pool_t *upstream_handle_pool(const struct upstream *up);
+/* pool_mark_idle / pool_free_idle on the easy-handle pool (core/pool.h); a
+ * handle is about 8 KiB of heap. */
+size_t upstream_mark_idle(struct upstream *up);
+size_t upstream_free_idle(struct upstream *up, size_t max);
 
 #endif

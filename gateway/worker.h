@@ -44,6 +44,8 @@ struct worker {
     bool stopping;
     bool stop_forced; /* the shutdown timeout passed, calls cancelled */
     loop_timer_t stop_timer;
+    loop_timer_t sweep_timer; /* worker.c: gives back what a burst left */
+    bool sweeping;            /* idle objects left to free, a batch per tick */
     unsigned max_connections;
     pool_t *buf_pool;        /* small blocks for backend bodies and answers */
     struct metrics *metrics; /* written by this worker only; scraped by any */

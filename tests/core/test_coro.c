@@ -223,6 +223,49 @@ static void test_stacks_reused(void **state)
     coro_thread_cleanup();
 }
 
+/* The stacks a burst left in the pool go back (mark, then unmap in
+ * batches); a stack reused after the mark stays. */
+static void test_idle_stacks_are_unmapped(void **state)
+{
+    (void)state;
+    struct coro_stats st;
+    coro_thread_cleanup();
+    coro_t *co[40];
+    for (int i = 0; i < 40; i++)
+        co[i] = coro_create(noop_fn, NULL);
+    for (int i = 0; i < 40; i++)
+        coro_free(co[i]);
+    coro_get_stats(&st);
+    assert_int_equal(st.pooled_stacks, 40);
+    assert_int_equal(coro_mark_idle(), 0); /* the burst needed them all */
+    for (int i = 0; i < 5; i++)
+        co[i] = coro_create(noop_fn, NULL);
+    for (int i = 0; i < 5; i++)
+        coro_free(co[i]);
+    assert_int_equal(coro_mark_idle(), 35);
+    assert_int_equal(coro_free_idle(16), 16);
+    /* 3 reused between batches: 19 still idle, 5 + 16 kept overall. */
+    for (int i = 0; i < 3; i++)
+        co[i] = coro_create(noop_fn, NULL);
+    for (int i = 0; i < 3; i++)
+        coro_free(co[i]);
+    assert_int_equal(coro_free_idle(16), 16);
+    assert_int_equal(coro_free_idle(16), 3);
+    assert_int_equal(coro_free_idle(16), 0);
+    coro_get_stats(&st);
+    assert_int_equal(st.pooled_stacks, 5);
+    /* The pool still works: a stack comes from it, then a new one. */
+    for (int i = 0; i < 6; i++) {
+        co[i] = coro_create(noop_fn, NULL);
+        assert_non_null(co[i]);
+        coro_resume(co[i]);
+        assert_true(coro_finished(co[i]));
+    }
+    for (int i = 0; i < 6; i++)
+        coro_free(co[i]);
+    coro_thread_cleanup();
+}
+
 #if defined(__x86_64__)
 /* MXCSR rounding-control bits: 11 = toward zero. */
 #define RC_MASK 0x6000u
@@ -434,6 +477,7 @@ int main(void)
         cmocka_unit_test(test_nested_resume),
         cmocka_unit_test(test_10000_alive),
         cmocka_unit_test(test_stacks_reused),
+        cmocka_unit_test(test_idle_stacks_are_unmapped),
 #if defined(__x86_64__)
         cmocka_unit_test(test_fp_control_state),
 #endif

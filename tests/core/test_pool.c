@@ -125,6 +125,80 @@ static void test_max_cached_zero(void **state)
     pool_free(p);
 }
 
+/* A burst's excess goes back in two steps (mark, then free in batches);
+ * what a steady load uses stays; an object taken after the mark is not
+ * freed. */
+static void test_idle_objects_are_freed_in_batches(void **state)
+{
+    (void)state;
+    struct hooks h = {0};
+    struct pool_ops ops = {obj_new, obj_reset, obj_free, &h};
+    pool_t *p = pool_new("objs", sizeof(struct obj), 100, &ops);
+    assert_non_null(p);
+
+    /* A burst of 100 at once, then a steady load of 10 at a time. */
+    void *o[100];
+    for (int i = 0; i < 100; i++)
+        o[i] = pool_get(p);
+    for (int i = 0; i < 100; i++)
+        pool_put(p, o[i]);
+    assert_int_equal(pool_mark_idle(p), 0); /* the burst's interval needed all */
+    for (int i = 0; i < 10; i++)
+        o[i] = pool_get(p);
+    for (int i = 0; i < 10; i++)
+        pool_put(p, o[i]);
+    assert_int_equal(pool_mark_idle(p), 90); /* never fewer than 90 cached */
+
+    /* Freed at most max per call; fewer than max means done. */
+    assert_int_equal(pool_free_idle(p, 32), 32);
+    assert_int_equal(h.frees, 32);
+    assert_int_equal(pool_cached(p), 68);
+    /* The steady load takes 10 between two batches: still 58 idle. */
+    for (int i = 0; i < 10; i++)
+        o[i] = pool_get(p);
+    for (int i = 0; i < 10; i++)
+        pool_put(p, o[i]);
+    assert_int_equal(pool_free_idle(p, 32), 32);
+    assert_int_equal(pool_free_idle(p, 32), 26);
+    assert_int_equal(pool_free_idle(p, 32), 0);
+    assert_int_equal(pool_cached(p), 10);
+    assert_int_equal(h.frees, 90);
+
+    /* A get that dips into the idle ones after the mark keeps them. */
+    assert_int_equal(pool_mark_idle(p), 0); /* the last interval took all 10 */
+    assert_int_equal(pool_mark_idle(p), 10);
+    for (int i = 0; i < 4; i++)
+        o[i] = pool_get(p);
+    assert_int_equal(pool_free_idle(p, 32), 6);
+    for (int i = 0; i < 4; i++)
+        pool_put(p, o[i]);
+    assert_int_equal(pool_cached(p), 4);
+    assert_int_equal(h.news, 100);
+    pool_free(p);
+    assert_int_equal(h.frees, 100);
+}
+
+/* Plain blocks (poisoned while cached in ASan builds) are freed cleanly. */
+static void test_idle_plain_blocks(void **state)
+{
+    (void)state;
+    pool_t *p = pool_new("blocks", 64, 8, NULL);
+    void *b[8];
+    for (int i = 0; i < 8; i++)
+        b[i] = pool_get(p);
+    for (int i = 0; i < 8; i++)
+        pool_put(p, b[i]);
+    pool_mark_idle(p);
+    assert_int_equal(pool_mark_idle(p), 8);
+    assert_int_equal(pool_free_idle(p, 100), 8);
+    assert_int_equal(pool_cached(p), 0);
+    char *x = pool_get(p); /* a new block */
+    assert_non_null(x);
+    memset(x, 'x', 64);
+    pool_put(p, x);
+    pool_free(p);
+}
+
 /* ---- buf ---- */
 
 static void test_buf_plain(void **state)
@@ -254,9 +328,14 @@ static void test_buf_detach(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_blocks_reuse_and_counters), cmocka_unit_test(test_hooks_and_bounds),
-        cmocka_unit_test(test_max_cached_zero),           cmocka_unit_test(test_buf_plain),
-        cmocka_unit_test(test_buf_from_pool_block),       cmocka_unit_test(test_buf_detach),
+        cmocka_unit_test(test_blocks_reuse_and_counters),
+        cmocka_unit_test(test_hooks_and_bounds),
+        cmocka_unit_test(test_max_cached_zero),
+        cmocka_unit_test(test_buf_plain),
+        cmocka_unit_test(test_idle_objects_are_freed_in_batches),
+        cmocka_unit_test(test_idle_plain_blocks),
+        cmocka_unit_test(test_buf_from_pool_block),
+        cmocka_unit_test(test_buf_detach),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
