@@ -15,6 +15,7 @@
  * which frees the arenas and the cJSON tree in one place.
  */
 #include "gateway/config.h"
+#include "gateway/config_edge.h"
 #include "gateway/config_load.h"
 #include "gateway/fwdhdr.h"
 #include "gateway/router.h"
@@ -426,7 +427,8 @@ static const char *const BACKEND_KEYS[] = {"name",  "url",          "method",   
                                            "allow", "forward_body", NULL};
 static const char *const ENDPOINT_KEYS[] = {"name",          "method",      "path",
                                             "timeout_ms",    "concurrency", "forward_headers",
-                                            "forward_query", "backends",    NULL};
+                                            "forward_query", "backends",    "auth",
+                                            NULL};
 
 /* Required non-empty name made of is_name_char. */
 static const char *get_name(struct loader *L, const cJSON *obj, const char *path)
@@ -542,6 +544,7 @@ static void parse_endpoint(struct loader *L, const cJSON *e, const char *path,
                 FWD_MAX, ep->n_forward_headers);
     ep->forward_query = cfg_get_str_array(L, e, path, "forward_query", false, false, is_query_char,
                                           "query parameter name", &ep->n_forward_query);
+    cfg_parse_endpoint_auth(L, e, path, cfg, ep);
 
     const cJSON *bs = cJSON_GetObjectItemCaseSensitive(e, "backends");
     cfg_key_path(p, path, "backends");
@@ -639,8 +642,8 @@ static void parse_endpoints(struct loader *L, const cJSON *root, struct config *
 
 /* ---- entry points ---- */
 
-static const char *const TOP_KEYS[] = {"server",     "defaults",  "degraded",
-                                       "access_log", "endpoints", NULL};
+static const char *const TOP_KEYS[] = {"server",    "defaults", "degraded", "access_log",
+                                       "endpoints", "auth",     "tracing",  NULL};
 
 /* len == 0: the size is unknown (a pipe), only that it is over. */
 static void too_big(struct loader *L, const char *source, size_t len)
@@ -710,6 +713,7 @@ static struct config *parse(const char *json, size_t len, const char *source,
     } else {
         cfg_check_keys(&L, L.root, "", TOP_KEYS);
         parse_globals(&L, L.root, cfg);
+        cfg_parse_edge(&L, L.root, cfg);
         parse_endpoints(&L, L.root, cfg);
     }
     cJSON_Delete(L.root);

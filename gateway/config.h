@@ -35,6 +35,9 @@ struct url_part {
 
 enum fallback_kind { FALLBACK_NONE, FALLBACK_DEGRADED, FALLBACK_STATIC };
 
+/* endpoint "auth" (config_edge.c): no token check, or a JWT (auth_conf). */
+enum auth_mode { AUTH_NONE, AUTH_OPTIONAL, AUTH_REQUIRED };
+
 struct backend_conf {
     const char *name;
     const char *url;        /* the template as written */
@@ -69,6 +72,7 @@ struct endpoint_conf {
     size_t n_forward_query;
     struct backend_conf *backends;
     size_t n_backends;
+    enum auth_mode auth; /* AUTH_NONE unless configured */
 };
 
 struct server_conf {
@@ -98,12 +102,42 @@ struct degraded_conf {
     uint32_t snapshot_interval_s;
 };
 
+/* Top-level "auth" (config_edge.c): how JWTs are checked. */
+#define AUTH_ALG_RS256      0x1u
+#define AUTH_ALG_ES256      0x2u
+#define AUTH_MAX_CLAIM_HDRS 16
+struct auth_claim_header {
+    const char *claim;  /* top-level claim name, e.g. "sub" */
+    const char *header; /* header sent to backends, e.g. "X-User-Id" */
+};
+struct auth_conf {
+    bool enabled;          /* the "auth" object is present */
+    const char *jwks_path; /* required when enabled */
+    const char *issuer;    /* NULL: iss not checked */
+    const char **audience; /* n_audience 0: aud not checked */
+    size_t n_audience;
+    unsigned algorithms; /* AUTH_ALG_* bits; default RS256|ES256 */
+    uint32_t leeway_s;   /* default 30 */
+    struct auth_claim_header *claims;
+    size_t n_claims;
+};
+
+/* Top-level "tracing" (config_edge.c): OTLP/HTTP JSON span export. */
+struct tracing_conf {
+    bool enabled;              /* the "tracing" object is present */
+    const char *otlp_endpoint; /* http(s) URL, required when enabled */
+    const char *service_name;  /* default "gateway" */
+    double sample_ratio;       /* 0..1, default 1 */
+};
+
 struct config {
     av_snap_t snap; /* first: the snapshot header of core/avalue.h (zeroed) */
     struct server_conf server;
     struct defaults_conf defaults;
     struct degraded_conf degraded;
     const char *access_log_path; /* "-" stdout, "off", or a file */
+    struct auth_conf auth;
+    struct tracing_conf tracing;
     struct endpoint_conf *endpoints;
     size_t n_endpoints;
     /* private: one arena owns every string and array above */

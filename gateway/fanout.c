@@ -7,15 +7,19 @@
 
 #include "core/errgroup.h"
 #include "core/loop.h"
+#include "gateway/auth.h"
 #include "gateway/degraded.h"
 #include "gateway/merge.h"
 #include "gateway/metrics.h"
+#include "gateway/otel.h"
 #include "gateway/router.h"
 #include "gateway/upstream.h"
 #include "gateway/urlbuild.h"
 
 /* Headers one backend call sends beyond the forwarded ones. */
 #define OWN_HEADERS 3
+/* ... and after the forwarded ones: tracestate, claim headers (auth.c) */
+#define EDGE_HEADERS (1 + AUTH_MAX_CLAIM_HDRS)
 
 const char fanout_key_trace[] = "trace";
 const char fanout_key_request_id[] = "request_id";
@@ -67,10 +71,14 @@ int fanout_prepare(struct request *r, const char *timeout_hdr, const char *trace
         trace_request_id_new(r->request_id);
 
     struct trace_parent client;
-    if (traceparent_hdr && trace_parse(traceparent_hdr, strlen(traceparent_hdr), &client) == 0)
+    if (traceparent_hdr && trace_parse(traceparent_hdr, strlen(traceparent_hdr), &client) == 0) {
         trace_child(&client, &r->trace);
-    else
-        trace_start(&r->trace, TRACE_FLAG_SAMPLED);
+        memcpy(r->parent_span, client.span_id, sizeof r->parent_span);
+        r->has_parent = true;
+        otel_tracestate(&r->tracestate, r->header ? r->header(r->conn, "tracestate") : NULL);
+    } else {
+        trace_start(&r->trace, otel_sample_flags(&r->cfg->tracing));
+    }
     if (!r->ep) return 0;
 
     const struct defaults_conf *d = &r->cfg->defaults;
@@ -123,6 +131,8 @@ static int check_params(struct request *r)
 
 static int visit_header(void *arg, const char *name, const char *value, size_t len, bool cut)
 {
+    const struct request *r = (const void *)((char *)arg - offsetof(struct request, fwd));
+    if (auth_hides_header(r, name)) return 0; /* claim headers come from the token only */
     return fwd_add(arg, name, value, len, cut);
 }
 
@@ -177,6 +187,7 @@ static size_t call_headers(struct backend_call *c, ctx_t *ctx, char own[OWN_HEAD
     size_t n = 0;
     struct trace_parent span;
     trace_child(&r->trace, &span);
+    memcpy(c->span_id, span.span_id, sizeof c->span_id);
     char tp[TRACEPARENT_LEN + 1];
     trace_format(&span, tp);
     snprintf(own[0], sizeof own[0], "traceparent: %s", tp);
@@ -188,7 +199,8 @@ static size_t call_headers(struct backend_call *c, ctx_t *ctx, char own[OWN_HEAD
         hdrs[n] = own[n];
     for (size_t i = 0; i < r->fwd.n_lines; i++)
         hdrs[n++] = fwd_line(&r->fwd, i);
-    return n;
+    if (r->tracestate.len) hdrs[n++] = r->tracestate.data;
+    return n + auth_call_headers(r, hdrs + n, AUTH_MAX_CLAIM_HDRS);
 }
 
 /* The degraded-store key of a call: backend name, resolved URL and the
@@ -206,6 +218,7 @@ static void degraded_key(struct backend_call *c, const char *origin, const buf_t
         rc = v ? buf_append(k, v, r->fwd.value_len[i]) : 0;
         rc = rc ? rc : buf_putc(k, '\0');
     }
+    rc = rc ? rc : auth_key_append(r, k); /* the claims: never served across users */
     if (rc) buf_clear(k); /* no key: neither stored nor served */
 }
 
@@ -281,6 +294,7 @@ static int call_backend(ctx_t *gctx, void *arg)
     struct request *r = c->req;
     const struct backend_conf *b = c->b;
     uint64_t t0 = loop_now(loop_current());
+    c->start_ns = t0;
     uint64_t deadline = t0 + (uint64_t)b->timeout_ms * 1000000u;
     if (deadline > r->deadline_ns) deadline = r->deadline_ns;
     struct upstream_resp resp = {.body = &c->body};
@@ -296,7 +310,7 @@ static int call_backend(ctx_t *gctx, void *arg)
     } else {
         if (b->fallback == FALLBACK_DEGRADED) degraded_key(c, origin, &c->path);
         char own[OWN_HEADERS][192];
-        const char *hdrs[OWN_HEADERS + FWD_MAX];
+        const char *hdrs[OWN_HEADERS + FWD_MAX + EDGE_HEADERS];
         struct upstream_req req = {
             .method = b->method,
             .origin = origin,
@@ -405,6 +419,8 @@ void fanout_cleanup(struct request *r)
     buf_free(&r->degraded_names);
     buf_free(&r->body_in);
     buf_free(&r->query_in);
+    buf_free(&r->auth_hdrs);
+    buf_free(&r->tracestate);
     if (r->ctx) {
         ctx_release(r->ctx);
         r->ctx = NULL;

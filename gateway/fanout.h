@@ -53,6 +53,8 @@ struct backend_call {
     int path_rc;                        /* urlbuild_path's result when it could not be built */
     bool omit;                          /* leave the key out */
     uint64_t dur_ns;
+    uint64_t start_ns;                  /* mono_ns when the call began (otel) */
+    uint8_t span_id[TRACE_SPAN_BYTES];  /* sent in its traceparent; zero: never started */
 };
 
 /* Looks up a request header (case-insensitive name); NULL when absent.
@@ -94,6 +96,13 @@ struct request {
     uint64_t deadline_ns;
     struct trace_parent trace; /* the gateway's span: the client's trace id or a new one */
     char request_id[TRACE_REQUEST_ID_MAX + 1];
+    uint8_t parent_span[TRACE_SPAN_BYTES]; /* the client's span (has_parent) */
+    bool has_parent;                       /* the client sent a valid traceparent */
+
+    /* auth.c: claim headers for every backend call, "Name: value\0" lines */
+    buf_t auth_hdrs;
+    const char *www_auth; /* WWW-Authenticate of a 401, static */
+    buf_t tracestate;     /* otel.c: "tracestate: ..." line to forward, or empty */
 
     /* the answer, filled by fanout_run */
     int status;

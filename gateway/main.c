@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "gateway/accesslog.h"
+#include "gateway/auth.h"
 #include "gateway/config.h"
 #include "gateway/reload.h"
 #include "gateway/server.h"
@@ -28,7 +29,7 @@ static void usage(FILE *f)
                "  -h, --help         this text\n"
                "  -V, --version      print the version\n"
                "\n"
-               "Signals: SIGHUP reloads the configuration and reopens the access log;\n"
+               "Signals: SIGHUP reloads the configuration and the JWKS, reopens the access log;\n"
                "SIGTERM and SIGINT drain and exit.\n");
 }
 
@@ -71,7 +72,9 @@ int main(int argc, char **argv)
     struct config *cfg = reload_load(path);
     if (!cfg) return 1;
     if (check) {
+        int bad = auth_check_config(cfg);
         config_free(cfg);
+        if (bad) return 1;
         printf("%s: ok\n", path);
         return 0;
     }

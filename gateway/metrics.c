@@ -538,5 +538,11 @@ int metrics_render(buf_t *out, struct metrics *const *w, size_t nw, const struct
                         "gateway_config_reloads_total{result=\"ok\"} %" PRIu64 "\n"
                         "gateway_config_reloads_total{result=\"error\"} %" PRIu64 "\n",
                         g ? g->reloads_ok : 0, g ? g->reloads_error : 0);
+    if (!rc)
+        rc = header(out, "gateway_spans_dropped_total", "counter",
+                    "Trace spans dropped: exporter queue full or the collector did not take them.");
+    if (!rc)
+        rc = buf_printf(out, "gateway_spans_dropped_total %" PRIu64 "\n",
+                        g ? g->spans_dropped : 0);
     return rc;
 }

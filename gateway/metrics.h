@@ -32,6 +32,7 @@
  *   gateway_pool_hits_total{pool}, gateway_pool_misses_total{pool} counter
  *   gateway_access_log_dropped_total                         counter
  *   gateway_config_reloads_total{result="ok"|"error"}        counter
+ *   gateway_spans_dropped_total                              counter
  * A request that matched no endpoint is labelled endpoint="none".
  */
 #ifndef GATEWAY_METRICS_H
@@ -66,6 +67,7 @@ struct metrics_globals {
     size_t npools;
     uint64_t access_log_dropped;
     uint64_t reloads_ok, reloads_error;
+    uint64_t spans_dropped; /* otel.c: queue full or export failed */
 };
 
 /* A worker's metrics, all zero. NULL on out-of-memory. Any thread; then only

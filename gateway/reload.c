@@ -14,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gateway/auth.h"
+
 struct reloader {
     struct gateway *gw;
     const char *path;
@@ -59,6 +61,15 @@ static void apply(struct reloader *r, struct config *next)
     fprintf(stderr, "gateway: configuration reloaded from %s\n", r->path);
 }
 
+/* The JWKS (auth.c) on every SIGHUP, also when the config did not change
+ * (key rotation). Called with r->lock held and r->stopped false. */
+static void apply_jwks(struct reloader *r)
+{
+    struct config *now = av_acquire(&r->gw->config);
+    auth_reload(&r->gw->jwks, now);
+    av_release(&r->gw->config, now);
+}
+
 static void reloader_free(struct reloader *r)
 {
     pthread_mutex_destroy(&r->lock);
@@ -77,6 +88,7 @@ static void *reload_main(void *arg)
             config_free(next);
         } else {
             apply(r, next);
+            apply_jwks(r);
             if (r->again) {
                 r->again = false;
                 pthread_mutex_unlock(&r->lock);

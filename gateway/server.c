@@ -20,9 +20,11 @@
 #include "core/errgroup.h"
 #include "core/loop.h"
 #include "gateway/accesslog.h"
+#include "gateway/auth.h"
 #include "gateway/degraded.h"
 #include "gateway/fanout.h"
 #include "gateway/metrics.h"
+#include "gateway/otel.h"
 #include "gateway/router.h"
 #include "gateway/upstream.h"
 
@@ -268,6 +270,7 @@ static void render_metrics(struct gateway *gw, buf_t *out)
         .access_log_dropped = accesslog_dropped(gw->log),
         .reloads_ok = atomic_load_explicit(&gw->reloads_ok, memory_order_relaxed),
         .reloads_error = atomic_load_explicit(&gw->reloads_error, memory_order_relaxed),
+        .spans_dropped = otel_dropped(gw->otel),
     };
     if (metrics_render(out, per, n, &g) != 0) buf_clear(out);
 }
@@ -389,6 +392,12 @@ static struct conn_state *begin(struct worker *w, struct MHD_Connection *conn, c
         return cs;
     }
     if (st) {
+        r->status = st;
+        cs->state = RS_READY;
+        return cs;
+    }
+    if (r->ep->auth != AUTH_NONE && /* JWT: 401 before any backend call */
+        (st = auth_request(r, &w->gw->jwks, header_lookup(conn, "Authorization")))) {
         r->status = st;
         cs->state = RS_READY;
         return cs;
@@ -518,6 +527,7 @@ static enum MHD_Result queue_answer(struct worker *w, struct conn_state *cs)
         add_header(resp, "X-Gateway-Degraded", r->degraded_names.data);
     }
     if (r->status == 405) add_header(resp, MHD_HTTP_HEADER_ALLOW, cs->allow);
+    if (r->status == 401) add_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, r->www_auth);
     if (r->status == 503 && !cs->builtin) add_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, "1");
     if (atomic_load_explicit(&w->gw->draining, memory_order_relaxed) || cs->too_large || cs->close)
         add_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
@@ -621,6 +631,7 @@ static void finish_request(struct worker *w, struct conn_state *cs,
     const char *ep = r->ep ? r->ep->name : NULL;
     metrics_inflight_add(w->metrics, -1);
     metrics_request(w->metrics, ep, status, ms / 1e3);
+    if (!cs->builtin) otel_request(w->gw->otel, r, cs->method, status);
     if (!w->gw->log) return;
     const char *names[r->n_calls + 1];
     size_t nd = 0;

@@ -29,6 +29,8 @@ struct gateway {
     atomic_uint connections; /* open client connections, all workers */
     struct accesslog *log;   /* access_log.path at start */
     atomic_uint_fast64_t reloads_ok, reloads_error;
+    avalue_t jwks;      /* struct jwks snapshots (auth.c); empty without "auth" */
+    struct otel *otel;  /* span exporter (otel.c); NULL without "tracing" */
 };
 
 /* Starts cfg->server.workers threads serving cfg (gw takes ownership of

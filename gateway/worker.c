@@ -21,8 +21,10 @@
 #include "core/ctx.h"
 #include "core/errgroup.h"
 #include "gateway/accesslog.h"
+#include "gateway/auth.h"
 #include "gateway/degraded.h"
 #include "gateway/metrics.h"
+#include "gateway/otel.h"
 #include "gateway/upstream.h"
 
 #define container_of(p, type, member) ((type *)((char *)(p)-offsetof(type, member)))
@@ -258,6 +260,16 @@ int server_start(struct gateway *gw, struct config *cfg)
         return -ENOMEM;
     }
     load_snapshot(gw, cfg);
+    if (auth_start(&gw->jwks, cfg) != 0 ||
+        (cfg->tracing.enabled && !(gw->otel = otel_start(&cfg->tracing)))) {
+        auth_stop(&gw->jwks);
+        degraded_free(gw->degraded);
+        gw->degraded = NULL;
+        accesslog_close(gw->log);
+        gw->log = NULL;
+        config_free(cfg);
+        return -EINVAL;
+    }
     av_init(&gw->config, config_free_snap);
     av_store(&gw->config, cfg);
     atomic_store(&gw->draining, false);
@@ -323,6 +335,9 @@ void server_stop(struct gateway *gw)
     gw->workers = NULL;
     gw->n_workers = 0;
     server_snapshot(gw); /* every worker is gone: the final state */
+    otel_stop(gw->otel); /* exports what the workers queued */
+    gw->otel = NULL;
+    auth_stop(&gw->jwks);
     av_destroy(&gw->config);
     degraded_free(gw->degraded);
     gw->degraded = NULL;

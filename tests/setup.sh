@@ -3,7 +3,7 @@
 # Run as root. Idempotent: skips apt-get when everything is already there.
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config clang libclang-rt-14-dev
-      libmicrohttpd-dev libcurl4-openssl-dev libcjson-dev libcmocka-dev liburcu-dev
+      libmicrohttpd-dev libcurl4-openssl-dev libcjson-dev libcmocka-dev liburcu-dev libssl-dev
       valgrind curl python3 python3-yaml procps)
 missing=()
 for p in "${pkgs[@]}"; do
