@@ -338,7 +338,7 @@ static void test_unknown_keys(void **state)
 {
     (void)state;
     expect_err(WITH("'extra':1"), "extra",
-               "unknown key (expected one of: server, defaults, degraded, access_log, endpoints)");
+               "unknown key (expected one of: server, defaults, degraded, access_log, endpoints, auth, tracing");
     expect_err(WITH("'server':{'lisen':'0.0.0.0:1'}"), "server.lisen",
                "unknown key (expected one of: listen, workers,");
     expect_err(WITH("'defaults':{'timeout':1}"), "defaults.timeout", "unknown key");
@@ -546,6 +546,78 @@ static void test_forwarding_lists(void **state)
     expect_err(EPF("'forward_query':['a=b']"), "endpoints[0].forward_query[0]", "not a valid");
     expect_err(EPF("'forward_query':[null]"), "endpoints[0].forward_query[0]",
                "expected a string, got null");
+}
+
+/* "auth", "tracing" and endpoint "auth" (config_edge.c). */
+static void test_auth_and_tracing(void **state)
+{
+    (void)state;
+    struct config_errors errs;
+    struct config *cfg = parse_q(
+        "{'auth':{'jwks_path':'/k.json','issuer':'https://idp','audience':['a','b'],"
+        "'algorithms':['ES256'],'leeway_s':5,'claims_to_headers':{'sub':'X-User-Id','tid':'X-T'}},"
+        "'tracing':{'otlp_endpoint':'http://127.0.0.1:4318/v1/traces','sample_ratio':0.25},"
+        "'endpoints':[{'name':'e','path':'/a/{id}','auth':'required','backends':[" BE "]},"
+        "{'name':'f','path':'/b','auth':'optional','backends':[" BE0 "]},"
+        "{'name':'g','path':'/c','backends':[" BE0 "]}]}",
+        &errs);
+    if (!cfg) dump(&errs);
+    assert_non_null(cfg);
+    assert_true(cfg->auth.enabled);
+    assert_string_equal(cfg->auth.jwks_path, "/k.json");
+    assert_string_equal(cfg->auth.issuer, "https://idp");
+    assert_int_equal(cfg->auth.n_audience, 2);
+    assert_int_equal(cfg->auth.algorithms, AUTH_ALG_ES256);
+    assert_int_equal(cfg->auth.leeway_s, 5);
+    assert_int_equal(cfg->auth.n_claims, 2);
+    assert_string_equal(cfg->auth.claims[0].claim, "sub");
+    assert_string_equal(cfg->auth.claims[0].header, "X-User-Id");
+    assert_true(cfg->tracing.enabled);
+    assert_string_equal(cfg->tracing.service_name, "gateway");
+    assert_true(cfg->tracing.sample_ratio == 0.25);
+    assert_int_equal(cfg->endpoints[0].auth, AUTH_REQUIRED);
+    assert_int_equal(cfg->endpoints[1].auth, AUTH_OPTIONAL);
+    assert_int_equal(cfg->endpoints[2].auth, AUTH_NONE);
+    config_free(cfg);
+
+    cfg = parse_q(EP1(BE), &errs); /* defaults: both off */
+    assert_non_null(cfg);
+    assert_false(cfg->auth.enabled);
+    assert_false(cfg->tracing.enabled);
+    config_free(cfg);
+    expect_ok(WITH("'auth':{'jwks_path':'k'}"));
+
+    expect_err(WITH("'auth':{}"), "auth.jwks_path", "is required");
+    expect_err(WITH("'auth':{'jwks_path':'k','algorithms':['HS256']}"), "auth.algorithms",
+               "unsupported algorithm \"HS256\"");
+    expect_err(WITH("'auth':{'jwks_path':'k','algorithms':[]}"), "auth.algorithms",
+               "must not be empty");
+    expect_err(WITH("'auth':{'jwks_path':'k','leeway_s':-1}"), "auth.leeway_s", "");
+    expect_err(WITH("'auth':{'jwks_path':'k','audience':'a'}"), "auth.audience",
+               "expected an array of strings");
+    expect_err(WITH("'auth':{'jwks_path':'k','claims_to_headers':{'sub':'X Bad'}}"),
+               "auth.claims_to_headers.sub", "not a valid header name");
+    expect_err(WITH("'auth':{'jwks_path':'k','claims_to_headers':{'sub':'traceparent'}}"),
+               "auth.claims_to_headers.sub", "set by the gateway itself");
+    expect_err(WITH("'auth':{'jwks_path':'k','claims_to_headers':{'sub':'X-U','oid':'x-u'}}"),
+               "auth.claims_to_headers.oid", "duplicate");
+    expect_err(WITH("'auth':{'jwks_path':'k','claims_to_headers':['sub']}"),
+               "auth.claims_to_headers", "expected an object");
+    expect_err(WITH("'auth':{'jwks_path':'k','bogus':1}"), "auth.bogus", "unknown");
+    expect_err(EPF("'auth':'required'"), "endpoints[0].auth", "needs a top-level");
+    expect_err("{'auth':{'jwks_path':'k'},'endpoints':[{'name':'e','path':'/a/{id}','auth':"
+               "'always','backends':[" BE "]}]}",
+               "endpoints[0].auth", "expected \"required\", \"optional\" or null");
+
+    expect_err(WITH("'tracing':{}"), "tracing.otlp_endpoint", "is required");
+    expect_err(WITH("'tracing':{'otlp_endpoint':'grpc://c:4317'}"), "tracing.otlp_endpoint",
+               "must be an http:// or https:// URL");
+    expect_err(WITH("'tracing':{'otlp_endpoint':'http://c/v1/traces','sample_ratio':1.5}"),
+               "tracing.sample_ratio", "from 0 to 1");
+    expect_err(WITH("'tracing':{'otlp_endpoint':'http://c/v1/traces','sample_ratio':'all'}"),
+               "tracing.sample_ratio", "from 0 to 1");
+    expect_err(WITH("'tracing':{'otlp_endpoint':'http://c/v1/traces','service_name':''}"),
+               "tracing.service_name", "must not be empty");
 }
 
 static void test_duplicates(void **state)
@@ -789,6 +861,7 @@ int main(void)
         cmocka_unit_test(test_urls),
         cmocka_unit_test(test_fallback_and_body),
         cmocka_unit_test(test_forwarding_lists),
+        cmocka_unit_test(test_auth_and_tracing),
         cmocka_unit_test(test_duplicates),
         cmocka_unit_test(test_duplicate_routes_one_error_each_capped),
         cmocka_unit_test(test_size_limit),
