@@ -433,14 +433,15 @@ static void test_empty(void **state)
         "gateway_backend_requests_total", "gateway_backend_duration_seconds",
         "gateway_inflight_requests",      "gateway_pool_hits_total",
         "gateway_pool_misses_total",      "gateway_access_log_dropped_total",
-        "gateway_config_reloads_total"};
-    assert_int_equal(e.nf, 9);
-    for (size_t i = 0; i < 9; i++)
+        "gateway_config_reloads_total",   "gateway_spans_dropped_total"};
+    assert_int_equal(e.nf, 10);
+    for (size_t i = 0; i < 10; i++)
         assert_true(find_family(&e, families[i]) >= 0);
     assert_true(get(&e, "gateway_inflight_requests", NULL) == 0);
     assert_true(get(&e, "gateway_access_log_dropped_total", NULL) == 0);
     assert_true(get(&e, "gateway_config_reloads_total", "result", "ok", NULL) == 0);
     assert_true(get(&e, "gateway_config_reloads_total", "result", "error", NULL) == 0);
+    assert_true(get(&e, "gateway_spans_dropped_total", NULL) == 0);
     expo_free(&e);
 }
 
@@ -475,7 +476,8 @@ static void test_sum_three_workers(void **state)
     struct metrics_pool_stat pools[] = {
         {"buf", 10, 2}, {"curl", 5, 1}, {"buf", 7, 3}, {"stack", 0, 4}};
     struct metrics_globals g = {
-        .pools = pools, .npools = 4, .access_log_dropped = 17, .reloads_ok = 2, .reloads_error = 1};
+        .pools = pools, .npools = 4, .access_log_dropped = 17, .reloads_ok = 2, .reloads_error = 1,
+        .spans_dropped = 5};
     struct expo e;
     render_parse(&e, w, 3, &g);
 
@@ -518,6 +520,7 @@ static void test_sum_three_workers(void **state)
     assert_true(get(&e, "gateway_pool_misses_total", "pool", "stack", NULL) == 4);
     assert_int_equal(count_samples(&e, "gateway_pool_hits_total"), 3);
     assert_true(get(&e, "gateway_access_log_dropped_total", NULL) == 17);
+    assert_true(get(&e, "gateway_spans_dropped_total", NULL) == 5);
     assert_true(get(&e, "gateway_config_reloads_total", "result", "ok", NULL) == 2);
     assert_true(get(&e, "gateway_config_reloads_total", "result", "error", NULL) == 1);
     expo_free(&e);
