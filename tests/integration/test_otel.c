@@ -15,7 +15,9 @@
  *     sample_ratio 0 exports nothing for new traces (but honours a sampled
  *     incoming traceparent);
  *   - a collector that is down: every request still succeeds and the spans
- *     are counted in gateway_spans_dropped_total.
+ *     are counted in gateway_spans_dropped_total; a collector that accepts
+ *     and never answers: requests are served while the exporter waits, and
+ *     the batch it waited for is dropped and counted after its timeout.
  * "Nothing was exported" is proven by order: the exporter keeps the order
  * in which spans were queued, so once a later sampled trace has arrived,
  * an earlier one would have too.
@@ -482,6 +484,43 @@ static void collector_down_costs_requests_nothing(void **state)
 #undef e1
 }
 
+static void slow_collector_costs_requests_nothing(void **state)
+{
+    (void)state;
+    int port;
+    int lfd = listen_any(&port); /* accepts, reads, never answers */
+    assert_true(lfd >= 0);
+    struct h_env *e2p = &own;
+#define e2 (*e2p)
+    assert_int_equal(h_mock_start(&e2.mock), 0);
+    char *conf = conf_for(port, "1");
+    assert_int_equal(h_gateway_start(&e2.gw, conf, &e2.mock), 0);
+    free(conf);
+    struct h_resp r;
+    request(&e2, NULL, NULL, &r);
+    h_resp_free(&r);
+    /* the exporter connects and POSTs: from here it waits for an answer */
+    struct pollfd p = {.fd = lfd, .events = POLLIN};
+    assert_int_equal(poll(&p, 1, WAIT_MS), 1);
+    int c = accept(lfd, NULL, NULL);
+    assert_true(c >= 0);
+    p = (struct pollfd){.fd = c, .events = POLLIN};
+    assert_int_equal(poll(&p, 1, WAIT_MS), 1);
+    enum { N = 20 };
+    for (int i = 0; i < N; i++) { /* served while the exporter is stuck */
+        request(&e2, NULL, NULL, &r);
+        h_resp_free(&r);
+    }
+    /* the stuck batch times out on the exporter thread and is counted */
+    double t0 = h_now_ms();
+    while (dropped(&e2) < 4 && h_now_ms() - t0 < WAIT_MS)
+        usleep(20000);
+    assert_true(dropped(&e2) >= 4);
+    close(c);
+    close(lfd);
+#undef e2
+}
+
 int main(int argc, char **argv)
 {
     h_init(argc, argv);
@@ -490,6 +529,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(unsampled_traces_export_nothing),
         cmocka_unit_test_teardown(sample_ratio_zero_exports_only_sampled_parents, own_teardown),
         cmocka_unit_test_teardown(collector_down_costs_requests_nothing, own_teardown),
+        cmocka_unit_test_teardown(slow_collector_costs_requests_nothing, own_teardown),
     };
     int rc = cmocka_run_group_tests_name("otel", tests, group_setup, group_teardown);
     return rc ? rc : h_stop_failed();
