@@ -13,6 +13,11 @@
  * client header of the same name is never forwarded (on any endpoint, so a
  * client cannot inject X-User-Id where auth is off). They are part of the
  * degraded-store key.
+ *
+ * Accepted tokens are cached per worker thread (keyed by their SHA-256,
+ * valid only under the same auth config and key set and within the token's
+ * exp/nbf window), so a client's repeated token costs a hash, not a
+ * signature check.
  */
 #ifndef GATEWAY_AUTH_H
 #define GATEWAY_AUTH_H
@@ -42,6 +47,10 @@ int auth_check_config(const struct config *cfg);
  * r->auth_hdrs holds the claim headers), or 401 with r->out (JSON error) and
  * r->www_auth set. Runs on the worker, synchronously. */
 int auth_request(struct request *r, avalue_t *jwks, const char *authorization);
+
+/* Tokens accepted from this thread's cache of verified tokens so far (for
+ * the tests; see auth.c). */
+uint64_t auth_cache_hits(void);
 
 /* True when name is a claims_to_headers header: not forwarded from the
  * client. */

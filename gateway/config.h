@@ -112,6 +112,7 @@ struct auth_claim_header {
 };
 struct auth_conf {
     bool enabled;          /* the "auth" object is present */
+    uint64_t serial;       /* unique per parsed config (auth.c's token cache) */
     const char *jwks_path; /* required when enabled */
     const char *issuer;    /* NULL: iss not checked */
     const char **audience; /* n_audience 0: aud not checked */

@@ -7,6 +7,7 @@
 #include "gateway/config_edge.h"
 
 #include <ctype.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <strings.h>
 
@@ -115,6 +116,8 @@ static void parse_auth(struct loader *L, const cJSON *root, struct auth_conf *a)
     const cJSON *o = cfg_section(L, root, "", "auth", AUTH_KEYS);
     if (!o) return;
     a->enabled = true;
+    static _Atomic uint64_t serials;
+    a->serial = atomic_fetch_add_explicit(&serials, 1, memory_order_relaxed) + 1;
     if (!cJSON_GetObjectItemCaseSensitive(o, "jwks_path"))
         cfg_err(L, "auth.jwks_path", "is required");
     a->jwks_path = cfg_get_str(L, o, "auth", "jwks_path", false);

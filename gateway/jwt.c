@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +26,7 @@ struct jwk {
 
 struct jwks {
     av_snap_t snap; /* first: publishable through core/avalue.h */
+    uint64_t serial;
     size_t n;
     struct jwk keys[];
 };
@@ -210,6 +212,11 @@ size_t jwks_size(const struct jwks *ks)
     return ks ? ks->n : 0;
 }
 
+uint64_t jwks_serial(const struct jwks *ks)
+{
+    return ks ? ks->serial : 0;
+}
+
 struct jwks *jwks_parse(const char *json, size_t len, char *err, size_t errlen)
 {
     cJSON *root = cJSON_ParseWithLength(json, len);
@@ -243,6 +250,8 @@ struct jwks *jwks_parse(const char *json, size_t len, char *err, size_t errlen)
         }
         ks->n += (size_t)rc;
     }
+    static _Atomic uint64_t serials;
+    ks->serial = atomic_fetch_add_explicit(&serials, 1, memory_order_relaxed) + 1;
     if (ks->n == 0) {
         snprintf(err, errlen, "no usable key (RSA or EC P-256 signing keys)");
         jwks_free(ks);

@@ -72,6 +72,9 @@ struct jwks *jwks_load(const char *path, char *err, size_t errlen);
 void jwks_free(struct jwks *ks);
 /* Number of usable keys. */
 size_t jwks_size(const struct jwks *ks);
+/* A number no other key set of this process has (0 for NULL): what a cache
+ * of verified tokens compares to notice a reload. */
+uint64_t jwks_serial(const struct jwks *ks);
 
 /* Verifies the compact JWS tok[0..len) against ks and p at time now_s (Unix
  * seconds). Returns 0 and, when claims is not NULL, the payload object in
