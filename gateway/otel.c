@@ -284,9 +284,11 @@ static void *exporter_main(void *arg)
         pthread_mutex_lock(&o->mu);
     }
     pthread_mutex_unlock(&o->mu);
-    /* last flush (the workers are gone); once the collector fails, the rest
-     * is dropped rather than waited for batch after batch */
-    while (export_batch(o) && !o->last_failed) {
+    /* last flush (the workers are gone), bounded: once the collector fails
+     * or OTEL_TIMEOUT_MS have passed, the rest is dropped rather than waited
+     * for batch after batch */
+    uint64_t until = mono_ns() + (uint64_t)OTEL_TIMEOUT_MS * 1000000u;
+    while (mono_ns() < until && export_batch(o) && !o->last_failed) {
     }
     struct mpsc_node *node;
     while ((node = mpsc_pop(&o->q))) {

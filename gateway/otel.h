@@ -67,8 +67,10 @@ uint8_t otel_sample_flags(const struct tracing_conf *t);
 /* Starts the exporter thread for t (t->enabled). Strings are copied.
  * Returns NULL (reported on stderr) on failure. */
 struct otel *otel_start(const struct tracing_conf *t);
-/* Stops the thread after one last export of what is queued (bounded by
- * OTEL_TIMEOUT_MS), frees everything. NULL is fine. */
+/* Stops the thread after a last export of what is queued (it may first
+ * finish a POST in progress: at most OTEL_TIMEOUT_MS, then the last flush
+ * takes at most about as long again; what is left is dropped and counted),
+ * frees everything. NULL is fine. */
 void otel_stop(struct otel *o);
 /* Spans dropped (queue full or export failed) and exported, so far. */
 uint64_t otel_dropped(const struct otel *o);
