@@ -155,6 +155,9 @@ static const char *const SERVER_KEYS[] = {"listen",
                                           "connection_timeout_s",
                                           "max_request_body_bytes",
                                           "shutdown_timeout_ms",
+                                          "max_header_bytes",
+                                          "header_timeout_ms",
+                                          "drain_accept_ms",
                                           NULL};
 static const char *const DEFAULTS_KEYS[] = {"timeout_ms",         "max_timeout_ms",
                                             "backend_timeout_ms", "max_response_bytes",
@@ -175,6 +178,9 @@ static void parse_globals(struct loader *L, const cJSON *root, struct config *cf
     sv->connection_timeout_s = 30;
     sv->max_request_body_bytes = 1048576;
     sv->shutdown_timeout_ms = 10000;
+    sv->max_header_bytes = 16384;
+    sv->header_timeout_ms = 10000;
+    sv->drain_accept_ms = 500;
     const cJSON *o = cfg_section(L, root, "", "server", SERVER_KEYS);
     if (o) {
         const char *listen = cfg_get_str(L, o, "server", "listen", false);
@@ -188,6 +194,9 @@ static void parse_globals(struct loader *L, const cJSON *root, struct config *cf
         CFG_GET_INT(L, o, "server", "max_request_body_bytes", 0, INT_LIMIT,
                     sv->max_request_body_bytes);
         CFG_GET_INT(L, o, "server", "shutdown_timeout_ms", 0, INT_LIMIT, sv->shutdown_timeout_ms);
+        CFG_GET_INT(L, o, "server", "max_header_bytes", 1024, 1048576, sv->max_header_bytes);
+        CFG_GET_INT(L, o, "server", "header_timeout_ms", 100, 3600000, sv->header_timeout_ms);
+        CFG_GET_INT(L, o, "server", "drain_accept_ms", 0, 60000, sv->drain_accept_ms);
     }
     if (sv->workers == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);

@@ -85,6 +85,9 @@ struct server_conf {
     unsigned connection_timeout_s; /* 0: idle connections never time out */
     size_t max_request_body_bytes;
     uint32_t shutdown_timeout_ms;
+    size_t max_header_bytes;    /* request line + headers; more is a 431 */
+    uint32_t header_timeout_ms; /* to receive a request's headers (and its body's grace) */
+    uint32_t drain_accept_ms;   /* after SIGTERM, keep accepting (answering 503) this long */
 };
 
 struct defaults_conf {

@@ -141,6 +141,9 @@ static void test_demo_config(void **state)
     assert_int_equal(cfg->server.connection_timeout_s, 30);
     assert_int_equal(cfg->server.max_request_body_bytes, 1048576);
     assert_int_equal(cfg->server.shutdown_timeout_ms, 10000);
+    assert_int_equal(cfg->server.max_header_bytes, 16384);
+    assert_int_equal(cfg->server.header_timeout_ms, 10000);
+    assert_int_equal(cfg->server.drain_accept_ms, 500);
     assert_int_equal(cfg->defaults.timeout_ms, 1000);
     assert_int_equal(cfg->defaults.max_timeout_ms, 10000);
     assert_int_equal(cfg->defaults.backend_timeout_ms, 1000);
@@ -370,6 +373,22 @@ static void test_types_and_ranges(void **state)
                 "server.workers: must be between 0 and 1024, got -1");
     expect_err(WITH("'server':{'max_connections':0}"), "server.max_connections",
                "must be >= 1, got 0");
+    expect_line(WITH("'server':{'max_header_bytes':1023}"),
+                "server.max_header_bytes: must be between 1024 and 1048576, got 1023");
+    expect_err(WITH("'server':{'max_header_bytes':1048577}"), "server.max_header_bytes",
+               "between 1024 and 1048576");
+    expect_err(WITH("'server':{'max_header_bytes':'16k'}"), "server.max_header_bytes",
+               "expected an integer, got a string");
+    expect_line(WITH("'server':{'header_timeout_ms':99}"),
+                "server.header_timeout_ms: must be between 100 and 3600000, got 99");
+    expect_err(WITH("'server':{'header_timeout_ms':3600001}"), "server.header_timeout_ms",
+               "between 100 and 3600000");
+    expect_line(WITH("'server':{'drain_accept_ms':-1}"),
+                "server.drain_accept_ms: must be between 0 and 60000, got -1");
+    expect_err(WITH("'server':{'drain_accept_ms':60001}"), "server.drain_accept_ms",
+               "between 0 and 60000");
+    expect_ok(WITH("'server':{'max_header_bytes':1024,'header_timeout_ms':100,"
+                   "'drain_accept_ms':0}"));
     expect_err(WITH("'server':{'listen':8080}"), "server.listen",
                "expected a string, got a number");
     expect_err(WITH("'defaults':{'timeout_ms':0}"), "defaults.timeout_ms", ">= 1");
