@@ -23,6 +23,7 @@
 #include "gateway/auth.h"
 #include "gateway/degraded.h"
 #include "gateway/fanout.h"
+#include "gateway/framing.h"
 #include "gateway/metrics.h"
 #include "gateway/otel.h"
 #include "gateway/router.h"
@@ -33,11 +34,6 @@
 /* ctx_cancel causes: the client hung up (logged as 499), shutdown. */
 #define CAUSE_CLIENT_GONE 499
 #define CAUSE_SHUTDOWN    503
-
-/* libmicrohttpd's memory per client connection: the request line and
- * headers must fit (a larger header block gets 431), plus its I/O buffers.
- * Its default, 32 KiB, costs 8 MiB resident at 256 connections. */
-#define CONN_MEMORY (16 * 1024)
 
 /* Where a request is, seen from libmicrohttpd. */
 enum req_state {
@@ -57,6 +53,14 @@ struct conn_watch {
     bool registered;
     bool peer_closed;
     bool over_limit; /* beyond server.max_connections: answer 503, close */
+    /* Header (then body) deadline: armed when the connection opens and
+     * after each answer, stopped when the headers are in; re-armed for the
+     * body (see arm_body_deadline). On expiry: 408 and close. */
+    loop_timer_t deadline;
+    struct worker *w;
+    int fd;
+    struct conn_state *reading; /* the request whose body is being read */
+    bool request_started;       /* its request line is in (on_uri) */
 };
 
 /* What server.c keeps beside struct request. */
@@ -69,6 +73,9 @@ struct conn_state {
     bool builtin;
     bool close; /* answer with Connection: close */
     char allow[ROUTE_ALLOW_MAX];
+    struct httpcheck_body body; /* what the headers say of the body */
+    uint64_t body_started;      /* loop_now() when the headers were in */
+    uint64_t body_received;
     const char *content_type;
     struct timespec arrived; /* wall clock, for the access log */
     char method[16];
@@ -299,16 +306,30 @@ static bool is_builtin(const char *path)
            strcmp(path, "/metrics") == 0;
 }
 
-/* First call for a request: headers are in. Route it and make its state;
- * nothing is queued yet (queueing in the first call makes libmicrohttpd
- * close the connection: PERF-NOTES knob 3). */
+/* Routes method and path; HEAD is answered like GET (RFC 9110 9.3.2): the
+ * GET endpoint runs, its backends are called with their own method, and
+ * libmicrohttpd sends the headers without the body. */
+static int route(const struct config *cfg, const char *method, const char *url,
+                 struct route_match *m)
+{
+    size_t len = strlen(url);
+    int rc = router_match(cfg, method, url, len, m);
+    if (rc != 405 || strcmp(method, "HEAD") != 0) {
+        if (rc == 405 && strstr(m->allow, "GET") && strlen(m->allow) + 6 < sizeof m->allow)
+            strcat(m->allow, ", HEAD");
+        return rc;
+    }
+    return router_match(cfg, "GET", url, len, m);
+}
+
+/* First call for a request: headers are in. Check its framing, route it and
+ * make its state. */
 static struct conn_state *begin(struct worker *w, struct MHD_Connection *conn, const char *url,
-                                const char *method)
+                                const char *method, const char *version)
 {
     const struct config *cfg = av_acquire(&w->gw->config);
     struct route_match m;
-    size_t path_len = strlen(url);
-    int rc = is_builtin(url) ? 0 : router_match(cfg, method, url, path_len, &m);
+    int rc = is_builtin(url) ? 0 : route(cfg, method, url, &m);
     size_t n_calls = rc == 200 ? m.ep->n_backends : 0;
     struct conn_state *cs = calloc(1, sizeof *cs + n_calls * sizeof(struct backend_call));
     if (!cs) {
@@ -354,6 +375,14 @@ static struct conn_state *begin(struct worker *w, struct MHD_Connection *conn, c
     int st =
         fanout_prepare(r, header_lookup(conn, "X-Request-Timeout-Ms"),
                        header_lookup(conn, "traceparent"), header_lookup(conn, "X-Request-Id"));
+    const char *why;
+    int bad =
+        framing_check(conn, version, cfg->server.max_header_bytes, w->conn_memory, &cs->body, &why);
+    if (bad) {
+        cs->close = true;
+        json_answer(cs, bad, why);
+        return cs;
+    }
     if (atomic_load_explicit(&w->gw->draining, memory_order_relaxed) && !is_builtin(url)) {
         json_answer(cs, 503, "draining");
         return cs;
@@ -436,37 +465,138 @@ static void on_client_event(loop_t *loop, loop_io_t *io, uint32_t revents)
     }
 }
 
+static struct conn_watch *watch_of(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci ? ci->socket_context : NULL;
+}
+
+/* ---- header and body deadlines (server.header_timeout_ms) ---- */
+
+static uint32_t header_timeout_ms(struct worker *w)
+{
+    const struct config *cfg = av_acquire(&w->gw->config);
+    uint32_t ms = cfg->server.header_timeout_ms;
+    av_release(&w->gw->config, (void *)cfg);
+    return ms;
+}
+
+/* The whole header block must arrive within header_timeout_ms of the
+ * connection opening or of the previous answer (so a byte every few seconds
+ * cannot hold a connection, and a kept-alive connection idles at most that
+ * long between requests). */
+static void arm_header_deadline(struct conn_watch *cw)
+{
+    if (!cw) return;
+    cw->reading = NULL;
+    cw->request_started = false;
+    loop_timer_start(cw->w->loop, &cw->deadline,
+                     loop_now(cw->w->loop) + (uint64_t)header_timeout_ms(cw->w) * 1000000ull);
+}
+
+/* The minimum body rate: a body must be in within header_timeout_ms of its
+ * headers plus one second per KiB (its Content-Length, or for a chunked
+ * body what has arrived so far): 1 KiB/s on average after that grace. */
+static void arm_body_deadline(struct conn_watch *cw, struct conn_state *cs)
+{
+    uint64_t bytes = cs->body.has_length ? cs->body.content_length : cs->body_received;
+    uint64_t ms = cs->req.cfg->server.header_timeout_ms + bytes * 1000 / 1024;
+    cw->reading = cs;
+    loop_timer_start(cw->w->loop, &cw->deadline, cs->body_started + ms * 1000000ull);
+}
+
+static void stop_deadline(struct conn_watch *cw)
+{
+    if (!cw) return;
+    cw->reading = NULL;
+    loop_timer_stop(cw->w->loop, &cw->deadline);
+}
+
+/* The deadline passed while libmicrohttpd reads headers or a body: nothing
+ * was written on this request yet, so we answer 408 on the socket
+ * ourselves (libmicrohttpd cannot queue an answer before the request is
+ * in) and shut the socket down; libmicrohttpd then reads EOF and closes
+ * the connection (the request, if it began, ends logged as 408). A
+ * kept-alive connection on which no request line arrived is closed without
+ * an answer: a client that sends its next request just then would take an
+ * unsolicited 408 for its answer, while a plain close lets it retry. */
+static void on_deadline(loop_t *loop, loop_timer_t *t)
+{
+    (void)loop;
+    static const char answer[] =
+        "HTTP/1.1 408 Request Timeout\r\n"
+        "Content-Type: application/json\r\n"
+        "Connection: close\r\n"
+        "Content-Length: 62\r\n\r\n"
+        "{\"error\":\"request timeout\",\"backend\":null,\"request_id\":null}";
+    struct conn_watch *cw = container_of(t, struct conn_watch, deadline);
+    cw->w->mhd_run_needed = true;
+    if (!cw->reading && !cw->request_started) {
+        shutdown(cw->fd, SHUT_RDWR);
+        return;
+    }
+    if (cw->reading) { /* logged as 408, not as a hang-up */
+        cw->reading->req.status = 408;
+        cw->reading = NULL;
+    }
+    char sink[4096]; /* unread input would turn the close into a reset */
+    while (recv(cw->fd, sink, sizeof sink, MSG_DONTWAIT) > 0)
+        continue;
+    ssize_t n = send(cw->fd, answer, sizeof answer - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+    (void)n; /* a client that does not read gets the close alone */
+    shutdown(cw->fd, SHUT_RDWR);
+}
+
+/* libmicrohttpd has a request line: a request began on this connection.
+ * Returns the request's initial context: none (begin() makes it). */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    (void)cls;
+    (void)uri;
+    struct conn_watch *cw = watch_of(conn);
+    if (cw) cw->request_started = true;
+    return NULL;
+}
+
 static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
                           enum MHD_ConnectionNotificationCode toe)
 {
-    (void)conn;
     struct worker *w = cls;
     struct conn_watch *cw = *socket_context;
     if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
         cw = calloc(1, sizeof *cw);
         *socket_context = cw;
         unsigned n = atomic_fetch_add_explicit(&w->gw->connections, 1, memory_order_relaxed);
-        if (cw) cw->over_limit = n >= w->max_connections;
+        w->n_conns++;
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        if (!cw) return;
+        cw->over_limit = n >= w->max_connections;
+        cw->w = w;
+        cw->fd = ci ? ci->connect_fd : -1;
+        loop_timer_init(&cw->deadline, on_deadline);
+        if (cw->fd >= 0) arm_header_deadline(cw);
         return;
     }
     atomic_fetch_sub_explicit(&w->gw->connections, 1, memory_order_relaxed);
-    if (!cw) return;
-    if (cw->registered) loop_io_stop(w->loop, &cw->io);
-    free(cw);
-    *socket_context = NULL;
+    w->n_conns--;
+    if (cw) {
+        if (cw->registered) loop_io_stop(w->loop, &cw->io);
+        loop_timer_stop(w->loop, &cw->deadline);
+        free(cw);
+        *socket_context = NULL;
+    }
+    worker_maybe_stop(w);
 }
 
 /* Watches the client's fd while its request is suspended. */
 static void watch_client(struct worker *w, struct conn_state *cs)
 {
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(cs->conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-    struct conn_watch *cw = ci ? ci->socket_context : NULL;
+    struct conn_watch *cw = watch_of(cs->conn);
     if (!cw) return;
     if (!cw->registered) {
-        ci = MHD_get_connection_info(cs->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-        if (!ci || loop_io_start(w->loop, &cw->io, ci->connect_fd, EPOLLRDHUP | EPOLLET,
-                                 on_client_event) < 0)
+        if (loop_io_start(w->loop, &cw->io, cw->fd, EPOLLRDHUP | EPOLLET, on_client_event) < 0)
             return;
         cw->registered = true;
     }
@@ -536,72 +666,75 @@ static enum MHD_Result queue_answer(struct worker *w, struct conn_state *cs)
     return ret;
 }
 
-struct cl_check {
-    const char *first;
-    bool differ;
-};
-
-static enum MHD_Result check_cl(void *cls, enum MHD_ValueKind kind, const char *key,
-                                const char *value)
+static bool expects_body(const struct conn_state *cs)
 {
-    (void)kind;
-    struct cl_check *c = cls;
-    if (strcasecmp(key, "Content-Length") == 0 && value && strcmp(value, c->first) != 0)
-        c->differ = true;
+    return cs->body.chunked || (cs->body.has_length && cs->body.content_length > 0);
+}
+
+/* The first call's decisions, before any body byte is read. An answer
+ * known already (an error, 404, 405, a built-in, draining) goes out at once
+ * when a body follows: queued in this first call, libmicrohttpd sends no
+ * 100 Continue, never reads the body and closes the connection after the
+ * answer. Without a body it waits for the next call, which keeps the
+ * connection alive (PERF-NOTES knob 3). */
+static enum MHD_Result first_call(struct worker *w, struct conn_state *cs)
+{
+    struct conn_watch *cw = watch_of(cs->conn);
+    stop_deadline(cw);
+    if (cs->state == RS_FANOUT && cs->body.has_length &&
+        cs->body.content_length > cs->req.cfg->server.max_request_body_bytes) {
+        cs->too_large = true;
+        json_answer(cs, 413, "request body too large");
+    }
+    if (cs->state == RS_READY && (cs->close || cs->too_large || expects_body(cs))) {
+        cs->close = true;
+        return queue_answer(w, cs);
+    }
+    if (cs->state == RS_FANOUT && expects_body(cs) && cw) {
+        cs->body_started = loop_now(w->loop);
+        arm_body_deadline(cw, cs);
+    }
     return MHD_YES;
 }
 
-/* True when every Content-Length header says the same as the first. */
-static bool content_length_single(struct MHD_Connection *conn, const char *first)
+/* A piece of the body arrived. */
+static void take_upload(struct conn_state *cs, const char *upload, size_t n)
 {
-    struct cl_check c = {first, false};
-    MHD_get_connection_values(conn, MHD_HEADER_KIND, check_cl, &c);
-    return !c.differ;
+    struct request *r = &cs->req;
+    cs->body_received += n;
+    if (cs->body.chunked) { /* the allowance grows with what arrived */
+        struct conn_watch *cw = watch_of(cs->conn);
+        if (cw && cw->reading == cs) arm_body_deadline(cw, cs);
+    }
+    if (cs->state != RS_FANOUT) return; /* answer known already: discard the body */
+    if (r->body_in.len + n > r->cfg->server.max_request_body_bytes) {
+        cs->too_large = true; /* chunked, no Content-Length: answered at the end */
+        json_answer(cs, 413, "request body too large");
+    } else if (buf_append(&r->body_in, upload, n)) {
+        cs->close = true;
+        json_answer(cs, 503, "out of memory");
+    }
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version, const char *upload,
                                   size_t *upload_size, void **con_cls)
 {
-    (void)version;
     struct worker *w = cls;
     struct conn_state *cs = *con_cls;
     if (!cs) {
-        cs = begin(w, conn, url, method);
+        cs = begin(w, conn, framing_origin_path(url), method, version);
         *con_cls = cs;
-        if (!cs) return MHD_NO;
-        const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
-        if (cl && cs->state == RS_FANOUT && !content_length_single(conn, cl)) {
-            /* RFC 9112 6.3: differing lengths are a 400 (and a smuggling
-             * risk behind another proxy); libmicrohttpd takes the first. */
-            cs->close = true;
-            json_answer(cs, 400, "conflicting Content-Length headers");
-            return queue_answer(w, cs);
-        }
-        if (cl && cs->state == RS_FANOUT &&
-            strtoull(cl, NULL, 10) > cs->req.cfg->server.max_request_body_bytes) {
-            /* Refuse before reading the body; queueing in this first call
-             * makes libmicrohttpd close the connection, as it should. */
-            cs->too_large = true;
-            json_answer(cs, 413, "request body too large");
-            return queue_answer(w, cs);
-        }
-        return MHD_YES;
+        return cs ? first_call(w, cs) : MHD_NO;
     }
     struct request *r = &cs->req;
     if (*upload_size) {
         size_t n = *upload_size;
         *upload_size = 0;
-        if (cs->state != RS_FANOUT) return MHD_YES; /* answer known already: discard the body */
-        if (r->body_in.len + n > r->cfg->server.max_request_body_bytes) {
-            cs->too_large = true; /* chunked, no Content-Length: answered at the end */
-            json_answer(cs, 413, "request body too large");
-        } else if (buf_append(&r->body_in, upload, n)) {
-            cs->close = true;
-            json_answer(cs, 503, "out of memory");
-        }
+        take_upload(cs, upload, n);
         return MHD_YES;
     }
+    stop_deadline(watch_of(conn)); /* the body is in (or there was none) */
     switch (cs->state) {
     case RS_FANOUT:
         r->body = r->body_in.data;
@@ -635,7 +768,10 @@ static void finish_request(struct worker *w, struct conn_state *cs,
     if (!w->gw->log) return;
     const char *names[r->n_calls + 1];
     size_t nd = 0;
-    for (size_t i = 0; i < r->n_calls; i++)
+    /* A client that hung up (or half-closed: RFC 9112 9.6 allows it, but we
+     * cannot tell it from a hang-up, so it is one) is a 499, and the
+     * backends whose calls it cancelled are not named as degraded. */
+    for (size_t i = 0; i < r->n_calls && !cs->hung_up; i++)
         if (r->calls[i].outcome >= OUT_DEGRADED) names[nd++] = r->calls[i].b->name;
     char trace_id[2 * TRACE_ID_BYTES + 1];
     trace_hex(r->trace.trace_id, TRACE_ID_BYTES, trace_id);
@@ -656,10 +792,9 @@ static void finish_request(struct worker *w, struct conn_state *cs,
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
-    (void)conn;
-    (void)toe;
     struct worker *w = cls;
     struct conn_state *cs = *con_cls;
+    if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK) arm_header_deadline(watch_of(conn));
     if (!cs) return;
     *con_cls = NULL;
     struct request *r = &cs->req;
@@ -674,47 +809,47 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 int http_listen(struct worker *w, const struct config *cfg)
 {
     const struct server_conf *s = &cfg->server;
-    struct sockaddr_storage ss;
-    socklen_t len;
-    if (server_sockaddr(s, &ss, &len) != 0) return -EINVAL;
-    unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
-    if (ss.ss_family == AF_INET6) flags |= MHD_USE_IPv6;
+    /* Connections come from listener.c (MHD_add_connection). */
+    unsigned flags =
+        MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG | MHD_USE_NO_LISTEN_SOCKET;
     /* server.max_connections is per process and counted by on_connection,
      * which answers 503 beyond it; libmicrohttpd's own per-daemon limit only
      * backs that up (beyond it connections are refused without an answer). */
     w->max_connections = s->max_connections;
     unsigned per_worker = s->max_connections + 256;
+    w->max_pending = per_worker;
+    w->listen_fd = -1;
+    w->conn_memory = framing_conn_memory(s->max_header_bytes);
     w->mhd = MHD_start_daemon(
-        flags, s->port, NULL, NULL, on_request, w, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-        MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1, MHD_OPTION_UNESCAPE_CALLBACK,
-        unescape_none, NULL, MHD_OPTION_NOTIFY_COMPLETED, on_completed, w,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)s->connection_timeout_s,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONN_MEMORY, MHD_OPTION_NOTIFY_CONNECTION,
-        on_connection, w, MHD_OPTION_CONNECTION_LIMIT, per_worker, MHD_OPTION_LISTEN_BACKLOG_SIZE,
-        1024u, MHD_OPTION_END);
+        flags, 0, NULL, NULL, on_request, w, MHD_OPTION_UNESCAPE_CALLBACK, unescape_none, NULL,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, w, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)s->connection_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, w->conn_memory,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, w, MHD_OPTION_URI_LOG_CALLBACK, on_uri, w,
+        MHD_OPTION_CONNECTION_LIMIT, per_worker, MHD_OPTION_END);
     if (!w->mhd) {
-        fprintf(stderr, "gateway: cannot listen on %s (address in use or not allowed)\n",
-                s->listen);
-        return -EADDRINUSE;
+        fprintf(stderr, "gateway: cannot start the HTTP server for %s\n", s->listen);
+        return -EIO;
     }
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(w->mhd, MHD_DAEMON_INFO_EPOLL_FD);
     if (!di || loop_io_start(w->loop, &w->mhd_io, di->epoll_fd, EPOLLIN, on_mhd_io) < 0)
         return -EIO;
     loop_timer_init(&w->mhd_timer, on_mhd_timer);
     loop_hook_add(w->loop, &w->mhd_prepare, on_mhd_prepare);
+    int rc = listener_open(w, s);
+    if (rc) return rc;
     mhd_run(w);
     return 0;
 }
 
 void http_stop_accepting(struct worker *w)
 {
-    MHD_socket ls = MHD_quiesce_daemon(w->mhd);
-    if (ls != MHD_INVALID_SOCKET) close(ls);
+    listener_stop_accepting(w);
 }
 
 void http_close(struct worker *w)
 {
     if (!w->mhd) return;
+    listener_close(w);
     loop_io_stop(w->loop, &w->mhd_io);
     loop_timer_stop(w->loop, &w->mhd_timer);
     loop_hook_remove(w->loop, &w->mhd_prepare);

@@ -95,7 +95,26 @@ static void on_sweep(loop_t *loop, loop_timer_t *t)
 
 void worker_maybe_stop(struct worker *w)
 {
-    if (w->stopping && w->n_live == 0) loop_stop(w->loop);
+    if (!w->stopping || w->n_live != 0) return;
+    if (!w->accepting || (!w->listener_open && w->n_conns == 0)) loop_stop(w->loop);
+}
+
+/* The drain window is over: close the listener. Connections accepted in the
+ * window whose request has not arrived yet get the same window again to
+ * send it (each is answered 503 with Connection: close); the worker stops
+ * as soon as none is open. */
+static void on_drain_timer(loop_t *loop, loop_timer_t *t)
+{
+    struct worker *w = container_of(t, struct worker, drain_timer);
+    if (w->listener_open) {
+        http_stop_accepting(w);
+        w->listener_open = false;
+        loop_timer_start(loop, t, loop_now(loop) + w->drain_ns);
+        worker_maybe_stop(w);
+        return;
+    }
+    w->accepting = false;
+    worker_maybe_stop(w);
 }
 
 /* The shutdown timeout passed: cancel what still runs; each answers at once. */
@@ -114,16 +133,23 @@ static void on_stop_timer(loop_t *loop, loop_timer_t *t)
     loop_timer_start(loop, t, loop_now(loop) + STOP_GRACE_NS);
 }
 
+/* SIGTERM: readiness is off already (gw->draining). The listener keeps
+ * accepting for server.drain_accept_ms, so what is in its backlog is
+ * answered 503 with Connection: close instead of being reset, then closes;
+ * in-flight requests get shutdown_timeout_ms from now. */
 static void worker_begin_stop(void *arg)
 {
     struct worker *w = arg;
     w->stopping = true;
-    http_stop_accepting(w);
     const struct config *cfg = av_acquire(&w->gw->config);
+    uint64_t now = loop_now(w->loop);
+    w->drain_ns = (uint64_t)cfg->server.drain_accept_ms * 1000000ull;
     loop_timer_start(w->loop, &w->stop_timer,
-                     loop_now(w->loop) + (uint64_t)cfg->server.shutdown_timeout_ms * 1000000ull);
+                     now + (uint64_t)cfg->server.shutdown_timeout_ms * 1000000ull);
     av_release(&w->gw->config, (void *)cfg);
-    worker_maybe_stop(w);
+    w->accepting = true;
+    w->listener_open = true;
+    loop_timer_start(w->loop, &w->drain_timer, now + w->drain_ns);
 }
 
 static void *worker_main(void *arg)
@@ -133,6 +159,7 @@ static void *worker_main(void *arg)
     w->loop = loop_new();
     if (w->loop) {
         loop_timer_init(&w->stop_timer, on_stop_timer);
+        loop_timer_init(&w->drain_timer, on_drain_timer);
         w->buf_pool = pool_new("buffer", BUF_BLOCK, BUF_POOL_MAX, NULL);
         w->up = w->buf_pool ? upstream_new(w->loop) : NULL;
         const struct config *cfg = av_acquire(&w->gw->config);
@@ -151,6 +178,7 @@ static void *worker_main(void *arg)
     if (!w->loop) return NULL;
 
     loop_timer_stop(w->loop, &w->stop_timer);
+    loop_timer_stop(w->loop, &w->drain_timer);
     http_close(w);
     upstream_free(w->up);
     /* The loop itself is freed by server_stop after the join: a

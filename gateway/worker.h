@@ -21,6 +21,7 @@
 #include "gateway/server.h"
 
 struct request;
+struct pending;
 
 struct worker {
     struct gateway *gw;
@@ -32,7 +33,13 @@ struct worker {
     atomic_bool ready; /* release: loop, pools, upstream set up (for scrapes) */
 
     loop_t *loop;
-    struct MHD_Daemon *mhd;
+    struct MHD_Daemon *mhd; /* no listening socket of its own: see listener.c */
+    int listen_fd;          /* -1 once closed */
+    loop_io_t listen_io;
+    struct pending *pending; /* accepted, first header block not checked yet */
+    char *peek;              /* server.max_header_bytes + 1 */
+    size_t peek_cap;
+    unsigned max_pending; /* connections (pending or not) beyond which accept closes */
     loop_io_t mhd_io;
     loop_timer_t mhd_timer;
     loop_hook_t mhd_prepare;
@@ -46,7 +53,13 @@ struct worker {
     loop_timer_t stop_timer;
     loop_timer_t sweep_timer; /* worker.c: gives back what a burst left */
     bool sweeping;            /* idle objects left to free, a batch per tick */
+    loop_timer_t drain_timer; /* server.drain_accept_ms after SIGTERM */
+    uint64_t drain_ns;
+    bool accepting;     /* in the drain window: do not stop yet */
+    bool listener_open; /* the drain window has not closed the listener yet */
+    unsigned n_conns;   /* client connections open on this worker */
     unsigned max_connections;
+    size_t conn_memory; /* libmicrohttpd's pool per connection (server.c) */
     pool_t *buf_pool;        /* small blocks for backend bodies and answers */
     struct metrics *metrics; /* written by this worker only; scraped by any */
 };
@@ -63,6 +76,15 @@ void http_stop_accepting(struct worker *w);
 void http_cancel_running(struct worker *w);
 /* server.c: stops the daemon (no request may be suspended). */
 void http_close(struct worker *w);
+
+/* listener.c: opens w's listening socket (SO_REUSEPORT) on its loop; each
+ * new connection's first header block is checked there, then handed to
+ * libmicrohttpd. 0 or -errno (reported on stderr). */
+int listener_open(struct worker *w, const struct server_conf *s);
+/* listener.c: closes the listening socket; pending connections go on. */
+void listener_stop_accepting(struct worker *w);
+/* listener.c: closes the listening socket and every pending connection. */
+void listener_close(struct worker *w);
 
 /* worker.c: stops w's loop once it drains and has no live request. */
 void worker_maybe_stop(struct worker *w);
