@@ -182,7 +182,7 @@ static void on_pending_io(loop_t *loop, loop_io_t *io, uint32_t revents)
         p->got_bytes = true;
         loop_timer_start(w->loop, &p->timer, p->header_deadline);
     }
-    char method[16], target[256];
+    char method[16] = "", target[256] = ""; /* filled as far as the request line parsed */
     const char *why = NULL;
     int st = httpcheck_raw(w->peek, (size_t)n, w->peek_cap - 1, method, sizeof method, target,
                            sizeof target, &why);

@@ -140,6 +140,10 @@ static void smuggle_cl_and_te(void **state)
 {
     (void)state;
     refused(POST "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400);
+    /* refused before libmicrohttpd saw it, and still in the access log */
+    assert_true(h_gateway_log_wait(
+        &env.gw, "\"method\":\"POST\",\"path\":\"/api/post/1\",\"endpoint\":null,\"status\":400",
+        10000));
 }
 
 static void smuggle_two_te(void **state)
