@@ -303,14 +303,18 @@ static void unwanted_body_answered_at_once(void **state)
     }
 }
 
-/* Headers of 7.8, 8, 12 and 16 KiB and just over the 16 KiB limit on a
+/* Headers of 7.8, 8, 12 and 16 KiB, just over the 16 KiB limit and more, on a
  * POST: each gets either its full 200 (the backend called once) or exactly
  * one 431 (the backend not called); over the limit it is the 431. */
 static void header_sizes(void **state)
 {
     (void)state;
-    const size_t sizes[] = {7987, 8192, 12288, 16384 - 200, 16384, 16385, 20000};
-    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+    const size_t sizes[] = {7987, 8192, 12288, 16384 - 200, 16384, 16385, 20000, 40000};
+    /* as a connection's first request (checked by the listener), then as a
+     * later one (checked in the access handler, from libmicrohttpd's pool) */
+    for (size_t k = 0; k < 2 * sizeof sizes / sizeof sizes[0]; k++) {
+        size_t i = k % (sizeof sizes / sizeof sizes[0]);
+        bool later = k >= sizeof sizes / sizeof sizes[0];
         assert_int_equal(h_mock_reset(&env.mock), 0);
         char start[128];
         int sl = snprintf(start, sizeof start,
@@ -328,6 +332,7 @@ static void header_sizes(void **state)
         p += sprintf(p, "\r\n\r\n{}");
         assert_int_equal((size_t)(p - req), total);
         int fd = h_connect(env.gw.port);
+        if (later) warm_up(fd);
         assert_int_equal(h_send_all(fd, req, total), 0);
         free(req);
         char *raw = NULL;
@@ -335,9 +340,14 @@ static void header_sizes(void **state)
         char prefix[32];
         snprintf(prefix, sizeof prefix, "/echo/p/s%zu", i);
         size_t calls = log_count(prefix);
-        fprintf(stderr, "header block %zu bytes: %ld, backend calls %zu\n", sizes[i], st, calls);
+        fprintf(stderr, "header block %zu bytes (%s request): %ld, backend calls %zu\n", sizes[i],
+                later ? "later" : "first", st, calls);
         assert_non_null(raw);
-        assert_int_equal(count_of(raw, "HTTP/1.1 "), 1);
+        if (count_of(raw, "HTTP/1.1 ") != 1) fprintf(stderr, "%s\n", raw);
+        /* A later request's block that libmicrohttpd reads but whose Cookie
+         * copy does not fit its pool (here 40000 bytes) is answered by
+         * libmicrohttpd, twice (README "HTTP rules"): closed either way. */
+        if (!(later && sizes[i] > 2 * 16384)) assert_int_equal(count_of(raw, "HTTP/1.1 "), 1);
         if (st == 200) {
             assert_int_equal(calls, 1);
             assert_non_null(strstr(raw, "\"p\":"));
