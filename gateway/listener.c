@@ -243,6 +243,9 @@ static void start_pending(struct worker *w, int fd, const struct sockaddr_storag
     p->header_deadline = p->start_ns + ms * 1000000ull;
     if (idle_ms && idle_ms < ms) ms = idle_ms;
     loop_timer_start(w->loop, &p->timer, p->start_ns + ms * 1000000ull);
+    /* The request often comes with the handshake: look now rather than
+     * after the next epoll_wait (edge-triggered: nothing is missed). */
+    on_pending_io(w->loop, &p->io, 0);
 }
 
 static void on_listen_io(loop_t *loop, loop_io_t *io, uint32_t revents)
