@@ -81,10 +81,13 @@ static void pending_free(struct pending *p)
     worker_maybe_stop(w);
 }
 
+/* Unregisters before closing: once closed, the fd number may already be
+ * another worker's new connection. */
 static void pending_close(struct pending *p)
 {
-    close(p->fd);
+    int fd = p->fd;
     pending_free(p);
+    close(fd);
 }
 
 /* The access-log record and metrics of a request refused here. */
