@@ -259,10 +259,12 @@ static void render_metrics(struct gateway *gw, buf_t *out)
     struct metrics_pool_stat pools[2 * gw->n_workers];
     size_t np = 0;
     size_t n = 0;
+    pthread_mutex_lock(&gw->scrape_lock);
     for (int i = 0; i < gw->n_workers; i++) {
         struct worker *w = gw->workers[i];
         /* A worker still starting has no pools yet; ready is released
-         * after they are made. */
+         * after they are made. One that stops turns unready under
+         * scrape_lock before it frees them. */
         if (!w || !atomic_load_explicit(&w->ready, memory_order_acquire)) continue;
         per[n++] = w->metrics;
         const pool_t *ps[2] = {w->buf_pool, w->up ? upstream_handle_pool(w->up) : NULL};
@@ -271,6 +273,7 @@ static void render_metrics(struct gateway *gw, buf_t *out)
                 pools[np++] = (struct metrics_pool_stat){pool_name(ps[j]), pool_hits(ps[j]),
                                                          pool_misses(ps[j])};
     }
+    pthread_mutex_unlock(&gw->scrape_lock);
     struct metrics_globals g = {
         .pools = pools,
         .npools = np,

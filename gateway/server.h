@@ -12,6 +12,7 @@
 #define GATEWAY_SERVER_H
 
 #include <stdatomic.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -31,6 +32,10 @@ struct gateway {
     atomic_uint_fast64_t reloads_ok, reloads_error;
     avalue_t jwks;      /* struct jwks snapshots (auth.c); empty without "auth" */
     struct otel *otel;  /* span exporter (otel.c); NULL without "tracing" */
+    /* Held by a /metrics scrape while it reads the other workers' pools,
+     * and by a stopping worker while it turns unready (before it frees
+     * them). Cold paths only. */
+    pthread_mutex_t scrape_lock;
 };
 
 /* Starts cfg->server.workers threads serving cfg (gw takes ownership of

@@ -179,6 +179,10 @@ static void *worker_main(void *arg)
 
     loop_timer_stop(w->loop, &w->stop_timer);
     loop_timer_stop(w->loop, &w->drain_timer);
+    /* Another worker's /metrics scrape may be reading our pools. */
+    pthread_mutex_lock(&w->gw->scrape_lock);
+    atomic_store_explicit(&w->ready, false, memory_order_relaxed);
+    pthread_mutex_unlock(&w->gw->scrape_lock);
     http_close(w);
     upstream_free(w->up);
     /* The loop itself is freed by server_stop after the join: a
@@ -267,6 +271,7 @@ static void load_snapshot(struct gateway *gw, const struct config *cfg)
 
 int server_start(struct gateway *gw, struct config *cfg)
 {
+    pthread_mutex_init(&gw->scrape_lock, NULL);
     coro_configure(&(struct coro_config){.pool_max = CORO_POOL_MAX});
     int rc = check_port_free(&cfg->server);
     if (rc) {
@@ -347,12 +352,17 @@ void server_stop(struct gateway *gw)
         if (w && w->running && w->start_err == 0)
             loop_submit(w->loop, worker_begin_stop, w);
     }
+    /* Join them all before freeing any: a running worker's scrape reads
+     * the others' metrics. */
+    for (int i = 0; i < gw->n_workers; i++) {
+        struct worker *w = gw->workers[i];
+        if (w && w->running)
+            pthread_join(w->thread, NULL);
+    }
     for (int i = 0; i < gw->n_workers; i++) {
         struct worker *w = gw->workers[i];
         if (!w)
             continue;
-        if (w->running)
-            pthread_join(w->thread, NULL);
         if (w->loop)
             loop_free(w->loop);
         sem_destroy(&w->started);
@@ -371,4 +381,5 @@ void server_stop(struct gateway *gw)
     gw->degraded = NULL;
     accesslog_close(gw->log); /* flushes what the workers queued */
     gw->log = NULL;
+    pthread_mutex_destroy(&gw->scrape_lock);
 }
