@@ -17,6 +17,7 @@
 #include "gateway/config.h"
 #include "gateway/config_edge.h"
 #include "gateway/config_load.h"
+#include "gateway/config_web.h"
 #include "gateway/fwdhdr.h"
 #include "gateway/router.h"
 
@@ -158,10 +159,12 @@ static const char *const SERVER_KEYS[] = {"listen",
                                           "max_header_bytes",
                                           "header_timeout_ms",
                                           "drain_accept_ms",
+                                          "tls",
+                                          "gzip",
                                           NULL};
 static const char *const DEFAULTS_KEYS[] = {"timeout_ms",         "max_timeout_ms",
                                             "backend_timeout_ms", "max_response_bytes",
-                                            "concurrency",        NULL};
+                                            "concurrency",        "cors", NULL};
 static const char *const DEGRADED_KEYS[] = {"max_entries", "max_stale_s", "snapshot_path",
                                             "snapshot_interval_s", NULL};
 static const char *const ACCESS_LOG_KEYS[] = {"path", NULL};
@@ -197,6 +200,7 @@ static void parse_globals(struct loader *L, const cJSON *root, struct config *cf
         CFG_GET_INT(L, o, "server", "max_header_bytes", 1024, 1048576, sv->max_header_bytes);
         CFG_GET_INT(L, o, "server", "header_timeout_ms", 100, 3600000, sv->header_timeout_ms);
         CFG_GET_INT(L, o, "server", "drain_accept_ms", 0, 60000, sv->drain_accept_ms);
+        cfg_parse_server_web(L, o, sv);
     }
     if (sv->workers == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -216,6 +220,7 @@ static void parse_globals(struct loader *L, const cJSON *root, struct config *cf
         CFG_GET_INT(L, o, "defaults", "backend_timeout_ms", 1, INT_LIMIT, d->backend_timeout_ms);
         CFG_GET_INT(L, o, "defaults", "max_response_bytes", 1, INT_LIMIT, d->max_response_bytes);
         CFG_GET_INT(L, o, "defaults", "concurrency", 1, 65535, d->concurrency);
+        d->cors = cfg_parse_cors(L, o, "defaults");
     }
 
     struct degraded_conf *g = &cfg->degraded;
@@ -437,6 +442,7 @@ static const char *const BACKEND_KEYS[] = {"name",  "url",          "method",   
 static const char *const ENDPOINT_KEYS[] = {"name",          "method",      "path",
                                             "timeout_ms",    "concurrency", "forward_headers",
                                             "forward_query", "backends",    "auth",
+                                            "cors",
                                             NULL};
 
 /* Required non-empty name made of is_name_char. */
@@ -554,6 +560,8 @@ static void parse_endpoint(struct loader *L, const cJSON *e, const char *path,
     ep->forward_query = cfg_get_str_array(L, e, path, "forward_query", false, false, is_query_char,
                                           "query parameter name", &ep->n_forward_query);
     cfg_parse_endpoint_auth(L, e, path, cfg, ep);
+    const struct cors_conf *cors = cfg_parse_cors(L, e, path);
+    ep->cors = cors ? cors : cfg->defaults.cors;
 
     const cJSON *bs = cJSON_GetObjectItemCaseSensitive(e, "backends");
     cfg_key_path(p, path, "backends");

@@ -56,6 +56,16 @@ struct backend_conf {
     size_t max_response_bytes; /* defaults.max_response_bytes */
 };
 
+/* "cors" in defaults or an endpoint (config_web.c). */
+struct cors_conf {
+    const char **origins; /* exact "scheme://host[:port]" values */
+    size_t n_origins;
+    bool any_origin;           /* "*" among them */
+    const char *allow_headers; /* joined with ", "; NULL: none */
+    bool allow_credentials;    /* default false */
+    uint32_t max_age_s;        /* default 600 */
+};
+
 struct endpoint_conf {
     const char *name;
     const char *method;     /* "GET", "POST", ... (default "GET") */
@@ -73,6 +83,7 @@ struct endpoint_conf {
     struct backend_conf *backends;
     size_t n_backends;
     enum auth_mode auth; /* AUTH_NONE unless configured */
+    const struct cors_conf *cors; /* own, else defaults.cors; NULL: no CORS */
 };
 
 struct server_conf {
@@ -88,6 +99,14 @@ struct server_conf {
     size_t max_header_bytes;    /* request line + headers; more is a 431 */
     uint32_t header_timeout_ms; /* to receive a request's headers (and its body's grace) */
     uint32_t drain_accept_ms;   /* after SIGTERM, keep accepting (answering 503) this long */
+    /* server.tls (config_web.c): NULL cert: plain HTTP. Both files load at
+     * parse time (so --check and a reload see a bad pair); tls.c loads them
+     * again for the listener at start and on SIGHUP. */
+    const char *tls_cert, *tls_key;
+    /* server.gzip (config_web.c): off unless the object is present. */
+    bool gzip;
+    size_t gzip_min_bytes; /* default 1024 */
+    int gzip_level;        /* 1..9, default 1 */
 };
 
 struct defaults_conf {
@@ -96,6 +115,7 @@ struct defaults_conf {
     uint32_t backend_timeout_ms;
     size_t max_response_bytes;
     int concurrency;
+    const struct cors_conf *cors; /* defaults.cors; NULL: none */
 };
 
 struct degraded_conf {

@@ -18,6 +18,11 @@
  * header block that is not complete within server.header_timeout_ms (408)
  * or grows over server.max_header_bytes (431).
  *
+ * With server.tls the bytes are encrypted: a connection goes to
+ * libmicrohttpd (which does the handshake) at once, and every request on
+ * it, the first too, is checked by the access handler only, as later
+ * requests are below (server.c's header deadline covers the handshake).
+ *
  * Later requests on a kept-alive connection are read by libmicrohttpd
  * directly: the access handler checks them (server.c) and only the few
  * Content-Length values libmicrohttpd cannot parse still get its doubled
@@ -215,6 +220,11 @@ static void on_pending_timer(loop_t *loop, loop_timer_t *t)
 static void start_pending(struct worker *w, int fd, const struct sockaddr_storage *addr,
                           socklen_t len)
 {
+    if (w->tls) { /* encrypted: nothing to peek at (see the top comment) */
+        MHD_add_connection(w->mhd, fd, (const struct sockaddr *)addr, len);
+        w->mhd_run_needed = true;
+        return;
+    }
     struct pending *p = calloc(1, sizeof *p);
     if (!p) {
         close(fd);

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "gateway/auth.h"
+#include "gateway/tls.h"
 
 struct reloader {
     struct gateway *gw;
@@ -59,6 +60,7 @@ static void apply(struct reloader *r, struct config *next)
     av_store(&gw->config, next);
     atomic_fetch_add(&gw->reloads_ok, 1);
     fprintf(stderr, "gateway: configuration reloaded from %s\n", r->path);
+    tls_reload(next); /* the files may have changed under the same paths */
 }
 
 /* The JWKS (auth.c) on every SIGHUP, also when the config did not change

@@ -21,12 +21,15 @@
 #include "core/loop.h"
 #include "gateway/accesslog.h"
 #include "gateway/auth.h"
+#include "gateway/cors.h"
 #include "gateway/degraded.h"
 #include "gateway/fanout.h"
 #include "gateway/framing.h"
+#include "gateway/gzip.h"
 #include "gateway/metrics.h"
 #include "gateway/otel.h"
 #include "gateway/router.h"
+#include "gateway/tls.h"
 #include "gateway/upstream.h"
 
 #define container_of(p, type, member) ((type *)((char *)(p)-offsetof(type, member)))
@@ -79,6 +82,8 @@ struct conn_state {
     const char *content_type;
     struct timespec arrived; /* wall clock, for the access log */
     char method[16];
+    const struct cors_conf *preflight; /* a CORS preflight the gateway answers */
+    char *preflight_methods;           /* its Access-Control-Allow-Methods */
     const char *block;  /* libmicrohttpd's header block (the method starts it) */
     char *path;         /* copy of the raw path, for the access log */
     struct request req; /* last: ends with the calls */
@@ -325,6 +330,25 @@ static int route(const struct config *cfg, const char *method, const char *url,
     return router_match(cfg, "GET", url, len, m);
 }
 
+/* A CORS preflight (OPTIONS with Access-Control-Request-Method) for a route
+ * whose endpoint has "cors": answered 204 here, no backend called. Other
+ * OPTIONS requests go on as before (405 unless an endpoint routes them).
+ * allow: the path's methods (router's 405 list), or NULL. */
+static bool preflight(const struct config *cfg, struct conn_state *cs, const char *method,
+                      const char *url, const char *allow)
+{
+    const char *want = header_lookup(cs->conn, "Access-Control-Request-Method");
+    struct route_match pm;
+    if (strcmp(method, "OPTIONS") != 0 || !want || route(cfg, want, url, &pm) != 200 ||
+        !pm.ep->cors)
+        return false;
+    cs->preflight = pm.ep->cors;
+    cs->preflight_methods = strdup(allow ? allow : want);
+    cs->req.status = 204;
+    cs->state = RS_READY;
+    return true;
+}
+
 /* First call for a request: headers are in. Check its framing, route it and
  * make its state. */
 static struct conn_state *begin(struct worker *w, struct MHD_Connection *conn, const char *url,
@@ -410,6 +434,7 @@ static struct conn_state *begin(struct worker *w, struct MHD_Connection *conn, c
         }
         return cs;
     }
+    if (preflight(cfg, cs, method, url, rc == 405 ? m.allow : NULL)) return cs;
     if (rc == 404) {
         json_answer(cs, 404, "not found");
         return cs;
@@ -535,7 +560,7 @@ static void on_deadline(loop_t *loop, loop_timer_t *t)
         "{\"error\":\"request timeout\",\"backend\":null,\"request_id\":null}";
     struct conn_watch *cw = container_of(t, struct conn_watch, deadline);
     cw->w->mhd_run_needed = true;
-    if (!cw->reading && !cw->request_started) {
+    if (cw->w->tls || (!cw->reading && !cw->request_started)) { /* no plain text into TLS */
         shutdown(cw->fd, SHUT_RDWR);
         return;
     }
@@ -643,12 +668,37 @@ static void add_header(struct MHD_Response *resp, const char *name, const char *
     if (value && *value) MHD_add_response_header(resp, name, value);
 }
 
+/* server.gzip: an endpoint's answer (not a built-in's, not a preflight) is
+ * gzip-eligible; it is compressed when the client accepts gzip and the body
+ * has at least min_bytes. *vary: add Vary: Accept-Encoding. */
+static struct MHD_Response *make_response(struct conn_state *cs, bool *vary, bool *gz)
+{
+    struct request *r = &cs->req;
+    const struct server_conf *s = &r->cfg->server;
+    *vary = s->gzip && r->ep && !cs->builtin && !cs->preflight;
+    *gz = false;
+    const void *out;
+    size_t n;
+    if (*vary && r->out.len >= s->gzip_min_bytes && r->out.len &&
+        gzip_accepts(header_lookup(cs->conn, MHD_HTTP_HEADER_ACCEPT_ENCODING)) &&
+        gzip_compress(s->gzip_level, r->out.data, r->out.len, &out, &n) == 0) {
+        *gz = true;
+        return MHD_create_response_from_buffer(n, (void *)out, MHD_RESPMEM_MUST_COPY);
+    }
+    return MHD_create_response_from_buffer(r->out.len, r->out.data, MHD_RESPMEM_MUST_COPY);
+}
+
 static enum MHD_Result queue_answer(struct worker *w, struct conn_state *cs)
 {
     struct request *r = &cs->req;
-    struct MHD_Response *resp =
-        MHD_create_response_from_buffer(r->out.len, r->out.data, MHD_RESPMEM_MUST_COPY);
+    bool vary, gz;
+    struct MHD_Response *resp = make_response(cs, &vary, &gz);
     if (!resp) return MHD_NO;
+    if (vary) add_header(resp, MHD_HTTP_HEADER_VARY, MHD_HTTP_HEADER_ACCEPT_ENCODING);
+    if (gz) add_header(resp, MHD_HTTP_HEADER_CONTENT_ENCODING, "gzip");
+    const struct cors_conf *cors = cs->preflight ? cs->preflight : r->ep ? r->ep->cors : NULL;
+    if (cors)
+        cors_headers(resp, cors, header_lookup(cs->conn, "Origin"), cs->preflight_methods);
     char tp[TRACEPARENT_LEN + 1];
     trace_format(&r->trace, tp);
     add_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, cs->content_type);
@@ -806,7 +856,23 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     av_release(&w->gw->config, (void *)r->cfg);
     live_remove(w, r);
     free(cs->path);
+    free(cs->preflight_methods);
     free(cs);
+}
+
+/* As in http_listen, plus libmicrohttpd's TLS: the certificate comes from
+ * tls.c's callback (reloadable), TLS 1.2 and 1.3 only. */
+static struct MHD_Daemon *start_tls_daemon(struct worker *w, unsigned flags,
+                                           const struct server_conf *s)
+{
+    unsigned per_worker = s->max_connections + 256;
+    return MHD_start_daemon(
+        flags, 0, NULL, NULL, on_request, w, MHD_OPTION_UNESCAPE_CALLBACK, unescape_none, NULL,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, w, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)s->connection_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, w->conn_memory,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, w, MHD_OPTION_URI_LOG_CALLBACK, on_uri, w,
+        MHD_OPTION_CONNECTION_LIMIT, per_worker, MHD_OPTION_HTTPS_PRIORITIES, TLS_PRIORITIES,
+        MHD_OPTION_HTTPS_CERT_CALLBACK, tls_cert_callback(), MHD_OPTION_END);
 }
 
 int http_listen(struct worker *w, const struct config *cfg)
@@ -823,7 +889,15 @@ int http_listen(struct worker *w, const struct config *cfg)
     w->max_pending = per_worker;
     w->listen_fd = -1;
     w->conn_memory = framing_conn_memory(s->max_header_bytes);
-    w->mhd = MHD_start_daemon(
+    w->tls = s->tls_cert != NULL;
+    if (w->tls) {
+        if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES) {
+            fprintf(stderr, "gateway: server.tls: libmicrohttpd was built without TLS\n");
+            return -ENOTSUP;
+        }
+        flags |= MHD_USE_TLS;
+    }
+    w->mhd = w->tls ? start_tls_daemon(w, flags, s) : MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, w, MHD_OPTION_UNESCAPE_CALLBACK, unescape_none, NULL,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, w, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)s->connection_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, w->conn_memory,
@@ -858,6 +932,7 @@ void http_close(struct worker *w)
     loop_hook_remove(w->loop, &w->mhd_prepare);
     MHD_stop_daemon(w->mhd);
     w->mhd = NULL;
+    gzip_thread_free();
 }
 
 void http_cancel_running(struct worker *w)

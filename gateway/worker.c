@@ -4,6 +4,7 @@
  * the degraded snapshot. The HTTP side of a request is server.c.
  */
 #include "gateway/worker.h"
+#include "gateway/tls.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -274,6 +275,7 @@ int server_start(struct gateway *gw, struct config *cfg)
     pthread_mutex_init(&gw->scrape_lock, NULL);
     coro_configure(&(struct coro_config){.pool_max = CORO_POOL_MAX});
     int rc = check_port_free(&cfg->server);
+    if (!rc && tls_start(cfg)) rc = -EINVAL;
     if (rc) {
         config_free(cfg);
         return rc;
@@ -372,6 +374,7 @@ void server_stop(struct gateway *gw)
     free(gw->workers);
     gw->workers = NULL;
     gw->n_workers = 0;
+    tls_stop(); /* no handshake left */
     server_snapshot(gw); /* every worker is gone: the final state */
     otel_stop(gw->otel); /* exports what the workers queued */
     gw->otel = NULL;

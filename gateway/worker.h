@@ -34,6 +34,7 @@ struct worker {
 
     loop_t *loop;
     struct MHD_Daemon *mhd; /* no listening socket of its own: see listener.c */
+    bool tls;               /* server.tls at start: connections skip the peek */
     int listen_fd;          /* -1 once closed */
     loop_io_t listen_io;
     struct pending *pending; /* accepted, first header block not checked yet */

@@ -4,7 +4,8 @@
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config clang libclang-rt-14-dev
       libmicrohttpd-dev libcurl4-openssl-dev libcjson-dev libcmocka-dev liburcu-dev libssl-dev
-      valgrind curl python3 python3-yaml procps)
+      valgrind curl python3 python3-yaml procps
+      zlib1g-dev libgnutls28-dev openssl)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
