@@ -337,11 +337,10 @@ static int route(const struct config *cfg, const char *method, const char *url,
 static bool preflight(const struct config *cfg, struct conn_state *cs, const char *method,
                       const char *url, const char *allow)
 {
+    if (strcmp(method, "OPTIONS") != 0) return false;
     const char *want = header_lookup(cs->conn, "Access-Control-Request-Method");
     struct route_match pm;
-    if (strcmp(method, "OPTIONS") != 0 || !want || route(cfg, want, url, &pm) != 200 ||
-        !pm.ep->cors)
-        return false;
+    if (!want || route(cfg, want, url, &pm) != 200 || !pm.ep->cors) return false;
     cs->preflight = pm.ep->cors;
     cs->preflight_methods = strdup(allow ? allow : want);
     cs->req.status = 204;
@@ -560,13 +559,16 @@ static void on_deadline(loop_t *loop, loop_timer_t *t)
         "{\"error\":\"request timeout\",\"backend\":null,\"request_id\":null}";
     struct conn_watch *cw = container_of(t, struct conn_watch, deadline);
     cw->w->mhd_run_needed = true;
-    if (cw->w->tls || (!cw->reading && !cw->request_started)) { /* no plain text into TLS */
-        shutdown(cw->fd, SHUT_RDWR);
-        return;
-    }
     if (cw->reading) { /* logged as 408, not as a hang-up */
         cw->reading->req.status = 408;
         cw->reading = NULL;
+    } else if (!cw->request_started) {
+        shutdown(cw->fd, SHUT_RDWR);
+        return;
+    }
+    if (cw->w->tls) { /* the 408 cannot go in clear text into a TLS stream */
+        shutdown(cw->fd, SHUT_RDWR);
+        return;
     }
     char sink[4096]; /* unread input would turn the close into a reset */
     while (recv(cw->fd, sink, sizeof sink, MSG_DONTWAIT) > 0)
@@ -701,7 +703,7 @@ static enum MHD_Result queue_answer(struct worker *w, struct conn_state *cs)
         cors_headers(resp, cors, header_lookup(cs->conn, "Origin"), cs->preflight_methods);
     char tp[TRACEPARENT_LEN + 1];
     trace_format(&r->trace, tp);
-    add_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, cs->content_type);
+    add_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, r->status == 204 ? NULL : cs->content_type);
     add_header(resp, "X-Request-Id", r->request_id);
     add_header(resp, "traceparent", tp);
     if (r->n_calls) add_header(resp, "Server-Timing", r->timing.data);
