@@ -113,6 +113,65 @@ static bool parse_port(const char *s, size_t n, uint16_t *port)
 
 /* ---- server, defaults, degraded, access_log ---- */
 
+/* ---- upstream transport: "client" and the "upstream" section ---- */
+
+static const char *const UPSTREAM_KEYS[] = {"max_idle_per_origin", "idle_timeout_s",
+                                            "connect_timeout_ms", "dns_refresh_s", NULL};
+
+/* Optional "client": "auto" | "curl" | "native" of obj; *out unchanged when
+ * absent or wrong (reported). */
+static void get_client(struct loader *L, const cJSON *obj, const char *path,
+                       enum upstream_client *out)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, "client");
+    if (!v) return;
+    char p[PATH_MAX_LEN];
+    cfg_key_path(p, path, "client");
+    if (!cJSON_IsString(v)) {
+        cfg_err(L, p, "expected \"auto\", \"curl\" or \"native\", got %s", cfg_type_name(v));
+    } else if (strcmp(v->valuestring, "auto") == 0) {
+        *out = CLIENT_AUTO;
+    } else if (strcmp(v->valuestring, "curl") == 0) {
+        *out = CLIENT_CURL;
+    } else if (strcmp(v->valuestring, "native") == 0) {
+        *out = CLIENT_NATIVE;
+    } else {
+        cfg_err(L, p, "must be \"auto\", \"curl\" or \"native\", got \"%s\"", v->valuestring);
+    }
+}
+
+/* A backend's transport: its own "client" or the default; auto picks native
+ * for http:// and curl for https://, where native is an error. */
+static void backend_client(struct loader *L, const cJSON *b, const char *path,
+                           const struct config *cfg, struct backend_conf *be)
+{
+    enum upstream_client c = cfg->defaults.client;
+    get_client(L, b, path, &c);
+    bool https = be->url && strncmp(be->url, "https://", 8) == 0;
+    if (c == CLIENT_NATIVE && https) {
+        char p[PATH_MAX_LEN];
+        const bool own = cJSON_GetObjectItemCaseSensitive(b, "client") != NULL;
+        cfg_err(L, own ? cfg_key_path(p, path, "client") : "defaults.client",
+                "\"native\" speaks plain http only; %s is https (use \"auto\" or \"curl\")",
+                own ? "the url" : path);
+    }
+    be->client = c == CLIENT_AUTO ? (https ? CLIENT_CURL : CLIENT_NATIVE) : c;
+}
+
+static void parse_upstream(struct loader *L, const cJSON *root, struct upstream_conf *u)
+{
+    u->max_idle_per_origin = 256;
+    u->idle_timeout_s = 60;
+    u->connect_timeout_ms = 1000;
+    u->dns_refresh_s = 30;
+    const cJSON *o = cfg_section(L, root, "", "upstream", UPSTREAM_KEYS);
+    if (!o) return;
+    CFG_GET_INT(L, o, "upstream", "max_idle_per_origin", 0, 65535, u->max_idle_per_origin);
+    CFG_GET_INT(L, o, "upstream", "idle_timeout_s", 1, 86400, u->idle_timeout_s);
+    CFG_GET_INT(L, o, "upstream", "connect_timeout_ms", 1, INT_LIMIT, u->connect_timeout_ms);
+    CFG_GET_INT(L, o, "upstream", "dns_refresh_s", 1, 86400, u->dns_refresh_s);
+}
+
 static void parse_listen(struct loader *L, const char *path, const char *s, struct server_conf *sv)
 {
     const char *host, *colon;
@@ -164,7 +223,8 @@ static const char *const SERVER_KEYS[] = {"listen",
                                           NULL};
 static const char *const DEFAULTS_KEYS[] = {"timeout_ms",         "max_timeout_ms",
                                             "backend_timeout_ms", "max_response_bytes",
-                                            "concurrency",        "cors", NULL};
+                                            "concurrency",        "cors",
+                                            "client",             NULL};
 static const char *const DEGRADED_KEYS[] = {"max_entries", "max_stale_s", "snapshot_path",
                                             "snapshot_interval_s", NULL};
 static const char *const ACCESS_LOG_KEYS[] = {"path", NULL};
@@ -221,7 +281,9 @@ static void parse_globals(struct loader *L, const cJSON *root, struct config *cf
         CFG_GET_INT(L, o, "defaults", "max_response_bytes", 1, INT_LIMIT, d->max_response_bytes);
         CFG_GET_INT(L, o, "defaults", "concurrency", 1, 65535, d->concurrency);
         d->cors = cfg_parse_cors(L, o, "defaults");
+        get_client(L, o, "defaults", &d->client);
     }
+    parse_upstream(L, root, &cfg->upstream);
 
     struct degraded_conf *g = &cfg->degraded;
     g->max_entries = 100000;
@@ -438,7 +500,7 @@ static void parse_url(struct loader *L, const char *path, const char *u,
 
 static const char *const BACKEND_KEYS[] = {"name",  "url",          "method",   "timeout_ms",
                                            "key",   "required",     "fallback", "static",
-                                           "allow", "forward_body", NULL};
+                                           "allow", "forward_body", "client",   NULL};
 static const char *const ENDPOINT_KEYS[] = {"name",          "method",      "path",
                                             "timeout_ms",    "concurrency", "forward_headers",
                                             "forward_query", "backends",    "auth",
@@ -483,6 +545,7 @@ static void parse_backend(struct loader *L, const cJSON *b, const char *path,
         cfg_err(L, cfg_key_path(p, path, "url"), "is required");
     be->url = cfg_get_str(L, b, path, "url", false);
     if (be->url) parse_url(L, cfg_key_path(p, path, "url"), be->url, ep, route_ok, be);
+    backend_client(L, b, path, cfg, be);
     be->method = get_method(L, b, path);
     CFG_GET_INT(L, b, path, "timeout_ms", 1, INT_LIMIT, be->timeout_ms);
     be->key = cfg_get_str(L, b, path, "key", true);
@@ -660,7 +723,8 @@ static void parse_endpoints(struct loader *L, const cJSON *root, struct config *
 /* ---- entry points ---- */
 
 static const char *const TOP_KEYS[] = {"server",    "defaults", "degraded", "access_log",
-                                       "endpoints", "auth",     "tracing",  NULL};
+                                       "endpoints", "auth",     "tracing",  "upstream",
+                                       NULL};
 
 /* len == 0: the size is unknown (a pipe), only that it is over. */
 static void too_big(struct loader *L, const char *source, size_t len)

@@ -38,6 +38,18 @@ enum fallback_kind { FALLBACK_NONE, FALLBACK_DEGRADED, FALLBACK_STATIC };
 /* endpoint "auth" (config_edge.c): no token check, or a JWT (auth_conf). */
 enum auth_mode { AUTH_NONE, AUTH_OPTIONAL, AUTH_REQUIRED };
 
+/* Which upstream transport a backend uses ("client"): auto = native for
+ * http://, curl for https://. */
+enum upstream_client { CLIENT_AUTO, CLIENT_CURL, CLIENT_NATIVE };
+
+/* The top-level "upstream" section: the native transport's pool. */
+struct upstream_conf {
+    uint32_t max_idle_per_origin; /* idle keep-alive connections per origin and worker */
+    uint32_t idle_timeout_s;      /* an idle connection older than this is closed */
+    uint32_t connect_timeout_ms;
+    uint32_t dns_refresh_s; /* how often the resolver thread re-resolves a name */
+};
+
 struct backend_conf {
     const char *name;
     const char *url;        /* the template as written */
@@ -54,6 +66,7 @@ struct backend_conf {
     size_t n_allow;
     bool forward_body;
     size_t max_response_bytes; /* defaults.max_response_bytes */
+    enum upstream_client client; /* resolved: CLIENT_CURL or CLIENT_NATIVE, never AUTO */
 };
 
 /* "cors" in defaults or an endpoint (config_web.c). */
@@ -116,6 +129,7 @@ struct defaults_conf {
     size_t max_response_bytes;
     int concurrency;
     const struct cors_conf *cors; /* defaults.cors; NULL: none */
+    enum upstream_client client; /* as written (default CLIENT_AUTO) */
 };
 
 struct degraded_conf {
@@ -159,6 +173,7 @@ struct config {
     struct server_conf server;
     struct defaults_conf defaults;
     struct degraded_conf degraded;
+    struct upstream_conf upstream;
     const char *access_log_path; /* "-" stdout, "off", or a file */
     struct auth_conf auth;
     struct tracing_conf tracing;

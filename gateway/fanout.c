@@ -320,6 +320,8 @@ static int call_backend(ctx_t *gctx, void *arg)
             .body = b->forward_body ? r->body : NULL,
             .body_len = b->forward_body ? r->body_len : 0,
             .max_bytes = b->max_response_bytes,
+            .native = b->client == CLIENT_NATIVE,
+            .conf = &r->cfg->upstream,
         };
         if (req.body == NULL && b->forward_body) req.body = "";
         upstream_call(r->up, ctx, &req, &resp);

@@ -62,6 +62,8 @@ struct table {
 
 struct metrics {
     _Atomic int64_t inflight;
+    _Atomic uint64_t up_events[METRICS_TRANSPORTS][METRICS_UP_EVENTS];
+    _Atomic int64_t up_idle;
     struct table t[T_COUNT];
 };
 
@@ -262,6 +264,18 @@ int metrics_backend(struct metrics *m, const char *endpoint, const char *backend
     return 0;
 }
 
+void metrics_upstream_event(struct metrics *m, enum metrics_transport t, enum metrics_up_event e)
+{
+    add(&m->up_events[t][e], 1);
+}
+
+void metrics_upstream_idle_add(struct metrics *m, int delta)
+{
+    atomic_store_explicit(&m->up_idle,
+                          atomic_load_explicit(&m->up_idle, memory_order_relaxed) + delta,
+                          memory_order_relaxed);
+}
+
 void metrics_inflight_add(struct metrics *m, int delta)
 {
     atomic_store_explicit(&m->inflight,
@@ -444,6 +458,35 @@ static int render_hists(buf_t *out, const struct merge *mg, const char *name, co
     return rc;
 }
 
+/* gateway_upstream_connections_total and gateway_upstream_idle_connections,
+ * summed over the workers. */
+static int render_upstream(buf_t *out, struct metrics *const *w, size_t nw)
+{
+    static const char *const tn[METRICS_TRANSPORTS] = {"curl", "native"};
+    static const char *const en[METRICS_UP_EVENTS] = {"connect", "reuse", "close", "stale_retry"};
+    int rc = header(out, "gateway_upstream_connections_total", "counter",
+                    "Backend connection events, by transport and event.");
+    for (int t = 0; t < METRICS_TRANSPORTS && !rc; t++) {
+        for (int e = 0; e < METRICS_UP_EVENTS && !rc; e++) {
+            uint64_t v = 0;
+            for (size_t i = 0; i < nw; i++)
+                if (w[i]) v += atomic_load_explicit(&w[i]->up_events[t][e], memory_order_relaxed);
+            rc = buf_printf(out,
+                            "gateway_upstream_connections_total{transport=\"%s\",event=\"%s\"} "
+                            "%" PRIu64 "\n",
+                            tn[t], en[e], v);
+        }
+    }
+    int64_t idle = 0;
+    for (size_t i = 0; i < nw; i++)
+        if (w[i]) idle += atomic_load_explicit(&w[i]->up_idle, memory_order_relaxed);
+    if (!rc)
+        rc = header(out, "gateway_upstream_idle_connections", "gauge",
+                    "Idle keep-alive backend connections (native transport).");
+    if (!rc) rc = buf_printf(out, "gateway_upstream_idle_connections %" PRId64 "\n", idle);
+    return rc;
+}
+
 static int pool_cmp(const void *x, const void *y)
 {
     const struct metrics_pool_stat *p = x, *q = y;
@@ -523,6 +566,7 @@ int metrics_render(buf_t *out, struct metrics *const *w, size_t nw, const struct
         rc = header(out, "gateway_inflight_requests", "gauge", "Requests being served now.");
         if (!rc) rc = buf_printf(out, "gateway_inflight_requests %" PRId64 "\n", inflight);
     }
+    if (!rc) rc = render_upstream(out, w, nw);
     if (!rc) rc = render_pools(out, g);
     if (!rc)
         rc = header(out, "gateway_access_log_dropped_total", "counter",

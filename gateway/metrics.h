@@ -29,6 +29,8 @@
  *   gateway_backend_requests_total{endpoint,backend,outcome} counter
  *   gateway_backend_duration_seconds{backend}                histogram
  *   gateway_inflight_requests                                gauge
+ *   gateway_upstream_connections_total{transport,event}      counter
+ *   gateway_upstream_idle_connections                        gauge
  *   gateway_pool_hits_total{pool}, gateway_pool_misses_total{pool} counter
  *   gateway_access_log_dropped_total                         counter
  *   gateway_config_reloads_total{result="ok"|"error"}        counter
@@ -94,6 +96,19 @@ int metrics_backend(struct metrics *m, const char *endpoint, const char *backend
 /* Adds delta to the in-flight gauge (+1 when a request starts, -1 when it
  * ends, on the same worker). Owner thread only. */
 void metrics_inflight_add(struct metrics *m, int delta);
+
+/* Backend connection events (gateway_upstream_connections_total), by
+ * transport; and the idle-connection gauge. Owner thread only. */
+enum metrics_transport { METRICS_TRANSPORT_CURL, METRICS_TRANSPORT_NATIVE, METRICS_TRANSPORTS };
+enum metrics_up_event {
+    METRICS_UP_CONNECT,
+    METRICS_UP_REUSE,
+    METRICS_UP_CLOSE,
+    METRICS_UP_STALE_RETRY,
+    METRICS_UP_EVENTS
+};
+void metrics_upstream_event(struct metrics *m, enum metrics_transport t, enum metrics_up_event e);
+void metrics_upstream_idle_add(struct metrics *m, int delta);
 
 /* Most distinct label combinations per table and worker; beyond it updates
  * of new combinations fail with -ENOSPC (a guard against a label explosion,

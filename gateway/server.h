@@ -36,6 +36,7 @@ struct gateway {
      * and by a stopping worker while it turns unready (before it frees
      * them). Cold paths only. */
     pthread_mutex_t scrape_lock;
+    struct resolver *resolver; /* backend host names, for every worker */
 };
 
 /* Starts cfg->server.workers threads serving cfg (gw takes ownership of

@@ -9,6 +9,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "gateway/metrics.h"
+#include "gateway/native.h"
+
 #define container_of(p, type, member) ((type *)((char *)(p)-offsetof(type, member)))
 
 /* Easy handles kept per worker: enough for the transfers of a busy worker. */
@@ -40,6 +43,7 @@ struct upstream {
     pool_t *easy_pool;
     struct usock **socks; /* indexed by fd */
     size_t n_socks;
+    struct native *native; /* the native transport (http:// by default) */
 };
 
 /* A pooled easy handle and its URL handle. The URL is given to curl as a
@@ -432,15 +436,16 @@ static bool easy_set_url(struct easy *h, const char *origin, const char *path)
            curl_url_set(h->u, CURLUPART_QUERY, q ? q + 1 : NULL, 0) == CURLUE_OK;
 }
 
-struct upstream *upstream_new(loop_t *loop)
+struct upstream *upstream_new(loop_t *loop, struct resolver *res, struct metrics *m)
 {
     struct upstream *up = calloc(1, sizeof *up);
     if (!up) return NULL;
     up->loop = loop;
+    up->native = native_new(loop, res, m);
     struct pool_ops ops = {.new_fn = easy_new, .free_fn = easy_free, .ud = up};
     up->easy_pool = pool_new("curl_easy", sizeof(struct easy), EASY_POOL_MAX, &ops);
     up->multi = curl_multi_init();
-    if (!up->easy_pool || !up->multi) {
+    if (!up->easy_pool || !up->multi || !up->native) {
         upstream_free(up);
         return NULL;
     }
@@ -463,6 +468,7 @@ void upstream_free(struct upstream *up)
     loop_timer_stop(up->loop, &up->timer);
     loop_hook_remove(up->loop, &up->prepare);
     if (up->easy_pool) pool_free(up->easy_pool);
+    native_free(up->native);
     for (size_t i = 0; i < up->n_socks; i++) {
         if (up->socks[i]) {
             if (up->socks[i]->registered) loop_io_stop(up->loop, &up->socks[i]->io);
@@ -495,6 +501,10 @@ static enum upstream_result ctx_result(const ctx_t *ctx)
 void upstream_call(struct upstream *up, ctx_t *ctx, const struct upstream_req *req,
                    struct upstream_resp *resp)
 {
+    if (req->native) {
+        native_call(up->native, ctx, req, resp);
+        return;
+    }
     resp->status = 0;
     resp->error = NULL;
     if (ctx_done(ctx)) {
@@ -599,7 +609,7 @@ out:
 
 unsigned upstream_inflight(const struct upstream *up)
 {
-    return up->inflight;
+    return up->inflight + native_inflight(up->native);
 }
 
 const pool_t *upstream_handle_pool(const struct upstream *up)

@@ -1,6 +1,7 @@
 /*
  * upstream: backend HTTP calls from coroutines, on one curl multi handle per
- * worker driven by the worker's loop.
+ * worker driven by the worker's loop; a request with req->native set goes
+ * to the native transport instead (gateway/native.h, http:// only).
  *
  * curl's sockets are watched by the loop (socket callback -> loop_io) and its
  * single timer lives on the loop's heap; a 0 ms timer request, which curl
@@ -26,8 +27,11 @@
 #include "core/ctx.h"
 #include "core/loop.h"
 #include "core/pool.h"
+#include "gateway/config.h"
 
 struct upstream;
+struct resolver;
+struct metrics;
 
 enum upstream_result {
     UP_OK,       /* a response arrived (any status) */
@@ -46,6 +50,8 @@ struct upstream_req {
     const char *body; /* NULL: none */
     size_t body_len;
     size_t max_bytes; /* response body limit */
+    bool native;      /* the native transport (gateway/native.h), else curl */
+    const struct upstream_conf *conf; /* native pool settings; NULL: defaults */
 };
 
 struct upstream_resp {
@@ -55,9 +61,11 @@ struct upstream_resp {
     const char *error; /* static text for UP_ERROR */
 };
 
-/* A worker's upstream on loop; body buffers come from buf_pool. NULL on
- * failure. Call on the loop's thread. */
-struct upstream *upstream_new(loop_t *loop);
+/* A worker's upstream on loop: the curl multi handle and the native
+ * transport (gateway/native.h), which resolves names through res (may be
+ * NULL) and counts connection events in m (may be NULL). NULL on failure.
+ * Call on the loop's thread. */
+struct upstream *upstream_new(loop_t *loop, struct resolver *res, struct metrics *m);
 /* Aborts every transfer still running, frees handles and sockets. */
 void upstream_free(struct upstream *up);
 

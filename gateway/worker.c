@@ -26,7 +26,9 @@
 #include "gateway/degraded.h"
 #include "gateway/metrics.h"
 #include "gateway/otel.h"
+#include "gateway/resolver.h"
 #include "gateway/upstream.h"
+#include "gateway/urlbuild.h"
 
 #define container_of(p, type, member) ((type *)((char *)(p)-offsetof(type, member)))
 
@@ -162,7 +164,7 @@ static void *worker_main(void *arg)
         loop_timer_init(&w->stop_timer, on_stop_timer);
         loop_timer_init(&w->drain_timer, on_drain_timer);
         w->buf_pool = pool_new("buffer", BUF_BLOCK, BUF_POOL_MAX, NULL);
-        w->up = w->buf_pool ? upstream_new(w->loop) : NULL;
+        w->up = w->buf_pool ? upstream_new(w->loop, w->gw->resolver, w->metrics) : NULL;
         const struct config *cfg = av_acquire(&w->gw->config);
         err = w->up ? http_listen(w, cfg) : -ENOMEM;
         av_release(&w->gw->config, (void *)cfg);
@@ -270,6 +272,29 @@ static void load_snapshot(struct gateway *gw, const struct config *cfg)
                 err[0] ? err : strerror(-rc));
 }
 
+/* Starts resolving the backends' host names now, so that the first calls
+ * find them known (a literal is skipped by the resolver). */
+static void prefetch_hosts(struct resolver *res, const struct config *cfg)
+{
+    for (size_t i = 0; i < cfg->n_endpoints; i++) {
+        const struct endpoint_conf *ep = &cfg->endpoints[i];
+        for (size_t j = 0; j < ep->n_backends; j++) {
+            const struct backend_conf *b = &ep->backends[j];
+            char origin[256], host[256];
+            if (b->client != CLIENT_NATIVE || urlbuild_origin(b, origin, sizeof origin) < 0)
+                continue;
+            const char *a = strstr(origin, "://");
+            if (!a || a[3] == '[') continue;
+            a += 3;
+            size_t n = strcspn(a, ":");
+            if (n >= sizeof host) continue;
+            memcpy(host, a, n);
+            host[n] = '\0';
+            resolver_prefetch(res, host);
+        }
+    }
+}
+
 int server_start(struct gateway *gw, struct config *cfg)
 {
     pthread_mutex_init(&gw->scrape_lock, NULL);
@@ -305,6 +330,20 @@ int server_start(struct gateway *gw, struct config *cfg)
         config_free(cfg);
         return -EINVAL;
     }
+    gw->resolver = resolver_new(cfg->upstream.dns_refresh_s ? cfg->upstream.dns_refresh_s : 30);
+    if (!gw->resolver) {
+        fprintf(stderr, "gateway: cannot start the resolver: %s\n", strerror(errno));
+        otel_stop(gw->otel);
+        gw->otel = NULL;
+        auth_stop(&gw->jwks);
+        degraded_free(gw->degraded);
+        gw->degraded = NULL;
+        accesslog_close(gw->log);
+        gw->log = NULL;
+        config_free(cfg);
+        return -ENOMEM;
+    }
+    prefetch_hosts(gw->resolver, cfg);
     av_init(&gw->config, config_free_snap);
     av_store(&gw->config, cfg);
     atomic_store(&gw->draining, false);
@@ -379,6 +418,8 @@ void server_stop(struct gateway *gw)
     otel_stop(gw->otel); /* exports what the workers queued */
     gw->otel = NULL;
     auth_stop(&gw->jwks);
+    resolver_free(gw->resolver);
+    gw->resolver = NULL;
     av_destroy(&gw->config);
     degraded_free(gw->degraded);
     gw->degraded = NULL;
