@@ -341,7 +341,8 @@ static void test_unknown_keys(void **state)
 {
     (void)state;
     expect_err(WITH("'extra':1"), "extra",
-               "unknown key (expected one of: server, defaults, degraded, access_log, endpoints, auth, tracing");
+               "unknown key (expected one of: server, defaults, degraded, access_log, endpoints, auth, "
+               "tracing, upstream)");
     expect_err(WITH("'server':{'lisen':'0.0.0.0:1'}"), "server.lisen",
                "unknown key (expected one of: listen, workers,");
     expect_err(WITH("'defaults':{'timeout':1}"), "defaults.timeout", "unknown key");
@@ -839,6 +840,58 @@ static void test_many_errors_at_once(void **state)
     assert_null(errs.lines);
 }
 
+/* "client" (defaults and per backend) and the "upstream" section. */
+static void test_upstream_transport(void **state)
+{
+    (void)state;
+    char *j = q("{'endpoints':[{'name':'e','path':'/a','backends':["
+                "{'name':'p','url':'http://h/'},{'name':'s','url':'https://h/'},"
+                "{'name':'c','url':'http://h/','client':'curl'},"
+                "{'name':'n','url':'http://h/','client':'native'}]}]}");
+    struct config_errors errs;
+    struct config *cfg = config_parse(j, strlen(j), &errs);
+    free(j);
+    assert_non_null(cfg);
+    assert_int_equal(cfg->defaults.client, CLIENT_AUTO);
+    const struct backend_conf *b = cfg->endpoints[0].backends;
+    assert_int_equal(b[0].client, CLIENT_NATIVE); /* auto + http */
+    assert_int_equal(b[1].client, CLIENT_CURL);   /* auto + https */
+    assert_int_equal(b[2].client, CLIENT_CURL);
+    assert_int_equal(b[3].client, CLIENT_NATIVE);
+    assert_int_equal(cfg->upstream.max_idle_per_origin, 256);
+    assert_int_equal(cfg->upstream.idle_timeout_s, 60);
+    assert_int_equal(cfg->upstream.connect_timeout_ms, 1000);
+    assert_int_equal(cfg->upstream.dns_refresh_s, 30);
+    config_free(cfg);
+
+    j = q("{'defaults':{'client':'curl'},'upstream':{'max_idle_per_origin':0,'idle_timeout_s':5,"
+          "'connect_timeout_ms':250,'dns_refresh_s':7}," EPS(BE) "}");
+    cfg = config_parse(j, strlen(j), &errs);
+    free(j);
+    assert_non_null(cfg);
+    assert_int_equal(cfg->endpoints[0].backends[0].client, CLIENT_CURL);
+    assert_int_equal(cfg->upstream.max_idle_per_origin, 0);
+    assert_int_equal(cfg->upstream.idle_timeout_s, 5);
+    assert_int_equal(cfg->upstream.connect_timeout_ms, 250);
+    assert_int_equal(cfg->upstream.dns_refresh_s, 7);
+    config_free(cfg);
+
+    expect_ok(WITH("'defaults':{'client':'native'}"));
+    expect_err(EP1("{'name':'b','url':'https://h/x/{id}','client':'native'}"),
+               "endpoints[0].backends[0].client", "\"native\" speaks plain http only");
+    expect_err("{'defaults':{'client':'native'}," EPS("{'name':'b','url':'https://h/x/{id}'}") "}",
+               "defaults.client", "endpoints[0].backends[0] is https");
+    expect_err(BEF("'client':'http2'"), "endpoints[0].backends[0].client",
+               "must be \"auto\", \"curl\" or \"native\", got \"http2\"");
+    expect_err(WITH("'defaults':{'client':1}"), "defaults.client", "expected \"auto\"");
+    expect_err(WITH("'upstream':{'idle_timeout_s':0}"), "upstream.idle_timeout_s", "");
+    expect_err(WITH("'upstream':{'connect_timeout_ms':0}"), "upstream.connect_timeout_ms", "");
+    expect_err(WITH("'upstream':{'dns_refresh_s':0}"), "upstream.dns_refresh_s", "");
+    expect_err(WITH("'upstream':{'max_idle_per_origin':-1}"), "upstream.max_idle_per_origin", "");
+    expect_err(WITH("'upstream':{'keepalive':1}"), "upstream.keepalive", "unknown key");
+    expect_err(WITH("'upstream':[]"), "upstream", "");
+}
+
 static void test_shipped_configs_load(void **state)
 {
     (void)state;
@@ -886,6 +939,7 @@ int main(void)
         cmocka_unit_test(test_size_limit),
         cmocka_unit_test(test_utf8_and_nul),
         cmocka_unit_test(test_many_errors_at_once),
+        cmocka_unit_test(test_upstream_transport),
         cmocka_unit_test(test_shipped_configs_load),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

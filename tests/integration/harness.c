@@ -176,6 +176,47 @@ static int free_port(void)
     return port;
 }
 
+/* GATEWAY_TEST_CLIENT=curl|native|auto runs the whole suite against one
+ * upstream transport: every config written from a template gets that
+ * defaults.client, unless it names a client itself (a test about the
+ * transports) or is not a JSON object. Textual, so the file is otherwise as
+ * the test wrote it. */
+static char *with_client(char *text)
+{
+    const char *client = getenv("GATEWAY_TEST_CLIENT");
+    if (!client || !*client || strstr(text, "\"client\"")) return text;
+    char ins[64];
+    const char *at = NULL;
+    for (const char *d = strstr(text, "\"defaults\""); d && !at; d = strstr(d + 1, "\"defaults\"")) {
+        const char *p = d + 10;
+        while (*p == ' ' || *p == '\n' || *p == '\t' || *p == '\r') p++;
+        if (*p++ != ':') continue;
+        while (*p == ' ' || *p == '\n' || *p == '\t' || *p == '\r') p++;
+        if (*p == '{') at = p + 1;
+    }
+    if (at) {
+        const char *q = at;
+        while (*q == ' ' || *q == '\n' || *q == '\t' || *q == '\r') q++;
+        snprintf(ins, sizeof ins, "\"client\": \"%s\"%s", client, *q == '}' ? "" : ", ");
+    } else {
+        at = strchr(text, '{');
+        if (!at) return text;
+        at++;
+        const char *q = at;
+        while (*q == ' ' || *q == '\n' || *q == '\t' || *q == '\r') q++;
+        snprintf(ins, sizeof ins, "\"defaults\": {\"client\": \"%s\"}%s", client,
+                 *q == '}' ? "" : ", ");
+    }
+    size_t off = (size_t)(at - text), il = strlen(ins), tl = strlen(text);
+    char *out = malloc(tl + il + 1);
+    if (!out) abort();
+    memcpy(out, text, off);
+    memcpy(out + off, ins, il);
+    memcpy(out + off + il, text + off, tl - off + 1);
+    free(text);
+    return out;
+}
+
 char *h_subst(const char *tmpl, const char *backend, int port)
 {
     char portstr[16];
@@ -198,7 +239,7 @@ char *h_subst(const char *tmpl, const char *backend, int port)
         }
     }
     out[o] = '\0';
-    return out;
+    return with_client(out);
 }
 
 int h_write_temp(char *path, size_t pathlen, const char *text)
