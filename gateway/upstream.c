@@ -44,6 +44,7 @@ struct upstream {
     struct usock **socks; /* indexed by fd */
     size_t n_socks;
     struct native *native; /* the native transport (http:// by default) */
+    struct metrics *metrics;
 };
 
 /* A pooled easy handle and its URL handle. The URL is given to curl as a
@@ -184,6 +185,8 @@ static curl_socket_t on_open_socket(void *clientp, curlsocktype purpose, struct 
     (void)purpose;
     struct upstream *up = clientp;
     curl_socket_t s = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+    if (s >= 0 && up->metrics)
+        metrics_upstream_event(up->metrics, METRICS_TRANSPORT_CURL, METRICS_UP_CONNECT);
     struct usock *us = s >= 0 ? sock_lookup(up, s) : NULL;
     if (us && us->registered) {
         loop_io_stop(up->loop, &us->io);
@@ -198,6 +201,7 @@ static int on_close_socket(void *clientp, curl_socket_t s)
 {
     struct upstream *up = clientp;
     struct usock *us = sock_lookup(up, s);
+    if (up->metrics) metrics_upstream_event(up->metrics, METRICS_TRANSPORT_CURL, METRICS_UP_CLOSE);
     if (us) {
         if (us->registered) loop_io_stop(up->loop, &us->io);
         up->socks[s] = NULL;
@@ -442,6 +446,7 @@ struct upstream *upstream_new(loop_t *loop, struct resolver *res, struct metrics
     if (!up) return NULL;
     up->loop = loop;
     up->native = native_new(loop, res, m);
+    up->metrics = m;
     struct pool_ops ops = {.new_fn = easy_new, .free_fn = easy_free, .ud = up};
     up->easy_pool = pool_new("curl_easy", sizeof(struct easy), EASY_POOL_MAX, &ops);
     up->multi = curl_multi_init();
