@@ -396,7 +396,6 @@ static struct conn *conn_open(struct call *k, struct origin *o, const struct soc
         *err = rc;
         return NULL;
     }
-    count(n, &n->c_connect, METRICS_UP_CONNECT);
     rc = wait_conn(k, c, EV_ANY_OUT, deadline_ns);
     if (rc == 0) {
         int so = 0;
@@ -404,11 +403,14 @@ static struct conn *conn_open(struct call *k, struct origin *o, const struct soc
         if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &so, &sl) != 0) so = errno;
         rc = -so;
     }
-    if (rc != 0) {
-        conn_close(n, c);
+    if (rc != 0) { /* never connected: counted neither as connect nor close */
+        loop_io_stop(n->loop, &c->io);
+        close(fd);
+        pool_put(n->conns, c);
         *err = rc;
         return NULL;
     }
+    count(n, &n->c_connect, METRICS_UP_CONNECT);
     c->revents = 0;
     return c;
 }
