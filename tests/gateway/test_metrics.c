@@ -428,15 +428,24 @@ static void test_empty(void **state)
     (void)state;
     struct expo e;
     render_parse(&e, NULL, 0, NULL);
-    static const char *const families[] = {
-        "gateway_requests_total",         "gateway_request_duration_seconds",
-        "gateway_backend_requests_total", "gateway_backend_duration_seconds",
-        "gateway_inflight_requests",      "gateway_pool_hits_total",
-        "gateway_pool_misses_total",      "gateway_access_log_dropped_total",
-        "gateway_config_reloads_total",   "gateway_spans_dropped_total"};
-    assert_int_equal(e.nf, 10);
-    for (size_t i = 0; i < 10; i++)
+    static const char *const families[] = {"gateway_requests_total",
+                                           "gateway_request_duration_seconds",
+                                           "gateway_backend_requests_total",
+                                           "gateway_backend_duration_seconds",
+                                           "gateway_inflight_requests",
+                                           "gateway_pool_hits_total",
+                                           "gateway_pool_misses_total",
+                                           "gateway_access_log_dropped_total",
+                                           "gateway_config_reloads_total",
+                                           "gateway_spans_dropped_total",
+                                           "gateway_upstream_connections_total",
+                                           "gateway_upstream_idle_connections"};
+    assert_int_equal(e.nf, 12);
+    for (size_t i = 0; i < 12; i++)
         assert_true(find_family(&e, families[i]) >= 0);
+    assert_true(get(&e, "gateway_upstream_connections_total", "transport", "native", "event",
+                    "stale_retry", NULL) == 0);
+    assert_true(get(&e, "gateway_upstream_idle_connections", NULL) == 0);
     assert_true(get(&e, "gateway_inflight_requests", NULL) == 0);
     assert_true(get(&e, "gateway_access_log_dropped_total", NULL) == 0);
     assert_true(get(&e, "gateway_config_reloads_total", "result", "ok", NULL) == 0);
@@ -473,11 +482,23 @@ static void test_sum_three_workers(void **state)
     metrics_inflight_add(w[1], 2);
     metrics_inflight_add(w[1], -1);
 
+    metrics_upstream_event(w[0], METRICS_TRANSPORT_NATIVE, METRICS_UP_CONNECT);
+    metrics_upstream_event(w[2], METRICS_TRANSPORT_NATIVE, METRICS_UP_CONNECT);
+    metrics_upstream_event(w[1], METRICS_TRANSPORT_NATIVE, METRICS_UP_REUSE);
+    metrics_upstream_event(w[1], METRICS_TRANSPORT_NATIVE, METRICS_UP_STALE_RETRY);
+    metrics_upstream_event(w[2], METRICS_TRANSPORT_CURL, METRICS_UP_CLOSE);
+    metrics_upstream_idle_add(w[0], 2);
+    metrics_upstream_idle_add(w[2], 1);
+    metrics_upstream_idle_add(w[2], -1);
+
     struct metrics_pool_stat pools[] = {
         {"buf", 10, 2}, {"curl", 5, 1}, {"buf", 7, 3}, {"stack", 0, 4}};
-    struct metrics_globals g = {
-        .pools = pools, .npools = 4, .access_log_dropped = 17, .reloads_ok = 2, .reloads_error = 1,
-        .spans_dropped = 5};
+    struct metrics_globals g = {.pools = pools,
+                                .npools = 4,
+                                .access_log_dropped = 17,
+                                .reloads_ok = 2,
+                                .reloads_error = 1,
+                                .spans_dropped = 5};
     struct expo e;
     render_parse(&e, w, 3, &g);
 
@@ -485,6 +506,15 @@ static void test_sum_three_workers(void **state)
     assert_true(get(&e, "gateway_requests_total", "endpoint", "dash", "code", "504", NULL) == 1);
     assert_true(get(&e, "gateway_requests_total", "endpoint", "none", "code", "404", NULL) == 2);
     assert_int_equal(count_samples(&e, "gateway_requests_total"), 3);
+
+    const char *u = "gateway_upstream_connections_total";
+    assert_true(get(&e, u, "transport", "native", "event", "connect", NULL) == 2);
+    assert_true(get(&e, u, "transport", "native", "event", "reuse", NULL) == 1);
+    assert_true(get(&e, u, "transport", "native", "event", "stale_retry", NULL) == 1);
+    assert_true(get(&e, u, "transport", "native", "event", "close", NULL) == 0);
+    assert_true(get(&e, u, "transport", "curl", "event", "close", NULL) == 1);
+    assert_int_equal(count_samples(&e, u), 8);
+    assert_true(get(&e, "gateway_upstream_idle_connections", NULL) == 2);
 
     const char *h = "gateway_request_duration_seconds";
     char name[128];
