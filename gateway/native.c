@@ -66,6 +66,7 @@ struct conn {
     struct native *n;
     struct origin *o;
     struct conn *prev, *next; /* the origin's idle list while idle */
+    struct conn *all_prev, *all_next; /* every open connection (native_free) */
     coro_t *waiter;           /* the call parked on it */
     uint32_t want;            /* events that wake the waiter */
     uint32_t revents;         /* events seen since the bits were cleared */
@@ -95,6 +96,7 @@ struct native {
     struct metrics *metrics;
     struct origin *origins;
     struct origin *last; /* the origin of the last call: most calls repeat it */
+    struct conn *all;    /* every open connection, idle or in use */
     pool_t *conns;
     char *rbuf;
     loop_timer_t sweep;
@@ -152,9 +154,27 @@ static void idle_unlink(struct native *n, struct conn *c)
     idle_count(n, -1);
 }
 
+static void all_link(struct native *n, struct conn *c)
+{
+    c->all_prev = NULL;
+    c->all_next = n->all;
+    if (n->all) n->all->all_prev = c;
+    n->all = c;
+}
+
+static void all_unlink(struct native *n, struct conn *c)
+{
+    if (c->all_prev)
+        c->all_prev->all_next = c->all_next;
+    else
+        n->all = c->all_next;
+    if (c->all_next) c->all_next->all_prev = c->all_prev;
+}
+
 static void conn_close(struct native *n, struct conn *c)
 {
     if (c->idle) idle_unlink(n, c);
+    all_unlink(n, c);
     loop_io_stop(n->loop, &c->io); /* also drops its events still in this batch */
     close(c->io.fd);
     count(n, &n->c_close, METRICS_UP_CLOSE);
@@ -396,6 +416,7 @@ static struct conn *conn_open(struct call *k, struct origin *o, const struct soc
         *err = rc;
         return NULL;
     }
+    all_link(n, c);
     rc = wait_conn(k, c, EV_ANY_OUT, deadline_ns);
     if (rc == 0) {
         int so = 0;
@@ -404,6 +425,7 @@ static struct conn *conn_open(struct call *k, struct origin *o, const struct soc
         rc = -so;
     }
     if (rc != 0) { /* never connected: counted neither as connect nor close */
+        all_unlink(n, c);
         loop_io_stop(n->loop, &c->io);
         close(fd);
         pool_put(n->conns, c);
@@ -757,10 +779,12 @@ struct native *native_new(loop_t *loop, struct resolver *res, struct metrics *m)
 void native_free(struct native *n)
 {
     if (!n) return;
+    /* Idle ones, and those of calls whose coroutines will never run again
+     * (a forced stop frees them parked). */
+    while (n->all)
+        conn_close(n, n->all);
     struct origin *o = n->origins;
     while (o) {
-        while (o->idle_head)
-            conn_close(n, o->idle_head);
         struct origin *next = o->next;
         free(o);
         o = next;

@@ -402,6 +402,15 @@ void server_stop(struct gateway *gw)
     }
     for (int i = 0; i < gw->n_workers; i++) {
         struct worker *w = gw->workers[i];
+        if (w && w->running)
+            pthread_join(w->thread, NULL);
+    }
+    /* Before the loops go: the resolver thread may still hand a waiter's
+     * done to one of them (loop_submit) until it is stopped. */
+    resolver_free(gw->resolver);
+    gw->resolver = NULL;
+    for (int i = 0; i < gw->n_workers; i++) {
+        struct worker *w = gw->workers[i];
         if (!w)
             continue;
         if (w->loop)
@@ -418,8 +427,6 @@ void server_stop(struct gateway *gw)
     otel_stop(gw->otel); /* exports what the workers queued */
     gw->otel = NULL;
     auth_stop(&gw->jwks);
-    resolver_free(gw->resolver);
-    gw->resolver = NULL;
     av_destroy(&gw->config);
     degraded_free(gw->degraded);
     gw->degraded = NULL;
