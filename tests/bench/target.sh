@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The gateway as a target of ../shared/bench/run.sh: writes a config for the
 # bench routes from $PORT and $BACKEND into $BENCH_TMP and execs the Release
-# build (tests/bench/run.sh builds it first).
+# build (tests/bench/run.sh builds it first). GATEWAY_CLIENT=curl|native|auto
+# (default auto) picks the upstream transport, GATEWAY_WORKERS the workers.
+# The idle pool is 1024 per origin and worker, like the nginx-lua peer's
+# `keepalive 1024` (S3 keeps ~768 backend calls in flight).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/../.." && pwd)
 bin=${GATEWAY_BIN:-$here/build-release/gateway}
@@ -11,8 +14,10 @@ cat > "$conf" <<JSON
 {
   "server": { "listen": "127.0.0.1:${PORT:-8080}", "workers": ${GATEWAY_WORKERS:-0},
               "connection_timeout_s": 30 },
-  "defaults": { "timeout_ms": 1000, "backend_timeout_ms": 1000 },
+  "defaults": { "timeout_ms": 1000, "backend_timeout_ms": 1000,
+                "client": "${GATEWAY_CLIENT:-auto}" },
   "access_log": { "path": "off" },
+  "upstream": { "max_idle_per_origin": 1024 },
   "endpoints": [
     { "name": "dashboard", "path": "/dashboard/{id}", "backends": [
       { "name": "user", "url": "$b/users/{id}", "key": "user" },
