@@ -187,8 +187,18 @@ static void on_conn_event(loop_t *loop, loop_io_t *io, uint32_t revents)
     struct conn *c = container_of(io, struct conn, io);
     c->revents |= revents;
     if (c->idle) {
-        /* Nothing may arrive on an idle connection but its close. */
-        if (revents & EV_ANY_IN) conn_close(c->n, c);
+        /* Nothing may arrive on an idle connection but its close. An IN
+         * alone may still be the edge of the last response's bytes, read
+         * before this event was dispatched: look before closing. */
+        if (!(revents & EV_ANY_IN)) return;
+        if (!(revents & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))) {
+            char b;
+            if (recv(io->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) < 0 && errno == EAGAIN) {
+                c->revents &= ~(uint32_t)EPOLLIN;
+                return;
+            }
+        }
+        conn_close(c->n, c);
         return;
     }
     if (c->waiter && (revents & c->want)) loop_wake(c->waiter);
