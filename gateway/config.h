@@ -65,7 +65,7 @@ struct backend_conf {
     const char **allow; /* NULL: keep every field (an empty list keeps none) */
     size_t n_allow;
     bool forward_body;
-    size_t max_response_bytes; /* defaults.max_response_bytes */
+    size_t max_response_bytes;   /* defaults.max_response_bytes */
     enum upstream_client client; /* resolved: CLIENT_CURL or CLIENT_NATIVE, never AUTO */
 };
 

@@ -40,7 +40,7 @@
 /* One read: a typical JSON answer arrives in one. */
 #define READ_BUF 16384
 /* iovecs of one request: line (3) + Host (3) + 2 per header + CL + body. */
-#define MAX_IOV 84
+#define MAX_IOV  84
 #define MAX_HDRS ((MAX_IOV - 8) / 2)
 /* Connection objects kept for reuse after a close. */
 #define CONN_POOL_MAX 256
@@ -65,11 +65,11 @@ struct conn {
     loop_io_t io;
     struct native *n;
     struct origin *o;
-    struct conn *prev, *next; /* the origin's idle list while idle */
+    struct conn *prev, *next;         /* the origin's idle list while idle */
     struct conn *all_prev, *all_next; /* every open connection (native_free) */
-    coro_t *waiter;           /* the call parked on it */
-    uint32_t want;            /* events that wake the waiter */
-    uint32_t revents;         /* events seen since the bits were cleared */
+    coro_t *waiter;                   /* the call parked on it */
+    uint32_t want;                    /* events that wake the waiter */
+    uint32_t revents;                 /* events seen since the bits were cleared */
     uint64_t idle_since;
     bool idle;
     bool reused; /* served a response before */
@@ -238,7 +238,8 @@ static void conn_release(struct native *n, struct conn *c, const struct upstream
     o->n_idle++;
     idle_count(n, +1);
     n->idle_timeout_ns = (uint64_t)conf->idle_timeout_s * 1000000000ull;
-    if (!loop_timer_active(&n->sweep)) loop_timer_start(n->loop, &n->sweep, c->idle_since + SWEEP_NS);
+    if (!loop_timer_active(&n->sweep))
+        loop_timer_start(n->loop, &n->sweep, c->idle_since + SWEEP_NS);
 }
 
 static void *conn_new(void *ud)
@@ -418,8 +419,8 @@ static struct conn *conn_open(struct call *k, struct origin *o, const struct soc
     c->reused = false;
     int rc = connect(fd, sa, len) == 0 ? 0 : -errno;
     if (rc == 0 || rc == -EINPROGRESS)
-        rc = loop_io_start(n->loop, &c->io, fd,
-                           EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, on_conn_event);
+        rc = loop_io_start(n->loop, &c->io, fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
+                           on_conn_event);
     if (rc != 0) {
         close(fd);
         pool_put(n->conns, c);
@@ -619,8 +620,8 @@ static enum xres on_eof(struct conn *c, const char **why, bool *keep)
     return X_ERROR;
 }
 
-static enum xres exchange(struct call *k, struct conn *c, struct iovec *iov, int niov,
-                          bool no_body, const char **why, bool *keep)
+static enum xres exchange(struct call *k, struct conn *c, struct iovec *iov, int niov, bool no_body,
+                          const char **why, bool *keep)
 {
     struct native *n = k->n;
     struct h1resp *p = &c->parser;

@@ -49,8 +49,8 @@ struct upstream_req {
     size_t n_headers;
     const char *body; /* NULL: none */
     size_t body_len;
-    size_t max_bytes; /* response body limit */
-    bool native;      /* the native transport (gateway/native.h), else curl */
+    size_t max_bytes;                 /* response body limit */
+    bool native;                      /* the native transport (gateway/native.h), else curl */
     const struct upstream_conf *conf; /* native pool settings; NULL: defaults */
 };
 

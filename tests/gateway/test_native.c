@@ -96,7 +96,7 @@ static void *conn_main(void *arg)
             break;
         }
         if (s->mode == M_SILENT) continue;
-        if (s->mode == M_DROP_SECOND && i == 1) break; /* the race: closed, no answer */
+        if (s->mode == M_DROP_SECOND && i == 1) break;            /* the race: closed, no answer */
         size_t len = rq == 2 ? sizeof ok - 1 - 7 : sizeof ok - 1; /* HEAD: no body */
         if (send(fd, ok, len, MSG_NOSIGNAL) < 0) break;
         if (s->mode == M_CLOSE_IDLE) break;
@@ -280,8 +280,8 @@ static void test_max_idle_zero_closes(void **state)
     loop_t *loop = *state;
     struct srv *s = srv_start(M_KEEP);
     struct native *n = native_new(loop, NULL, NULL);
-    struct upstream_conf conf = {.max_idle_per_origin = 0, .idle_timeout_s = 60,
-                                 .connect_timeout_ms = 1000};
+    struct upstream_conf conf = {
+        .max_idle_per_origin = 0, .idle_timeout_s = 60, .connect_timeout_ms = 1000};
     struct job j = {.n = n, .origin = origin_of(s), .conf = &conf};
     run_call(loop, &j);
     assert_int_equal(j.resp.result, UP_OK);
@@ -302,8 +302,8 @@ static void test_idle_timeout(void **state)
     loop_t *loop = *state;
     struct srv *s = srv_start(M_KEEP);
     struct native *n = native_new(loop, NULL, NULL);
-    struct upstream_conf conf = {.max_idle_per_origin = 8, .idle_timeout_s = 1,
-                                 .connect_timeout_ms = 1000};
+    struct upstream_conf conf = {
+        .max_idle_per_origin = 8, .idle_timeout_s = 1, .connect_timeout_ms = 1000};
     struct job j = {.n = n, .origin = origin_of(s), .conf = &conf};
     run_call(loop, &j);
     assert_int_equal(j.resp.result, UP_OK);
@@ -421,8 +421,11 @@ static void test_header_injection_refused(void **state)
     loop_t *loop = *state;
     struct srv *s = srv_start(M_KEEP);
     struct native *n = native_new(loop, NULL, NULL);
-    const char *bad[][1] = {{"X-A: 1\r\nX-Evil: 1"}, {"X-A: 1\nX-Evil: 1"}, {"X-A: 1\r"},
-                            {"Bad Name: 1"}, {": empty name"}};
+    const char *bad[][1] = {{"X-A: 1\r\nX-Evil: 1"},
+                            {"X-A: 1\nX-Evil: 1"},
+                            {"X-A: 1\r"},
+                            {"Bad Name: 1"},
+                            {": empty name"}};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         struct job j = {.n = n, .origin = origin_of(s), .headers = bad[i], .n_headers = 1};
         run_call(loop, &j);
@@ -433,8 +436,8 @@ static void test_header_injection_refused(void **state)
     assert_int_equal(atomic_load(&s->requests), 0);
     /* A good one goes through as written; framing headers are the transport's. */
     const char *good[] = {"X-A: 1", "Content-Length: 99", "Expect: 100-continue"};
-    struct job j = {.n = n, .origin = origin_of(s), .headers = good, .n_headers = 3,
-                    .method = "POST"};
+    struct job j = {
+        .n = n, .origin = origin_of(s), .headers = good, .n_headers = 3, .method = "POST"};
     run_call(loop, &j);
     assert_int_equal(j.resp.result, UP_OK);
     buf_free(&j.body);
@@ -485,10 +488,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stale_retry_methods, loop_setup, loop_teardown),
         cmocka_unit_test_setup_teardown(test_cancel_closes_connection, loop_setup, loop_teardown),
         cmocka_unit_test_setup_teardown(test_too_big, loop_setup, loop_teardown),
-        cmocka_unit_test_setup_teardown(test_header_injection_refused, loop_setup,
-                                        loop_teardown),
-        cmocka_unit_test_setup_teardown(test_unresolvable_and_refused, loop_setup,
-                                        loop_teardown),
+        cmocka_unit_test_setup_teardown(test_header_injection_refused, loop_setup, loop_teardown),
+        cmocka_unit_test_setup_teardown(test_unresolvable_and_refused, loop_setup, loop_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

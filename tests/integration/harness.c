@@ -181,31 +181,34 @@ static int free_port(void)
  * defaults.client, unless it names a client itself (a test about the
  * transports) or is not a JSON object. Textual, so the file is otherwise as
  * the test wrote it. */
+static const char *skip_ws(const char *p)
+{
+    while (*p == ' ' || *p == '\n' || *p == '\t' || *p == '\r')
+        p++;
+    return p;
+}
+
 static char *with_client(char *text)
 {
     const char *client = getenv("GATEWAY_TEST_CLIENT");
     if (!client || !*client || strstr(text, "\"client\"")) return text;
     char ins[64];
     const char *at = NULL;
-    for (const char *d = strstr(text, "\"defaults\""); d && !at; d = strstr(d + 1, "\"defaults\"")) {
-        const char *p = d + 10;
-        while (*p == ' ' || *p == '\n' || *p == '\t' || *p == '\r') p++;
+    for (const char *d = strstr(text, "\"defaults\""); d && !at;
+         d = strstr(d + 1, "\"defaults\"")) {
+        const char *p = skip_ws(d + 10);
         if (*p++ != ':') continue;
-        while (*p == ' ' || *p == '\n' || *p == '\t' || *p == '\r') p++;
+        p = skip_ws(p);
         if (*p == '{') at = p + 1;
     }
     if (at) {
-        const char *q = at;
-        while (*q == ' ' || *q == '\n' || *q == '\t' || *q == '\r') q++;
-        snprintf(ins, sizeof ins, "\"client\": \"%s\"%s", client, *q == '}' ? "" : ", ");
+        snprintf(ins, sizeof ins, "\"client\": \"%s\"%s", client, *skip_ws(at) == '}' ? "" : ", ");
     } else {
         at = strchr(text, '{');
         if (!at) return text;
         at++;
-        const char *q = at;
-        while (*q == ' ' || *q == '\n' || *q == '\t' || *q == '\r') q++;
         snprintf(ins, sizeof ins, "\"defaults\": {\"client\": \"%s\"}%s", client,
-                 *q == '}' ? "" : ", ");
+                 *skip_ws(at) == '}' ? "" : ", ");
     }
     size_t off = (size_t)(at - text), il = strlen(ins), tl = strlen(text);
     char *out = malloc(tl + il + 1);

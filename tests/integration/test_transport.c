@@ -82,9 +82,9 @@ static bool answer(int fd, const char *path)
         send_str(fd, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
                      "5;ext=1\r\n{\"a\":\r\n2;x=\"q v\";y\r\n1}\r\n0\r\nX-Trailer: t\r\n\r\n");
     } else if (strncmp(path, "/info", 5) == 0) {
-        send_str(fd, "HTTP/1.1 100 Continue\r\n\r\n"
-                     "HTTP/1.1 103 Early Hints\r\nLink: </x>; rel=preload\r\n\r\n" JSON_OK
-                     "{\"b\":2}");
+        send_str(fd,
+                 "HTTP/1.1 100 Continue\r\n\r\n"
+                 "HTTP/1.1 103 Early Hints\r\nLink: </x>; rel=preload\r\n\r\n" JSON_OK "{\"b\":2}");
     } else if (strncmp(path, "/close", 6) == 0) {
         send_str(fd, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{\"c\":3}");
         return false;
@@ -311,7 +311,8 @@ static void header_injection_never_reaches_the_backend(void **state)
     raw_log_clear();
     static const char *const attempts[] = {
         "GET /t/other HTTP/1.1\r\nHost: x\r\nX-Fwd: a\rX-Injected: 1\r\nConnection: close\r\n\r\n",
-        "GET /t/other HTTP/1.1\r\nHost: x\r\nX-Fwd: a\r\n X-Injected: 2\r\nConnection: close\r\n\r\n",
+        "GET /t/other HTTP/1.1\r\nHost: x\r\nX-Fwd: a\r\n X-Injected: 2\r\nConnection: "
+        "close\r\n\r\n",
         "GET /t/other HTTP/1.1\r\nHost: x\r\nX-Fwd: a\nX-Injected: 3\r\nConnection: close\r\n\r\n",
     };
     for (size_t i = 0; i < sizeof attempts / sizeof *attempts; i++) {
@@ -376,8 +377,7 @@ int main(int argc, char **argv)
     const char *client = getenv("GATEWAY_TEST_CLIENT");
     const struct CMUnitTest only_switch[] = {cmocka_unit_test(env_client_switch)};
     if (client && strcmp(client, "curl") == 0)
-        return cmocka_run_group_tests_name("integration/transport (curl)", only_switch, NULL,
-                                           NULL);
+        return cmocka_run_group_tests_name("integration/transport (curl)", only_switch, NULL, NULL);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(chunked_with_extensions_and_trailers),
         cmocka_unit_test(informational_then_200),
@@ -390,9 +390,9 @@ int main(int argc, char **argv)
         cmocka_unit_test(localhost_resolves),
         cmocka_unit_test(unresolvable_name_gives_502),
     };
-    int rc = cmocka_run_group_tests_name("integration/transport", tests, group_setup,
-                                         group_teardown);
-    if (!rc) rc = cmocka_run_group_tests_name("integration/transport switch", only_switch, NULL,
-                                              NULL);
+    int rc =
+        cmocka_run_group_tests_name("integration/transport", tests, group_setup, group_teardown);
+    if (!rc)
+        rc = cmocka_run_group_tests_name("integration/transport switch", only_switch, NULL, NULL);
     return rc ? rc : h_stop_failed();
 }
