@@ -130,21 +130,40 @@ static void *acceptor_main(void *arg)
     return NULL;
 }
 
-static struct srv *srv_start(enum mode mode)
+/* A listener on 127.0.0.1 (v6: ::1; NULL when the machine has no IPv6). */
+static struct srv *srv_start_af(enum mode mode, int af)
 {
     struct srv *s = calloc(1, sizeof *s);
     assert_non_null(s);
     s->mode = mode;
     pthread_mutex_init(&s->mu, NULL);
-    s->lfd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    assert_int_equal(bind(s->lfd, (struct sockaddr *)&a, sizeof a), 0);
+    s->lfd = socket(af, SOCK_STREAM, 0);
+    struct sockaddr_storage ss = {0};
+    struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
+    socklen_t len = af == AF_INET ? sizeof *a4 : sizeof *a6;
+    ss.ss_family = (sa_family_t)af;
+    if (af == AF_INET)
+        a4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    else
+        a6->sin6_addr = in6addr_loopback;
+    if (s->lfd < 0 || bind(s->lfd, (struct sockaddr *)&ss, len) != 0) {
+        assert_int_equal(af, AF_INET6); /* only IPv6 may be missing */
+        if (s->lfd >= 0) close(s->lfd);
+        pthread_mutex_destroy(&s->mu);
+        free(s);
+        return NULL;
+    }
     assert_int_equal(listen(s->lfd, 16), 0);
-    getsockname(s->lfd, (struct sockaddr *)&a, &len);
-    s->port = ntohs(a.sin_port);
+    getsockname(s->lfd, (struct sockaddr *)&ss, &len);
+    s->port = ntohs(af == AF_INET ? a4->sin_port : a6->sin6_port);
     assert_int_equal(pthread_create(&s->acceptor, NULL, acceptor_main, s), 0);
     return s;
+}
+
+static struct srv *srv_start(enum mode mode)
+{
+    return srv_start_af(mode, AF_INET);
 }
 
 /* Stops accepting, waits for every connection thread (the transport must
@@ -477,6 +496,25 @@ static void test_unresolvable_and_refused(void **state)
     native_free(n);
 }
 
+/* An IPv6 literal origin: connected by address, Host keeps the brackets. */
+static void test_ipv6_literal(void **state)
+{
+    loop_t *loop = *state;
+    struct srv *s = srv_start_af(M_KEEP, AF_INET6);
+    if (!s) skip();
+    struct native *n = native_new(loop, NULL, NULL);
+    char origin[64], want[128];
+    snprintf(origin, sizeof origin, "http://[::1]:%d", s->port);
+    struct job j = {.n = n, .origin = origin};
+    run_call(loop, &j);
+    assert_int_equal(j.resp.result, UP_OK);
+    buf_free(&j.body);
+    snprintf(want, sizeof want, "GET /x?y=1 HTTP/1.1\r\nHost: [::1]:%d\r\n\r\n", s->port);
+    assert_last(s, want);
+    native_free(n);
+    srv_stop(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -490,6 +528,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_too_big, loop_setup, loop_teardown),
         cmocka_unit_test_setup_teardown(test_header_injection_refused, loop_setup, loop_teardown),
         cmocka_unit_test_setup_teardown(test_unresolvable_and_refused, loop_setup, loop_teardown),
+        cmocka_unit_test_setup_teardown(test_ipv6_literal, loop_setup, loop_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
