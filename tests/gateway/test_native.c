@@ -496,6 +496,45 @@ static void test_unresolvable_and_refused(void **state)
     native_free(n);
 }
 
+/* A backend that never completes the handshake (its accept queue is full,
+ * so the SYN is dropped): the call fails after connect_timeout_ms, well
+ * before its own deadline, as a transport error. */
+static void test_connect_timeout(void **state)
+{
+    loop_t *loop = *state;
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    assert_int_equal(bind(lfd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(lfd, 0), 0);
+    getsockname(lfd, (struct sockaddr *)&a, &len);
+    /* Fill the accept queue with connections nobody accepts. */
+    int fill[4];
+    for (int i = 0; i < 4; i++) {
+        fill[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+        connect(fill[i], (struct sockaddr *)&a, sizeof a);
+    }
+    struct native *n = native_new(loop, NULL, NULL);
+    struct upstream_conf conf = {
+        .max_idle_per_origin = 8, .idle_timeout_s = 60, .connect_timeout_ms = 200};
+    char origin[64];
+    snprintf(origin, sizeof origin, "http://127.0.0.1:%d", ntohs(a.sin_port));
+    struct job j = {.n = n, .origin = origin, .conf = &conf, .timeout_ns = 20000 * MS};
+    uint64_t t0 = mono_ns();
+    run_call(loop, &j);
+    uint64_t took = mono_ns() - t0;
+    assert_int_equal(j.resp.result, UP_ERROR);
+    assert_string_equal(j.resp.error, "connect timeout");
+    assert_true(took >= 150 * MS);
+    assert_true(took < 10000 * MS);
+    assert_int_equal(counts(n).connect, 0);
+    buf_free(&j.body);
+    native_free(n);
+    for (int i = 0; i < 4; i++)
+        close(fill[i]);
+    close(lfd);
+}
+
 /* An IPv6 literal origin: connected by address, Host keeps the brackets. */
 static void test_ipv6_literal(void **state)
 {
@@ -529,6 +568,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_header_injection_refused, loop_setup, loop_teardown),
         cmocka_unit_test_setup_teardown(test_unresolvable_and_refused, loop_setup, loop_teardown),
         cmocka_unit_test_setup_teardown(test_ipv6_literal, loop_setup, loop_teardown),
+        cmocka_unit_test_setup_teardown(test_connect_timeout, loop_setup, loop_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
