@@ -487,30 +487,55 @@ static struct conn *conn_get(struct call *k, struct origin *o, const struct upst
 
 /* ---- the request ---- */
 
-/* "Name: value" with a token name and no CR or LF anywhere (a client must
- * not smuggle a header line into a backend request). */
-static bool header_ok(const char *h)
+/* RFC 9110 tchar: what a header name is made of. */
+static const bool TCHAR[256] = {
+    ['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1,         ['&'] = 1,         ['\''] = 1,
+    ['*'] = 1, ['+'] = 1, ['-'] = 1, ['.'] = 1,         ['^'] = 1,         ['_'] = 1,
+    ['`'] = 1, ['|'] = 1, ['~'] = 1, ['0' ... '9'] = 1, ['A' ... 'Z'] = 1, ['a' ... 'z'] = 1,
+};
+
+enum hdr_kind { HDR_BAD, HDR_PLAIN, HDR_HOST, HDR_FRAMING };
+
+/* One pass over "Name: value": a token name, and no CR or LF anywhere (a
+ * client must not smuggle a header line into a backend request). *len
+ * receives the line's length. Host replaces the transport's own; framing
+ * headers (Content-Length, Transfer-Encoding, Connection, Expect) are the
+ * transport's alone and dropped. */
+static enum hdr_kind header_kind(const char *h, size_t *len)
 {
     const char *p = h;
-    while (*p && *p != ':' && *p > 0x20 && *p < 0x7f && !strchr("\"(),/;<=>?@[\\]{}", *p))
+    while (TCHAR[(unsigned char)*p])
         p++;
-    if (p == h || *p != ':') return false;
-    return strpbrk(p, "\r\n") == NULL;
+    size_t name = (size_t)(p - h);
+    if (!name || *p != ':') return HDR_BAD;
+    for (p++; *p; p++)
+        if (*p == '\r' || *p == '\n') return HDR_BAD;
+    *len = (size_t)(p - h);
+    switch (name) {
+    case 4:
+        return strncasecmp(h, "Host", 4) == 0 ? HDR_HOST : HDR_PLAIN;
+    case 6:
+        return strncasecmp(h, "Expect", 6) == 0 ? HDR_FRAMING : HDR_PLAIN;
+    case 10:
+        return strncasecmp(h, "Connection", 10) == 0 ? HDR_FRAMING : HDR_PLAIN;
+    case 14:
+        return strncasecmp(h, "Content-Length", 14) == 0 ? HDR_FRAMING : HDR_PLAIN;
+    case 17:
+        return strncasecmp(h, "Transfer-Encoding", 17) == 0 ? HDR_FRAMING : HDR_PLAIN;
+    default:
+        return HDR_PLAIN;
+    }
 }
 
-static bool header_is(const char *h, const char *name)
+/* The request target's length: printable ASCII from '/', no spaces; 0 when
+ * not fit to be sent. */
+static size_t target_len(const char *s)
 {
-    size_t n = strlen(name);
-    return strncasecmp(h, name, n) == 0 && h[n] == ':';
-}
-
-/* The request target: printable ASCII, no spaces. */
-static bool target_ok(const char *s)
-{
-    if (*s != '/') return false;
-    for (; *s; s++)
-        if ((unsigned char)*s <= 0x20 || (unsigned char)*s >= 0x7f) return false;
-    return true;
+    if (*s != '/') return 0;
+    const char *p = s;
+    for (; *p; p++)
+        if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f) return 0;
+    return (size_t)(p - s);
 }
 
 #define IOV(p, l) ((struct iovec){.iov_base = (void *)(p), .iov_len = (l)})
@@ -521,7 +546,8 @@ static bool target_ok(const char *s)
 static int build_request(const struct upstream_req *req, const struct origin *o, char cl[48],
                          struct iovec *iov, const char **why)
 {
-    if (!target_ok(req->path)) {
+    size_t plen = target_len(req->path);
+    if (!plen) {
         *why = "bad URL";
         return 0;
     }
@@ -529,18 +555,21 @@ static int build_request(const struct upstream_req *req, const struct origin *o,
         *why = "too many headers";
         return 0;
     }
+    uint8_t kind[MAX_HDRS];
+    size_t len[MAX_HDRS];
     bool own_host = true;
     for (size_t i = 0; i < req->n_headers; i++) {
-        if (!header_ok(req->headers[i])) {
+        kind[i] = (uint8_t)header_kind(req->headers[i], &len[i]);
+        if (kind[i] == HDR_BAD) {
             *why = "invalid header";
             return 0;
         }
-        if (header_is(req->headers[i], "Host")) own_host = false;
+        if (kind[i] == HDR_HOST) own_host = false;
     }
     int n = 0;
     iov[n++] = IOV(req->method, strlen(req->method));
     iov[n++] = IOV(" ", 1);
-    iov[n++] = IOV(req->path, strlen(req->path));
+    iov[n++] = IOV(req->path, plen);
     if (own_host) {
         iov[n++] = IOV(" HTTP/1.1\r\nHost: ", 17);
         iov[n++] = IOV(o->authority, o->authority_len);
@@ -549,12 +578,8 @@ static int build_request(const struct upstream_req *req, const struct origin *o,
         iov[n++] = IOV(" HTTP/1.1\r\n", 11);
     }
     for (size_t i = 0; i < req->n_headers; i++) {
-        const char *h = req->headers[i];
-        /* Framing is the transport's own. */
-        if (header_is(h, "Content-Length") || header_is(h, "Transfer-Encoding") ||
-            header_is(h, "Connection") || header_is(h, "Expect"))
-            continue;
-        iov[n++] = IOV(h, strlen(h));
+        if (kind[i] == HDR_FRAMING) continue;
+        iov[n++] = IOV(req->headers[i], len[i]);
         iov[n++] = IOV("\r\n", 2);
     }
     if (req->body) {
