@@ -42,6 +42,8 @@
 /* iovecs of one request: line (3) + Host (3) + 2 per header + CL + body. */
 #define MAX_IOV  84
 #define MAX_HDRS ((MAX_IOV - 8) / 2)
+/* A request up to this size is copied into one buffer for the write. */
+#define FLAT_MAX 2048
 /* Connection objects kept for reuse after a close. */
 #define CONN_POOL_MAX 256
 /* How often the idle sweep runs while any connection is idle. */
@@ -540,6 +542,24 @@ static size_t target_len(const char *s)
 
 #define IOV(p, l) ((struct iovec){.iov_base = (void *)(p), .iov_len = (l)})
 
+/* Copies iov[0..n) into flat when it all fits: the kernel then imports one
+ * segment instead of a dozen (a measurable part of writev's cost). Returns
+ * the new count. */
+static int flatten(struct iovec *iov, int n, char *flat, size_t cap)
+{
+    size_t total = 0;
+    for (int i = 0; i < n; i++)
+        total += iov[i].iov_len;
+    if (total > cap) return n;
+    char *p = flat;
+    for (int i = 0; i < n; i++) {
+        memcpy(p, iov[i].iov_base, iov[i].iov_len);
+        p += iov[i].iov_len;
+    }
+    iov[0] = IOV(flat, total);
+    return 1;
+}
+
 /* Fills iov with the whole request; returns the count, or 0 with *why when
  * a header or the target is not fit to be sent. cl holds the Content-Length
  * line. */
@@ -712,6 +732,7 @@ static void run_call(struct call *k, ctx_t *ctx, const struct upstream_req *req,
     struct native *n = k->n;
     struct iovec iov[MAX_IOV];
     char cl[48];
+    char flat[FLAT_MAX];
     const char *why = NULL;
     if (!build_request(req, o, cl, iov, &why)) {
         fail(resp, UP_ERROR, why);
@@ -730,6 +751,7 @@ static void run_call(struct call *k, ctx_t *ctx, const struct upstream_req *req,
             return;
         }
         int niov = build_request(req, o, cl, iov, &why); /* send_all consumes iov */
+        niov = flatten(iov, niov, flat, sizeof flat);
         bool keep = false;
         switch (exchange(k, c, iov, niov, no_body, &why, &keep)) {
         case X_DONE:

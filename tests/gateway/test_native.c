@@ -44,7 +44,7 @@ struct srv {
     atomic_int n_conns;
     atomic_int requests; /* complete requests read */
     atomic_int eofs;     /* connections the gateway closed */
-    char last[2048];     /* the last request head read (acceptor-owned until joined) */
+    char last[4096];     /* the last request head read (acceptor-owned until joined) */
     pthread_mutex_t mu;
 };
 
@@ -496,6 +496,28 @@ static void test_unresolvable_and_refused(void **state)
     native_free(n);
 }
 
+/* A request too long for the one-buffer copy goes out as iovecs, intact. */
+static void test_large_request(void **state)
+{
+    loop_t *loop = *state;
+    struct srv *s = srv_start(M_KEEP);
+    struct native *n = native_new(loop, NULL, NULL);
+    static char big[3000];
+    memcpy(big, "X-Big: ", 7);
+    memset(big + 7, 'b', sizeof big - 8);
+    const char *h[] = {big};
+    struct job j = {.n = n, .origin = origin_of(s), .headers = h, .n_headers = 1};
+    run_call(loop, &j);
+    assert_int_equal(j.resp.result, UP_OK);
+    buf_free(&j.body);
+    char want[3200];
+    snprintf(want, sizeof want, "GET /x?y=1 HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n%s\r\n\r\n", s->port,
+             big);
+    assert_last(s, want);
+    native_free(n);
+    srv_stop(s);
+}
+
 /* A backend that never completes the handshake (its accept queue is full,
  * so the SYN is dropped): the call fails after connect_timeout_ms, well
  * before its own deadline, as a transport error. */
@@ -569,6 +591,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_unresolvable_and_refused, loop_setup, loop_teardown),
         cmocka_unit_test_setup_teardown(test_ipv6_literal, loop_setup, loop_teardown),
         cmocka_unit_test_setup_teardown(test_connect_timeout, loop_setup, loop_teardown),
+        cmocka_unit_test_setup_teardown(test_large_request, loop_setup, loop_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
