@@ -428,18 +428,13 @@ static void test_empty(void **state)
     (void)state;
     struct expo e;
     render_parse(&e, NULL, 0, NULL);
-    static const char *const families[] = {"gateway_requests_total",
-                                           "gateway_request_duration_seconds",
-                                           "gateway_backend_requests_total",
-                                           "gateway_backend_duration_seconds",
-                                           "gateway_inflight_requests",
-                                           "gateway_pool_hits_total",
-                                           "gateway_pool_misses_total",
-                                           "gateway_access_log_dropped_total",
-                                           "gateway_config_reloads_total",
-                                           "gateway_spans_dropped_total",
-                                           "gateway_upstream_connections_total",
-                                           "gateway_upstream_idle_connections"};
+    static const char *const families[] = {
+        "gateway_requests_total",         "gateway_request_duration_seconds",
+        "gateway_backend_requests_total", "gateway_backend_duration_seconds",
+        "gateway_inflight_requests",      "gateway_pool_hits_total",
+        "gateway_pool_misses_total",      "gateway_access_log_dropped_total",
+        "gateway_config_reloads_total",   "gateway_spans_dropped_total",
+        "gateway_upstream_connections_total", "gateway_upstream_idle_connections"};
     assert_int_equal(e.nf, 12);
     for (size_t i = 0; i < 12; i++)
         assert_true(find_family(&e, families[i]) >= 0);
@@ -493,12 +488,9 @@ static void test_sum_three_workers(void **state)
 
     struct metrics_pool_stat pools[] = {
         {"buf", 10, 2}, {"curl", 5, 1}, {"buf", 7, 3}, {"stack", 0, 4}};
-    struct metrics_globals g = {.pools = pools,
-                                .npools = 4,
-                                .access_log_dropped = 17,
-                                .reloads_ok = 2,
-                                .reloads_error = 1,
-                                .spans_dropped = 5};
+    struct metrics_globals g = {
+        .pools = pools, .npools = 4, .access_log_dropped = 17, .reloads_ok = 2, .reloads_error = 1,
+        .spans_dropped = 5};
     struct expo e;
     render_parse(&e, w, 3, &g);
 
