@@ -769,7 +769,9 @@ static void run_call(struct call *k, ctx_t *ctx, const struct upstream_req *req,
                 fresh = true;
                 continue;
             }
-            fail(resp, UP_ERROR, "connection closed before the response");
+            /* Only a reused connection is stale, and a retry is a fresh one. */
+            fail(resp, UP_ERROR,
+                 "connection closed before the answer (a non-idempotent request is not re-sent)");
             return;
         case X_ABORT:
             conn_close(n, c);

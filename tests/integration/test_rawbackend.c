@@ -15,7 +15,10 @@
  *     header block pass.
  *
  * One gateway with one worker (so a second request finds the connection the
- * first one left in curl's cache) and one raw backend for all tests.
+ * first one left in curl's cache) and one raw backend for all tests. The
+ * config pins "client": "curl" (the expected texts are the libcurl path's;
+ * the native transport's own cases are integration/transport and
+ * gateway/test_native, its parser's gateway/test_h1resp).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -250,7 +253,8 @@ static const char conf[] =
     "{\n"
     " \"server\": {\"listen\": \"127.0.0.1:${PORT}\", \"workers\": 1,\n"
     "            \"shutdown_timeout_ms\": 2000},\n"
-    " \"defaults\": {\"timeout_ms\": 8000, \"backend_timeout_ms\": 8000},\n"
+    " \"defaults\": {\"timeout_ms\": 8000, \"backend_timeout_ms\": 8000,\n"
+    "              \"client\": \"curl\"},\n"
     " \"access_log\": {\"path\": \"-\"},\n"
     " \"endpoints\": [\n"
     "  {\"name\": \"head\", \"path\": \"/api/head/{id}\",\n"
