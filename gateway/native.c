@@ -864,6 +864,16 @@ void native_counts(const struct native *n, struct native_counts *out)
     out->idle = atomic_load_explicit(&n->c_idle, memory_order_relaxed);
 }
 
+size_t native_mark_idle(struct native *n)
+{
+    return pool_mark_idle(n->conns);
+}
+
+size_t native_free_idle(struct native *n, size_t max)
+{
+    return pool_free_idle(n->conns, max);
+}
+
 unsigned native_inflight(const struct native *n)
 {
     return n->inflight;

@@ -50,6 +50,12 @@ struct native_counts {
 };
 void native_counts(const struct native *n, struct native_counts *out);
 
+/* The sweep of gateway/worker.c for the pool of connection objects (kept
+ * after a close for the next connect): pool_mark_idle / pool_free_idle of
+ * core/pool.h. Owner thread. */
+size_t native_mark_idle(struct native *n);
+size_t native_free_idle(struct native *n, size_t max);
+
 /* Calls in flight. Owner thread. */
 unsigned native_inflight(const struct native *n);
 

@@ -624,10 +624,11 @@ const pool_t *upstream_handle_pool(const struct upstream *up)
 
 size_t upstream_mark_idle(struct upstream *up)
 {
-    return pool_mark_idle(up->easy_pool);
+    return pool_mark_idle(up->easy_pool) + native_mark_idle(up->native);
 }
 
 size_t upstream_free_idle(struct upstream *up, size_t max)
 {
-    return pool_free_idle(up->easy_pool, max);
+    size_t n = pool_free_idle(up->easy_pool, max);
+    return n + native_free_idle(up->native, max > n ? max - n : 0);
 }
