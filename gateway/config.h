@@ -38,6 +38,14 @@ enum fallback_kind { FALLBACK_NONE, FALLBACK_DEGRADED, FALLBACK_STATIC };
 /* endpoint "auth" (config_edge.c): no token check, or a JWT (auth_conf). */
 enum auth_mode { AUTH_NONE, AUTH_OPTIONAL, AUTH_REQUIRED };
 
+/* A backend's response cache (gateway/cache.h); all zero: none. */
+struct cache_conf {
+    bool enabled;       /* a "cache" object was given */
+    uint32_t ttl_ms;    /* freshness when the backend does not say (0..24 h) */
+    bool honor_headers; /* the backend's Cache-Control decides */
+    bool coalesce;      /* identical calls in flight on a worker share one */
+};
+
 struct backend_conf {
     const char *name;
     const char *url;        /* the template as written */
@@ -54,6 +62,7 @@ struct backend_conf {
     size_t n_allow;
     bool forward_body;
     size_t max_response_bytes; /* defaults.max_response_bytes */
+    struct cache_conf cache;
 };
 
 /* "cors" in defaults or an endpoint (config_web.c). */

@@ -279,7 +279,11 @@ static void render_metrics(struct gateway *gw, buf_t *out)
                                                          pool_misses(ps[j])};
     }
     pthread_mutex_unlock(&gw->scrape_lock);
+    size_t store_entries = 0, store_bytes = 0;
+    if (gw->degraded) degraded_stats(gw->degraded, &store_entries, &store_bytes);
     struct metrics_globals g = {
+        .store_entries = store_entries,
+        .store_bytes = store_bytes,
         .pools = pools,
         .npools = np,
         .access_log_dropped = accesslog_dropped(gw->log),
@@ -385,6 +389,7 @@ static struct conn_state *begin(struct worker *w, struct MHD_Connection *conn, c
     buf_init(&r->query_in, NULL);
     r->buf_pool = w->buf_pool;
     r->degraded = w->gw->degraded;
+    r->cache = w->cache;
     live_add(w, r);
 
     if (rc == 200) {

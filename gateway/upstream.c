@@ -361,6 +361,7 @@ static size_t on_header(char *p, size_t size, size_t n, void *userdata)
 {
     struct call *c = userdata;
     size_t len = size * n;
+    cachectl_line(&c->resp->cc, p, len);
     const char *why = check_header_line(&c->fr, p, len);
     if (!why) return len;
     c->refused = why;
@@ -497,6 +498,7 @@ void upstream_call(struct upstream *up, ctx_t *ctx, const struct upstream_req *r
 {
     resp->status = 0;
     resp->error = NULL;
+    cachectl_init(&resp->cc);
     if (ctx_done(ctx)) {
         resp->result = ctx_result(ctx);
         return;

@@ -26,6 +26,7 @@
 #include "core/ctx.h"
 #include "core/loop.h"
 #include "core/pool.h"
+#include "gateway/cachectl.h"
 
 struct upstream;
 
@@ -53,6 +54,7 @@ struct upstream_resp {
     long status;       /* HTTP status when result == UP_OK */
     buf_t *body;       /* filled by the call; initialised by the caller */
     const char *error; /* static text for UP_ERROR */
+    struct cache_control cc; /* the answer's Cache-Control (gateway/cachectl.h) */
 };
 
 /* A worker's upstream on loop; body buffers come from buf_pool. NULL on
