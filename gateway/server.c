@@ -833,6 +833,13 @@ static void finish_request(struct worker *w, struct conn_state *cs,
      * backends whose calls it cancelled are not named as degraded. */
     for (size_t i = 0; i < r->n_calls && !cs->hung_up; i++)
         if (r->calls[i].outcome >= OUT_DEGRADED) names[nd++] = r->calls[i].b->name;
+    const char *cnames[r->n_calls + 1], *cres[r->n_calls + 1];
+    size_t nc = 0;
+    for (size_t i = 0; i < r->n_calls; i++)
+        if (r->calls[i].cache != CACHE_NONE) {
+            cnames[nc] = r->calls[i].b->name;
+            cres[nc++] = cache_result_name(r->calls[i].cache);
+        }
     char trace_id[2 * TRACE_ID_BYTES + 1];
     trace_hex(r->trace.trace_id, TRACE_ID_BYTES, trace_id);
     accesslog_record(w->gw->log, &(struct access_record){
@@ -846,6 +853,9 @@ static void finish_request(struct worker *w, struct conn_state *cs,
                                      .trace_id = trace_id,
                                      .degraded = names,
                                      .ndegraded = nd,
+                                     .cache_backends = cnames,
+                                     .cache_results = cres,
+                                     .ncache = nc,
                                  });
 }
 

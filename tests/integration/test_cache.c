@@ -134,6 +134,8 @@ static void test_ttl(void **state)
     assert_false(timing_says(&r1, "desc="));
     h_resp_free(&r1);
     h_resp_free(&r2);
+    /* the access log says how the cached backend was answered */
+    assert_true(h_gateway_log_wait(&env.gw, "\"cache\":{\"c\":\"miss\"}}", 5000));
     double after = second_call_after("/api/ttl/t1", "/users/t1", t0);
     fprintf(stderr, "second call %.0f ms after the first request\n", after);
     assert_true(after >= 395);
@@ -204,6 +206,7 @@ static void test_private(void **state)
     get_ok("/api/priv/p1", "Bearer bob", &r);
     assert_false(timing_says(&r, "desc=\"hit\""));
     h_resp_free(&r);
+    assert_true(h_gateway_log_wait(&env.gw, "\"cache\":{\"p\":\"miss\"}}", 5000));
     assert_int_equal(calls_with_auth("/users/p1", "Bearer alice"), 1);
     assert_int_equal(calls_with_auth("/users/p1", "Bearer bob"), 1);
     /* without honor_headers, the same credentials may get the cached copy */
