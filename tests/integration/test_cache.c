@@ -101,7 +101,7 @@ static bool timing_says(const struct h_resp *r, const char *desc)
  * after t0 the request that made the second call started (bounded: 8 s). */
 static double second_call_after(const char *path, const char *prefix, double t0)
 {
-    double end = h_now_ms() + 8000;
+    double end = h_now_ms() + h_bound_ms(8000);
     while (h_now_ms() < end) {
         double at = h_now_ms();
         struct h_resp r;
@@ -135,7 +135,7 @@ static void test_ttl(void **state)
     h_resp_free(&r1);
     h_resp_free(&r2);
     /* the access log says how the cached backend was answered */
-    assert_true(h_gateway_log_wait(&env.gw, "\"cache\":{\"c\":\"miss\"}}", 5000));
+    assert_true(h_gateway_log_wait(&env.gw, "\"cache\":{\"c\":\"miss\"}}", (int)h_bound_ms(5000)));
     double after = second_call_after("/api/ttl/t1", "/users/t1", t0);
     fprintf(stderr, "second call %.0f ms after the first request\n", after);
     assert_true(after >= 395);
@@ -206,7 +206,7 @@ static void test_private(void **state)
     get_ok("/api/priv/p1", "Bearer bob", &r);
     assert_false(timing_says(&r, "desc=\"hit\""));
     h_resp_free(&r);
-    assert_true(h_gateway_log_wait(&env.gw, "\"cache\":{\"p\":\"miss\"}}", 5000));
+    assert_true(h_gateway_log_wait(&env.gw, "\"cache\":{\"p\":\"miss\"}}", (int)h_bound_ms(5000)));
     assert_int_equal(calls_with_auth("/users/p1", "Bearer alice"), 1);
     assert_int_equal(calls_with_auth("/users/p1", "Bearer bob"), 1);
     /* without honor_headers, the same credentials may get the cached copy */
@@ -308,19 +308,24 @@ static bool started(const cJSON *e, void *arg)
 static void test_leader_hangs_up(void **state)
 {
     (void)state;
+    /* long enough for the joiners to arrive, however slow the machine */
+    int ms = (int)h_bound_ms(1500);
+    char path[64], prefix[64], req[128];
+    snprintf(path, sizeof path, "/api/co/%d/lh", ms);
+    snprintf(prefix, sizeof prefix, "/slow/%d/lh", ms);
     int fd = h_connect(env.gw.port);
     assert_true(fd >= 0);
-    const char req[] = "GET /api/co/1500/lh HTTP/1.1\r\nHost: x\r\n\r\n";
-    assert_int_equal(h_send_all(fd, req, sizeof req - 1), 0);
-    cJSON *e = h_wait_log(&env.mock, "/slow/1500/lh", started, NULL, 5000);
+    int n = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", path);
+    assert_int_equal(h_send_all(fd, req, (size_t)n), 0);
+    cJSON *e = h_wait_log(&env.mock, prefix, started, NULL, (int)h_bound_ms(5000));
     assert_non_null(e);
     cJSON_Delete(e);
     enum { N = 5 };
     struct client c[N];
     for (int i = 0; i < N; i++)
-        start_client(&c[i], "/api/co/1500/lh", NULL);
+        start_client(&c[i], path, NULL);
     /* all five parked on the shared call (1 + 5 + the scrape) */
-    double end = h_now_ms() + 5000;
+    double end = h_now_ms() + h_bound_ms(5000);
     while (inflight() < 1 + N + 1 && h_now_ms() < end)
         usleep(10 * 1000);
     assert_true(inflight() >= 1 + N + 1);
@@ -331,7 +336,7 @@ static void test_leader_hangs_up(void **state)
         assert_int_equal(c[i].r.status, 200);
         h_resp_free(&c[i].r);
     }
-    cJSON *log = h_mock_log(&env.mock, "/slow/1500/lh");
+    cJSON *log = h_mock_log(&env.mock, prefix);
     assert_int_equal(cJSON_GetArraySize(log), 1);
     const cJSON *l = cJSON_GetArrayItem(log, 0);
     assert_true(cJSON_IsFalse(cJSON_GetObjectItem(l, "client_hung_up")));
@@ -345,25 +350,29 @@ static void test_joiner_deadline(void **state)
     (void)state;
     enum { N = 3 };
     struct client c[N];
-    start_client(&c[0], "/api/co/800/jd", NULL);
-    cJSON *e = h_wait_log(&env.mock, "/slow/800/jd", started, NULL, 5000);
+    int ms = (int)h_bound_ms(800);
+    char path[64], prefix[64];
+    snprintf(path, sizeof path, "/api/co/%d/jd", ms);
+    snprintf(prefix, sizeof prefix, "/slow/%d/jd", ms);
+    start_client(&c[0], path, NULL);
+    cJSON *e = h_wait_log(&env.mock, prefix, started, NULL, (int)h_bound_ms(5000));
     assert_non_null(e);
     cJSON_Delete(e);
     for (int i = 1; i < N; i++)
-        start_client(&c[i], "/api/co/800/jd", NULL);
+        start_client(&c[i], path, NULL);
     struct h_resp r;
     const char *hdrs[] = {"X-Request-Timeout-Ms: 50", NULL};
-    h_get(env.gw.base, "/api/co/800/jd", hdrs, &r);
+    h_get(env.gw.base, path, hdrs, &r);
     fprintf(stderr, "joiner with 50 ms: %ld after %.0f ms\n", r.status, r.total_ms);
     assert_int_equal(r.status, 504);
-    assert_true(r.total_ms >= 45 && r.total_ms < 700);
+    assert_true(r.total_ms >= 45 && r.total_ms < h_bound_ms(700));
     h_resp_free(&r);
     for (int i = 0; i < N; i++) {
         pthread_join(c[i].thread, NULL);
         assert_int_equal(c[i].r.status, 200);
         h_resp_free(&c[i].r);
     }
-    assert_int_equal(calls("/slow/800/jd"), 1);
+    assert_int_equal(calls(prefix), 1);
 }
 
 int main(int argc, char **argv)
