@@ -112,6 +112,13 @@ void cachectl_header(struct cache_control *cc, const char *name, size_t name_len
     if (!parse_list(cc, value, value_len)) cc->flags |= CC_INVALID;
 }
 
+int cachectl_h1_header(void *arg, const char *name, size_t name_len, const char *value,
+                       size_t value_len)
+{
+    cachectl_header(arg, name, name_len, value, value_len);
+    return 0;
+}
+
 void cachectl_line(struct cache_control *cc, const char *line, size_t len)
 {
     if (len >= 5 && memcmp(line, "HTTP/", 5) == 0) {

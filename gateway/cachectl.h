@@ -50,6 +50,12 @@ void cachectl_init(struct cache_control *cc);
 void cachectl_header(struct cache_control *cc, const char *name, size_t name_len,
                      const char *value, size_t value_len);
 
+/* cachectl_header in the shape of h1resp's h1_header_fn (gateway/h1resp.h),
+ * for the native transport: h1resp_on_header(p, cachectl_h1_header,
+ * &resp->cc). arg is a struct cache_control *; returns 0 (never aborts). */
+int cachectl_h1_header(void *arg, const char *name, size_t name_len, const char *value,
+                       size_t value_len);
+
 /* Feeds one raw header line as libcurl hands it ("Name: value\r\n"); a
  * status line ("HTTP/...") starts a new header block (after a 1xx). */
 void cachectl_line(struct cache_control *cc, const char *line, size_t len);

@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include "gateway/cachectl.h"
+#include "gateway/h1resp.h"
 
 static struct cache_control parse(const char *value)
 {
@@ -60,6 +61,23 @@ static void test_directives(void **state)
     cachectl_line(&cc, "\r\n", 2);
     assert_int_equal(cc.flags, CC_MAX_AGE);
     assert_int_equal(cc.max_age, 7);
+}
+
+/* The native transport's parser hands fields over through the h1resp hook. */
+static void test_h1resp_hook(void **state)
+{
+    (void)state;
+    static struct h1resp p;
+    struct cache_control cc;
+    cachectl_init(&cc);
+    h1resp_init(&p, false, NULL, NULL);
+    h1resp_on_header(&p, cachectl_h1_header, &cc);
+    static const char r[] = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n"
+                            "Cache-Control:  s-maxage=30 , private\r\n\r\n{}";
+    size_t used = 0;
+    assert_int_equal(h1resp_feed(&p, r, sizeof r - 1, &used), H1_DONE);
+    assert_int_equal(cc.flags, CC_S_MAXAGE | CC_PRIVATE);
+    assert_int_equal(cc.s_maxage, 30);
 }
 
 /* Malformed, huge or overflowing: never a long TTL, not served at all. */
@@ -122,6 +140,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_directives),
+        cmocka_unit_test(test_h1resp_hook),
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_freshness),
     };
