@@ -683,7 +683,7 @@ hung_up:
 /* Serves one data (non-control) request. */
 static void route(int fd, const struct req *r, struct outcome *out)
 {
-    struct mode m;
+    struct mode m = {0}; /* gcc -O3 cannot see mode_find fills it */
     if (mode_find(r->path, &m)) {
         if (m.delay_ms > 0 && wait_or_hangup(fd, m.delay_ms)) {
             out->hung_up = true;
