@@ -100,8 +100,8 @@ static bool parse_list(struct cache_control *cc, const char *p, size_t n)
     }
 }
 
-void cachectl_header(struct cache_control *cc, const char *name, size_t name_len,
-                     const char *value, size_t value_len)
+void cachectl_header(struct cache_control *cc, const char *name, size_t name_len, const char *value,
+                     size_t value_len)
 {
     if (!name_is(name, name_len, "Cache-Control")) return;
     if (value_len > CACHECTL_MAX_VALUE || cc->bytes + value_len > CACHECTL_MAX_VALUE) {

@@ -29,8 +29,8 @@ enum {
     CC_NO_STORE = 1 << 0,
     CC_PRIVATE = 1 << 1,
     CC_NO_CACHE = 1 << 2,
-    CC_INVALID = 1 << 3, /* malformed, huge, or an overflowing age */
-    CC_MAX_AGE = 1 << 4, /* max_age is set */
+    CC_INVALID = 1 << 3,  /* malformed, huge, or an overflowing age */
+    CC_MAX_AGE = 1 << 4,  /* max_age is set */
     CC_S_MAXAGE = 1 << 5, /* s_maxage is set */
 };
 
@@ -47,8 +47,8 @@ void cachectl_init(struct cache_control *cc);
 
 /* Feeds one response header field; only Cache-Control (case-insensitive
  * name) is looked at, and several such fields add up as one list. */
-void cachectl_header(struct cache_control *cc, const char *name, size_t name_len,
-                     const char *value, size_t value_len);
+void cachectl_header(struct cache_control *cc, const char *name, size_t name_len, const char *value,
+                     size_t value_len);
 
 /* cachectl_header in the shape of h1resp's h1_header_fn (gateway/h1resp.h),
  * for the native transport: h1resp_on_header(p, cachectl_h1_header,

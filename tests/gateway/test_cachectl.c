@@ -85,11 +85,18 @@ static void test_bad_input(void **state)
 {
     (void)state;
     static const char *const bad[] = {
-        "max-age=99999999999",  /* overflows */
-        "max-age=2147483649",   /* over 2^31 */
-        "max-age=-1",           "max-age=1e3", "max-age=\"60\"", "max-age", "max-age=",
+        "max-age=99999999999", /* overflows */
+        "max-age=2147483649",  /* over 2^31 */
+        "max-age=-1",
+        "max-age=1e3",
+        "max-age=\"60\"",
+        "max-age",
+        "max-age=",
         "max-age=5, max-age=6", /* repeated */
-        "s-maxage=0x10",        "=5",          "max-age=5 6",    "ext=\"unterminated",
+        "s-maxage=0x10",
+        "=5",
+        "max-age=5 6",
+        "ext=\"unterminated",
         "max-age=5;x",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {

@@ -143,7 +143,8 @@ static void test_ttl(void **state)
     struct h_resp m;
     h_get(env.gw.base, "/metrics", NULL, &m);
     assert_non_null(strstr(m.body, "gateway_cache_requests_total{backend=\"c\",result=\"hit\"}"));
-    assert_non_null(strstr(m.body, "gateway_cache_requests_total{backend=\"c\",result=\"miss\"} 2"));
+    assert_non_null(
+        strstr(m.body, "gateway_cache_requests_total{backend=\"c\",result=\"miss\"} 2"));
     assert_non_null(strstr(m.body, "gateway_store_entries "));
     assert_null(strstr(m.body, "gateway_store_entries 0\n"));
     h_resp_free(&m);
@@ -276,8 +277,7 @@ static void test_twenty_coalesced(void **state)
     }
     pthread_barrier_destroy(&go);
     int n = calls("/slow/300/c20");
-    fprintf(stderr, "20 requests: %d backend call(s), %d coalesced, %d hits\n", n, coalesced,
-            hits);
+    fprintf(stderr, "20 requests: %d backend call(s), %d coalesced, %d hits\n", n, coalesced, hits);
     assert_int_equal(n, 1);
     assert_int_equal(coalesced + hits, N - 1);
     assert_true(coalesced >= 1);
@@ -332,7 +332,8 @@ static void test_leader_hangs_up(void **state)
     close(fd); /* the leader's client hangs up */
     for (int i = 0; i < N; i++) {
         pthread_join(c[i].thread, NULL);
-        if (c[i].r.status != 200) fprintf(stderr, "joiner %d: %ld %s\n", i, c[i].r.status, c[i].r.body);
+        if (c[i].r.status != 200)
+            fprintf(stderr, "joiner %d: %ld %s\n", i, c[i].r.status, c[i].r.body);
         assert_int_equal(c[i].r.status, 200);
         h_resp_free(&c[i].r);
     }
