@@ -8,7 +8,11 @@
  * on its caller's stack). It is reference counted: its coroutine holds one
  * reference until the call returns, every waiter one until it has copied
  * the answer or left. It is in the table while it can still be joined: from
- * its start until its answer arrives or its last waiter leaves.
+ * its start until the last reference goes, so that a call arriving after the
+ * answer but before the waiters have run (and stored it) takes the same
+ * answer instead of starting a second call; a flight whose waiters all left
+ * before its answer is taken out of the table at once (it is being
+ * cancelled).
  */
 #include "gateway/cache.h"
 
@@ -190,7 +194,6 @@ static void flight_run(void *arg)
     struct flight *f = arg;
     f->c->call(f->c->call_arg, f->ctx, &f->req, &f->resp);
     f->done = true;
-    unlist(f); /* the next identical call reads the store or starts anew */
     for (struct waiter *w = f->waiters; w; w = w->next)
         loop_wake(w->co);
     unref(f);

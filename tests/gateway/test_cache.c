@@ -16,10 +16,14 @@
 
 /* The fake backend: answers {"n":<call number>} once released, or
  * UP_CANCELED when its ctx ends first. */
+struct caller;
 struct fake {
     int calls, cancelled, answered;
     bool release;
+    struct caller *late; /* started just as the answer arrives */
 };
+
+static void caller_run(void *arg);
 
 static void fake_call(void *arg, ctx_t *ctx, const struct upstream_req *req,
                       struct upstream_resp *resp)
@@ -37,6 +41,9 @@ static void fake_call(void *arg, ctx_t *ctx, const struct upstream_req *req,
         return;
     }
     f->answered++;
+    /* queued before the waiters the answer wakes: it runs first */
+    if (f->late) assert_non_null(loop_spawn(loop_current(), caller_run, f->late));
+    f->late = NULL;
     resp->result = UP_OK;
     resp->status = 200;
     resp->cc.flags = CC_MAX_AGE;
@@ -182,6 +189,29 @@ static void test_coalesced(void **state)
     finish(&w, N);
 }
 
+/* A call that arrives once the answer is in, before the waiters have run
+ * (and stored it), takes that answer: no second backend call. */
+static void test_late_joiner(void **state)
+{
+    struct world w;
+    start(&w, *state, true, 2, 0);
+    struct caller late = {.c = w.c, .conf = w.k[0].conf};
+    buf_init(&late.body, NULL);
+    late.ctx = ctx_with_cancel(ctx_background());
+    w.fake.late = &late;
+    assert_true(run_until(&w, one_call));
+    w.fake.release = true;
+    uint64_t end = mono_ns() + RUN_TIMEOUT;
+    while (!(w.k[0].done && w.k[1].done && late.done) && mono_ns() < end)
+        loop_run_once(w.loop, 5);
+    assert_int_equal(w.fake.calls, 1);
+    assert_int_equal(late.res, CACHE_COALESCED);
+    assert_string_equal(late.body.data, "{\"n\":1}");
+    ctx_release(late.ctx);
+    buf_free(&late.body);
+    finish(&w, 2);
+}
+
 static void test_not_coalesced(void **state)
 {
     struct world w;
@@ -298,6 +328,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_coalesced, loop_setup, loop_teardown),
+        cmocka_unit_test_setup_teardown(test_late_joiner, loop_setup, loop_teardown),
         cmocka_unit_test_setup_teardown(test_not_coalesced, loop_setup, loop_teardown),
         cmocka_unit_test_setup_teardown(test_leader_cancelled, loop_setup, loop_teardown),
         cmocka_unit_test_setup_teardown(test_all_cancelled, loop_setup, loop_teardown),
