@@ -201,7 +201,14 @@ static void line(struct out *o, const struct access_record *r, const struct scal
         if (i) put(o, ",", 1);
         str(o, r->degraded[i]);
     }
-    puts_(o, "]}\n");
+    put(o, "]", 1);
+    for (size_t i = 0; i < r->ncache; i++) {
+        puts_(o, i ? "," : ",\"cache\":{");
+        str(o, r->cache_backends[i]);
+        put(o, ":", 1);
+        str(o, r->cache_results[i]);
+    }
+    puts_(o, r->ncache ? "}}\n" : "}\n");
 }
 
 int accesslog_format(buf_t *out, const struct access_record *r)

@@ -3,7 +3,11 @@
  *
  *   {"ts":"2026-11-27T06:40:00.123Z","method":"GET","path":"/api/x",
  *    "endpoint":"dash","status":200,"duration_ms":12.345,
- *    "request_id":"...","trace_id":"<32 hex>","degraded":["recs"]}
+ *    "request_id":"...","trace_id":"<32 hex>","degraded":["recs"],
+ *    "cache":{"user":"hit"}}
+ * "cache" is there only when a backend with a cache was called: how each
+ * such backend was answered (hit, miss, coalesced). One member per
+ * configured backend at most, so the line stays one line of bounded size.
  *
  * A worker formats its record into one malloc'ed node (exact size, one
  * allocation) and pushes it on an MPSC queue (core/mpsc.h): wait-free, no
@@ -64,6 +68,9 @@ struct access_record {
     const char *trace_id;        /* 32 hex characters; NULL: null */
     const char *const *degraded; /* backends served by a fallback or left out */
     size_t ndegraded;
+    const char *const *cache_backends; /* backends with a cache, and for each */
+    const char *const *cache_results;  /* "hit", "miss" or "coalesced" */
+    size_t ncache;
 };
 
 /* Options for accesslog_open_ex (tests use them). */

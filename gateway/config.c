@@ -15,6 +15,7 @@
  * which frees the arenas and the cJSON tree in one place.
  */
 #include "gateway/config.h"
+#include "gateway/cachectl.h"
 #include "gateway/config_edge.h"
 #include "gateway/config_load.h"
 #include "gateway/config_web.h"
@@ -500,7 +501,9 @@ static void parse_url(struct loader *L, const char *path, const char *u,
 
 static const char *const BACKEND_KEYS[] = {"name",  "url",          "method",   "timeout_ms",
                                            "key",   "required",     "fallback", "static",
-                                           "allow", "forward_body", "client",   NULL};
+                                           "allow", "forward_body", "client",   "cache",
+                                           NULL};
+static const char *const CACHE_KEYS[] = {"ttl_ms", "honor_headers", "coalesce", NULL};
 static const char *const ENDPOINT_KEYS[] = {"name",          "method",      "path",
                                             "timeout_ms",    "concurrency", "forward_headers",
                                             "forward_query", "backends",    "auth",
@@ -524,6 +527,23 @@ static const char *get_name(struct loader *L, const cJSON *obj, const char *path
             return NULL;
         }
     return s;
+}
+
+/* "cache": {ttl_ms, honor_headers, coalesce}, only on GET and HEAD backends
+ * (the answers that may be reused, RFC 9110 §9.2.1). */
+static void parse_cache(struct loader *L, const cJSON *b, const char *path,
+                        struct backend_conf *be)
+{
+    char p[PATH_MAX_LEN];
+    const cJSON *o = cfg_section(L, b, path, "cache", CACHE_KEYS);
+    if (!o) return;
+    cfg_key_path(p, path, "cache");
+    be->cache.enabled = true;
+    CFG_GET_INT(L, o, p, "ttl_ms", 0, CACHECTL_MAX_FRESH_MS, be->cache.ttl_ms);
+    cfg_get_bool(L, o, p, "honor_headers", &be->cache.honor_headers);
+    cfg_get_bool(L, o, p, "coalesce", &be->cache.coalesce);
+    if (strcmp(be->method, "GET") != 0 && strcmp(be->method, "HEAD") != 0)
+        cfg_err(L, p, "only GET and HEAD backends can be cached, not %s", be->method);
 }
 
 static void parse_backend(struct loader *L, const cJSON *b, const char *path,
@@ -592,6 +612,7 @@ static void parse_backend(struct loader *L, const cJSON *b, const char *path,
     else if (be->forward_body && !method_has_body(be->method))
         cfg_err(L, cfg_key_path(p, path, "forward_body"),
                 "backend method %s cannot carry a body (use POST, PUT or PATCH)", be->method);
+    parse_cache(L, b, path, be);
 }
 
 static void parse_endpoint(struct loader *L, const cJSON *e, const char *path,

@@ -50,6 +50,14 @@ struct upstream_conf {
     uint32_t dns_refresh_s; /* how often the resolver thread re-resolves a name */
 };
 
+/* A backend's response cache (gateway/cache.h); all zero: none. */
+struct cache_conf {
+    bool enabled;       /* a "cache" object was given */
+    uint32_t ttl_ms;    /* freshness when the backend does not say (0..24 h) */
+    bool honor_headers; /* the backend's Cache-Control decides */
+    bool coalesce;      /* identical calls in flight on a worker share one */
+};
+
 struct backend_conf {
     const char *name;
     const char *url;        /* the template as written */
@@ -67,6 +75,7 @@ struct backend_conf {
     bool forward_body;
     size_t max_response_bytes;   /* defaults.max_response_bytes */
     enum upstream_client client; /* resolved: CLIENT_CURL or CLIENT_NATIVE, never AUTO */
+    struct cache_conf cache;
 };
 
 /* "cors" in defaults or an endpoint (config_web.c). */

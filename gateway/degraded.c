@@ -34,6 +34,7 @@ struct degraded {
     size_t cap;      /* ways in all */
     size_t nbuckets; /* ceil(cap / DEGRADED_WAYS); the last may be short */
     uint64_t (*now_s)(void);
+    uint64_t (*now_ms)(void); /* monotonic: freshness */
     uint64_t (*hash)(const void *key, size_t klen); /* test hook; NULL: FNV-1a */
     /* Bumped by every change a snapshot would show (an entry published, a
      * stored_at moved: at most once a second per key). */
@@ -73,6 +74,13 @@ static uint64_t realtime_s(void)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return ts.tv_sec < 0 ? 0 : (uint64_t)ts.tv_sec;
+}
+
+static uint64_t monotonic_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
 static void put_u32(unsigned char *p, uint32_t v)
@@ -125,6 +133,7 @@ struct degraded *degraded_new(size_t max_entries)
     d->nbuckets = (max_entries + DEGRADED_WAYS - 1) / DEGRADED_WAYS;
     d->now_s = realtime_s;
     atomic_init(&d->changes, 0);
+    d->now_ms = monotonic_ms;
     for (size_t i = 0; i < max_entries; i++)
         av_init(&d->slots[i], NULL); /* an entry is one malloc: free() */
     return d;
@@ -146,6 +155,11 @@ void degraded_free(struct degraded *d)
 void degraded_set_clock(struct degraded *d, uint64_t (*now_s)(void))
 {
     d->now_s = now_s ? now_s : realtime_s;
+}
+
+void degraded_set_fresh_clock(struct degraded *d, uint64_t (*now_ms)(void))
+{
+    d->now_ms = now_ms ? now_ms : monotonic_ms;
 }
 
 void degraded_set_hash(struct degraded *d, uint64_t (*hash)(const void *key, size_t klen))
@@ -228,7 +242,7 @@ static void touch(struct degraded *d, struct degraded_entry *e, uint64_t t)
 }
 
 static struct degraded_entry *entry_new(uint64_t h, const void *key, size_t klen, const char *body,
-                                        size_t len, uint64_t stored_at)
+                                        size_t len, uint64_t stored_at, uint64_t fresh_until)
 {
     struct degraded_entry *e = malloc(sizeof *e + klen + len + 1);
     if (!e) return NULL;
@@ -237,6 +251,7 @@ static struct degraded_entry *entry_new(uint64_t h, const void *key, size_t klen
     e->klen = (uint32_t)klen;
     e->len = len;
     atomic_init(&e->stored_at_, stored_at);
+    atomic_init(&e->fresh_until_, fresh_until);
     if (klen) memcpy(e->data_, key, klen);
     if (len) memcpy(e->data_ + klen, body, len);
     e->data_[klen + len] = '\0';
@@ -245,9 +260,17 @@ static struct degraded_entry *entry_new(uint64_t h, const void *key, size_t klen
     return e;
 }
 
-/* keep_newer: a snapshot load, which must not roll back a fresher answer. */
+/* Sets the freshness of an unchanged body (a store only when it changes). */
+static void set_fresh(struct degraded_entry *e, uint64_t fresh_until)
+{
+    if (atomic_load_explicit(&e->fresh_until_, memory_order_relaxed) != fresh_until)
+        atomic_store_explicit(&e->fresh_until_, fresh_until, memory_order_relaxed);
+}
+
+/* keep_newer: a snapshot load, which must not roll back a fresher answer.
+ * fresh_until: monotonic ms, 0 = not fresh. */
 static void put_at(struct degraded *d, const void *key, size_t klen, const char *body, size_t len,
-                   uint64_t stored_at, bool keep_newer)
+                   uint64_t stored_at, uint64_t fresh_until, bool keep_newer)
 {
     if (d->cap == 0 || klen > UINT32_MAX || len > UINT32_MAX) return;
     uint64_t h = key_hash(d, key, klen);
@@ -266,10 +289,11 @@ static void put_at(struct degraded *d, const void *key, size_t klen, const char 
         }
         if (m && m->len == len && (len == 0 || memcmp(m->body, body, len) == 0)) {
             touch(d, m, stored_at);
+            if (!keep_newer) set_fresh(m, fresh_until);
             av_read_unlock();
             break;
         }
-        if (!ne) ne = entry_new(h, key, klen, body, len, stored_at);
+        if (!ne) ne = entry_new(h, key, klen, body, len, stored_at, fresh_until);
         if (!ne) {
             av_read_unlock();
             return;
@@ -288,8 +312,32 @@ static void put_at(struct degraded *d, const void *key, size_t klen, const char 
 
 void degraded_put(struct degraded *d, const void *key, size_t klen, const char *body, size_t len)
 {
+    degraded_put_fresh(d, key, klen, body, len, 0);
+}
+
+void degraded_put_fresh(struct degraded *d, const void *key, size_t klen, const char *body,
+                        size_t len, uint32_t fresh_ms)
+{
     if (d->cap == 0) return;
-    put_at(d, key, klen, body, len, d->now_s(), false);
+    uint64_t until = fresh_ms ? d->now_ms() + fresh_ms : 0;
+    put_at(d, key, klen, body, len, d->now_s(), until, false);
+}
+
+const struct degraded_entry *degraded_get_fresh(struct degraded *d, const void *key, size_t klen)
+{
+    if (d->cap == 0 || klen > UINT32_MAX) return NULL;
+    uint64_t h = key_hash(d, key, klen);
+    uint64_t now = d->now_ms();
+    struct view v;
+    av_read_lock();
+    scan(d, h, key, klen, &v);
+    struct degraded_entry *e = v.match;
+    if (e && now < atomic_load_explicit(&e->fresh_until_, memory_order_relaxed))
+        e = av_retain(e); /* see degraded_get */
+    else
+        e = NULL;
+    av_read_unlock();
+    return e;
 }
 
 const struct degraded_entry *degraded_get(struct degraded *d, const void *key, size_t klen,
@@ -327,6 +375,21 @@ size_t degraded_count(struct degraded *d)
         n += av_load(&d->slots[i]) != NULL;
     av_read_unlock();
     return n;
+}
+
+void degraded_stats(struct degraded *d, size_t *entries, size_t *bytes)
+{
+    size_t n = 0, b = 0;
+    av_read_lock();
+    for (size_t i = 0; i < d->cap; i++) {
+        const struct degraded_entry *e = av_load(&d->slots[i]);
+        if (!e) continue;
+        n++;
+        b += sizeof *e + e->klen + e->len + 1;
+    }
+    av_read_unlock();
+    *entries = n;
+    *bytes = b;
 }
 
 /* ---- snapshot write ---- */
@@ -543,7 +606,7 @@ int degraded_snapshot_parse(struct degraded *d, const void *data, size_t len, ch
             uint64_t at = get_u64(body + off);
             uint32_t klen = get_u32(body + off + 8), blen = get_u32(body + off + 12);
             const unsigned char *k = body + off + SNAP_REC;
-            put_at(d, k, klen, (const char *)k + klen, blen, at, true);
+            put_at(d, k, klen, (const char *)k + klen, blen, at, 0, true);
             off += SNAP_REC + (size_t)klen + blen;
         }
     }

@@ -1,6 +1,14 @@
 /*
- * degraded: the last good body of each resolved backend request, served when
- * that backend later fails (DESIGN.md, "Failure semantics").
+ * degraded: the last good body of each resolved backend request -- the
+ * gateway's one store of answers, with two ages (DESIGN.md, "Failure
+ * semantics" and "Cache and request coalescing"):
+ *   - fresh: until fresh_until (monotonic ms, set by degraded_put_fresh from
+ *     the backend's cache settings), degraded_get_fresh serves it without a
+ *     backend call (the response cache, gateway/cache.h);
+ *   - stale but allowed: while no older than max_stale_s, degraded_get serves
+ *     it when the backend fails (fallback "degraded").
+ * One entry, one key, one eviction policy: a cached answer is the same entry
+ * the fallback serves, and max_entries bounds both.
  *
  * Keys are opaque byte strings built by the caller (backend name, resolved
  * URL, forwarded header values, NUL-separated). Two keys match only when all
@@ -69,6 +77,7 @@ struct degraded_entry {
     uint32_t klen;               /* read-only */
     size_t len;                  /* read-only: body length */
     _Atomic uint64_t stored_at_; /* private: read it with degraded_entry_stored_at */
+    _Atomic uint64_t fresh_until_; /* private: monotonic ms; 0 = never fresh */
     const char *key;             /* read-only: klen bytes */
     const char *body;            /* read-only: len bytes and a NUL */
     char data_[];                /* private: key, body, NUL */
@@ -95,6 +104,10 @@ void degraded_free(struct degraded *d);
  * CLOCK_REALTIME. Only before the store is shared with other threads. */
 void degraded_set_clock(struct degraded *d, uint64_t (*now_s)(void));
 
+/* Test hook: the monotonic clock (ms) freshness is measured on. NULL
+ * restores CLOCK_MONOTONIC. Only before the store is shared. */
+void degraded_set_fresh_clock(struct degraded *d, uint64_t (*now_ms)(void));
+
 /* Test hook: the key hash (every key colliding shows that keys are told
  * apart by their bytes). NULL restores FNV-1a 64. Only on an empty store not
  * yet shared with other threads. */
@@ -106,6 +119,17 @@ void degraded_set_hash(struct degraded *d, uint64_t (*hash)(const void *key, siz
  * no-op on out-of-memory, on a lost race (see above), or when klen or len
  * exceeds UINT32_MAX. */
 void degraded_put(struct degraded *d, const void *key, size_t klen, const char *body, size_t len);
+
+/* degraded_put, and the answer is fresh for fresh_ms from now (0: not fresh;
+ * a put always sets the freshness, so a later answer that must not be
+ * cached ends an earlier one's). */
+void degraded_put_fresh(struct degraded *d, const void *key, size_t klen, const char *body,
+                        size_t len, uint32_t fresh_ms);
+
+/* The answer stored for key, pinned, only while it is fresh (see
+ * degraded_put_fresh); NULL otherwise. Give it back with degraded_release. */
+const struct degraded_entry *degraded_get_fresh(struct degraded *d, const void *key,
+                                                size_t klen);
 
 /* The answer stored for key, pinned, or NULL when there is none or it is
  * older than max_stale_s seconds (served iff now - stored_at <= max_stale_s;
@@ -121,6 +145,10 @@ void degraded_release(struct degraded *d, const struct degraded_entry *e);
 /* Entries currently held. O(capacity) scan, for tests and metrics; a moment's
  * view under concurrent puts. */
 size_t degraded_count(struct degraded *d);
+
+/* Entries and the bytes they hold (entry header, key and body), for the
+ * gateway_store_* gauges. O(capacity) scan, a moment's view. */
+void degraded_stats(struct degraded *d, size_t *entries, size_t *bytes);
 
 /* The most entries the store holds (max_entries given to degraded_new). */
 size_t degraded_capacity(const struct degraded *d);

@@ -260,9 +260,11 @@ static int call_finish(struct backend_call *c, const struct upstream_resp *resp)
     struct degraded *store = c->req->degraded;
     bool keyed = b->fallback == FALLBACK_DEGRADED && store && c->key.len;
     if (c->outcome == OUT_OK) {
-        if (keyed)
-            degraded_put(store, c->key.data, c->key.len, c->part ? c->part : "",
-                         c->part ? c->part_len : 0);
+        /* One store, two ages: fresh for the cache, stale for the fallback. */
+        uint32_t fresh = store && c->key.len ? cache_fresh_ms(&b->cache, resp) : 0;
+        if (keyed || fresh)
+            degraded_put_fresh(store, c->key.data, c->key.len, c->part ? c->part : "",
+                               c->part ? c->part_len : 0, fresh);
         return 0;
     }
     if (keyed) {
@@ -288,6 +290,17 @@ static int call_finish(struct backend_call *c, const struct upstream_resp *resp)
     return CALL_FAILED(c - c->req->calls);
 }
 
+/* A fresh answer from the store (pinned in c->stale): stored only after
+ * call_finish found it good, so it is served as it is. */
+static int cache_hit(struct backend_call *c)
+{
+    c->outcome = OUT_OK;
+    c->status = 200;
+    c->part = c->stale->len ? c->stale->body : NULL;
+    c->part_len = c->stale->len;
+    return 0;
+}
+
 static int call_backend(ctx_t *gctx, void *arg)
 {
     struct backend_call *c = arg;
@@ -308,7 +321,8 @@ static int call_backend(ctx_t *gctx, void *arg)
         resp.result = UP_ERROR;
         resp.error = c->path_rc == -ENOMEM ? "out of memory" : "cannot build URL";
     } else {
-        if (b->fallback == FALLBACK_DEGRADED) degraded_key(c, origin, &c->path);
+        if (b->fallback == FALLBACK_DEGRADED || b->cache.enabled)
+            degraded_key(c, origin, &c->path);
         char own[OWN_HEADERS][192];
         const char *hdrs[OWN_HEADERS + FWD_MAX + EDGE_HEADERS];
         struct upstream_req req = {
@@ -324,10 +338,13 @@ static int call_backend(ctx_t *gctx, void *arg)
             .conf = &r->cfg->upstream,
         };
         if (req.body == NULL && b->forward_body) req.body = "";
-        upstream_call(r->up, ctx, &req, &resp);
+        c->cache = cache_call(r->cache, &b->cache, c->key.data, c->key.len, ctx, &req, &resp,
+                              &c->stale);
     }
     c->status = resp.status;
-    int rc = call_finish(c, &resp);
+    int rc = c->cache == CACHE_HIT ? cache_hit(c) : call_finish(c, &resp);
+    if (c->cache != CACHE_NONE)
+        metrics_cache(r->metrics, b->name, cache_result_name(c->cache));
     c->dur_ns = loop_now(loop_current()) - t0;
     metrics_backend(r->metrics, r->ep->name, b->name, outcome_name(c->outcome),
                     (double)c->dur_ns / 1e9);
@@ -343,6 +360,8 @@ static void write_timing(struct request *r)
                             (double)c->dur_ns / 1e6);
         if (!rc && c->outcome != OUT_OK)
             rc = buf_printf(&r->timing, ";desc=\"%s\"", outcome_name(c->outcome));
+        else if (!rc && (c->cache == CACHE_HIT || c->cache == CACHE_COALESCED))
+            rc = buf_printf(&r->timing, ";desc=\"%s\"", cache_result_name(c->cache));
         if (rc) return;
         if (c->outcome >= OUT_DEGRADED)
             if (buf_printf(&r->degraded_names, "%s%s", r->degraded_names.len ? "," : "",

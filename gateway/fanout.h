@@ -16,6 +16,7 @@
 
 #include "core/buf.h"
 #include "core/ctx.h"
+#include "gateway/cache.h"
 #include "gateway/config.h"
 #include "gateway/fwdhdr.h"
 #include "gateway/router.h"
@@ -47,7 +48,8 @@ struct backend_call {
     buf_t body;       /* the response body */
     const char *part; /* what is merged: body, static or degraded bytes; NULL = null */
     size_t part_len;
-    const struct degraded_entry *stale; /* pinned while merged (fallback degraded) */
+    const struct degraded_entry *stale; /* pinned while merged: a degraded or cached answer */
+    enum cache_result cache;            /* how the cache answered (CACHE_NONE: no cache) */
     buf_t key;                          /* degraded-store key: name, URL, forwarded header values */
     buf_t path;                         /* "/path?query" for this call, built by fanout_check */
     int path_rc;                        /* urlbuild_path's result when it could not be built */
@@ -76,6 +78,7 @@ struct request {
     struct upstream *up;
     struct pool *buf_pool;     /* the worker's buffer blocks */
     struct degraded *degraded; /* last good bodies, shared by all workers */
+    struct cache *cache;       /* the worker's cache and coalescing table */
     struct metrics *metrics;   /* the worker's counters */
     const struct config *cfg;  /* pinned for the request's life */
     const struct endpoint_conf *ep;

@@ -12,11 +12,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum family { T_REQ, T_REQ_HIST, T_BACKEND, T_BACKEND_HIST, T_COUNT };
+enum family { T_REQ, T_REQ_HIST, T_BACKEND, T_BACKEND_HIST, T_CACHE, T_COUNT };
 
 static const char *const OUTCOMES[] = {"ok",       "error",  "timeout", "cancelled",
                                        "degraded", "static", "omitted"};
 #define NOUTCOMES (sizeof OUTCOMES / sizeof OUTCOMES[0])
+
+static const char *const CACHE_RESULTS[] = {"hit", "miss", "coalesced"};
+#define NCACHE_RESULTS (sizeof CACHE_RESULTS / sizeof CACHE_RESULTS[0])
 
 /* Bucket bounds in ns, so that an observation is placed by integer compare
  * (0.001 s is not exact in binary), and their label text. */
@@ -33,12 +36,17 @@ static const char *const BOUNDS_LE[METRICS_BUCKETS] = {"0.001", "0.0025", "0.005
 #define HIST_SUM  (METRICS_BUCKETS + 1)
 
 static const size_t NVALS[T_COUNT] = {
-    [T_REQ] = 1, [T_REQ_HIST] = HIST_VALS, [T_BACKEND] = NOUTCOMES, [T_BACKEND_HIST] = HIST_VALS};
+    [T_REQ] = 1,
+    [T_REQ_HIST] = HIST_VALS,
+    [T_BACKEND] = NOUTCOMES,
+    [T_BACKEND_HIST] = HIST_VALS,
+    [T_CACHE] = NCACHE_RESULTS,
+};
 
 /* One label combination. Everything but v is immutable once published. */
 struct series {
     uint64_t hash;
-    char *a;  /* endpoint (backend for T_BACKEND_HIST) */
+    char *a;  /* endpoint (backend for T_BACKEND_HIST and T_CACHE) */
     char *b;  /* backend for T_BACKEND, else NULL */
     int code; /* T_REQ, else 0 */
     _Atomic uint64_t v[];
@@ -276,6 +284,20 @@ void metrics_upstream_idle_add(struct metrics *m, int delta)
                           memory_order_relaxed);
 }
 
+int metrics_cache(struct metrics *m, const char *backend, const char *result)
+{
+    if (!backend || !result) return -EINVAL;
+    size_t o = 0;
+    while (o < NCACHE_RESULTS && strcmp(CACHE_RESULTS[o], result) != 0)
+        o++;
+    if (o == NCACHE_RESULTS) return -EINVAL;
+    int err = 0;
+    struct series *s = lookup(&m->t[T_CACHE], NVALS[T_CACHE], backend, NULL, 0, &err);
+    if (!s) return err;
+    add(&s->v[o], 1);
+    return 0;
+}
+
 void metrics_inflight_add(struct metrics *m, int delta)
 {
     atomic_store_explicit(&m->inflight,
@@ -421,6 +443,13 @@ static int render_counters(buf_t *out, const struct merge *mg, enum family f)
             if (!rc) rc = buf_printf(out, "} %" PRIu64 "\n", e->v[0]);
             continue;
         }
+        for (size_t o = 0; f == T_CACHE && !rc && o < NCACHE_RESULTS; o++) {
+            rc = buf_puts(out, "gateway_cache_requests_total{");
+            if (!rc) rc = put_label(out, "backend", e->a, true);
+            if (!rc) rc = put_label(out, "result", CACHE_RESULTS[o], false);
+            if (!rc) rc = buf_printf(out, "} %" PRIu64 "\n", e->v[o]);
+        }
+        if (f == T_CACHE) continue;
         for (size_t o = 0; !rc && o < NOUTCOMES; o++) {
             rc = buf_puts(out, "gateway_backend_requests_total{");
             if (!rc) rc = put_label(out, "endpoint", e->a, true);
@@ -559,6 +588,22 @@ int metrics_render(buf_t *out, struct metrics *const *w, size_t nw, const struct
         rc = render_hists(out, &mg, "gateway_backend_duration_seconds", "backend");
         merge_free(&mg);
     }
+    if (!rc)
+        rc = header(out, "gateway_cache_requests_total", "counter",
+                    "Cached backend calls by backend and result (hit, miss, coalesced).");
+    if (!rc && !(rc = merge_family(&mg, w, nw, T_CACHE))) {
+        rc = render_counters(out, &mg, T_CACHE);
+        merge_free(&mg);
+    }
+    if (!rc)
+        rc = header(out, "gateway_store_entries", "gauge",
+                    "Answers held by the store the cache and the degraded fallback share.");
+    if (!rc)
+        rc = buf_printf(out, "gateway_store_entries %" PRIu64 "\n", g ? g->store_entries : 0);
+    if (!rc)
+        rc = header(out, "gateway_store_bytes", "gauge",
+                    "Bytes held by the store's entries (headers, keys and bodies).");
+    if (!rc) rc = buf_printf(out, "gateway_store_bytes %" PRIu64 "\n", g ? g->store_bytes : 0);
     if (!rc) {
         int64_t inflight = 0;
         for (size_t i = 0; i < nw; i++)

@@ -35,6 +35,8 @@
  *   gateway_access_log_dropped_total                         counter
  *   gateway_config_reloads_total{result="ok"|"error"}        counter
  *   gateway_spans_dropped_total                              counter
+ *   gateway_cache_requests_total{backend,result}             counter
+ *   gateway_store_entries, gateway_store_bytes               gauge
  * A request that matched no endpoint is labelled endpoint="none".
  */
 #ifndef GATEWAY_METRICS_H
@@ -70,6 +72,7 @@ struct metrics_globals {
     uint64_t access_log_dropped;
     uint64_t reloads_ok, reloads_error;
     uint64_t spans_dropped; /* otel.c: queue full or export failed */
+    uint64_t store_entries, store_bytes; /* the answer store (gateway/degraded.h) */
 };
 
 /* A worker's metrics, all zero. NULL on out-of-memory. Any thread; then only
@@ -92,6 +95,11 @@ int metrics_request(struct metrics *m, const char *endpoint, int code, double se
  * -EINVAL for an unknown outcome or a NULL name, -ENOMEM or -ENOSPC. */
 int metrics_backend(struct metrics *m, const char *endpoint, const char *backend,
                     const char *outcome, double seconds);
+
+/* Counts one call of a cached backend: cache_requests_total{backend,result},
+ * result one of hit, miss, coalesced. Owner thread only. Returns 0,
+ * -EINVAL for an unknown result or a NULL name, -ENOMEM or -ENOSPC. */
+int metrics_cache(struct metrics *m, const char *backend, const char *result);
 
 /* Adds delta to the in-flight gauge (+1 when a request starts, -1 when it
  * ends, on the same worker). Owner thread only. */

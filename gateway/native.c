@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "core/pool.h"
+#include "gateway/cachectl.h"
 #include "gateway/h1resp.h"
 #include "gateway/metrics.h"
 #include "gateway/resolver.h"
@@ -117,6 +118,7 @@ struct call {
     bool too_big;
     buf_t *body;
     size_t max_bytes;
+    struct cache_control *cc; /* the answer's Cache-Control, for the cache */
 };
 
 static inline void bump(_Atomic uint64_t *c, uint64_t v)
@@ -672,6 +674,8 @@ static enum xres exchange(struct call *k, struct conn *c, struct iovec *iov, int
     struct h1resp *p = &c->parser;
     c->revents &= ~(uint32_t)EPOLLIN;
     h1resp_init(p, no_body, on_body, k);
+    cachectl_init(k->cc); /* a stale retry starts over */
+    h1resp_on_header(p, cachectl_h1_header, k->cc);
     enum xres x = send_all(k, c, iov, niov, why);
     if (x != X_DONE) return x;
     /* The answer cannot be there yet: wait for it rather than read EAGAIN. */
@@ -804,7 +808,8 @@ void native_call(struct native *n, ctx_t *ctx, const struct upstream_req *req,
         fail(resp, UP_ERROR, "bad URL");
         return;
     }
-    struct call k = {.n = n, .co = coro_self(), .body = resp->body, .max_bytes = req->max_bytes};
+    struct call k = {.n = n, .co = coro_self(), .body = resp->body, .max_bytes = req->max_bytes,
+                     .cc = &resp->cc};
     if (!ctx_after_func(ctx, &k.on_done, on_ctx_done)) {
         resp->result = ctx_result(ctx);
         return;

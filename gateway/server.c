@@ -279,7 +279,11 @@ static void render_metrics(struct gateway *gw, buf_t *out)
                                                          pool_misses(ps[j])};
     }
     pthread_mutex_unlock(&gw->scrape_lock);
+    size_t store_entries = 0, store_bytes = 0;
+    if (gw->degraded) degraded_stats(gw->degraded, &store_entries, &store_bytes);
     struct metrics_globals g = {
+        .store_entries = store_entries,
+        .store_bytes = store_bytes,
         .pools = pools,
         .npools = np,
         .access_log_dropped = accesslog_dropped(gw->log),
@@ -385,6 +389,7 @@ static struct conn_state *begin(struct worker *w, struct MHD_Connection *conn, c
     buf_init(&r->query_in, NULL);
     r->buf_pool = w->buf_pool;
     r->degraded = w->gw->degraded;
+    r->cache = w->cache;
     live_add(w, r);
 
     if (rc == 200) {
@@ -828,6 +833,13 @@ static void finish_request(struct worker *w, struct conn_state *cs,
      * backends whose calls it cancelled are not named as degraded. */
     for (size_t i = 0; i < r->n_calls && !cs->hung_up; i++)
         if (r->calls[i].outcome >= OUT_DEGRADED) names[nd++] = r->calls[i].b->name;
+    const char *cnames[r->n_calls + 1], *cres[r->n_calls + 1];
+    size_t nc = 0;
+    for (size_t i = 0; i < r->n_calls; i++)
+        if (r->calls[i].cache != CACHE_NONE) {
+            cnames[nc] = r->calls[i].b->name;
+            cres[nc++] = cache_result_name(r->calls[i].cache);
+        }
     char trace_id[2 * TRACE_ID_BYTES + 1];
     trace_hex(r->trace.trace_id, TRACE_ID_BYTES, trace_id);
     accesslog_record(w->gw->log, &(struct access_record){
@@ -841,6 +853,9 @@ static void finish_request(struct worker *w, struct conn_state *cs,
                                      .trace_id = trace_id,
                                      .degraded = names,
                                      .ndegraded = nd,
+                                     .cache_backends = cnames,
+                                     .cache_results = cres,
+                                     .ncache = nc,
                                  });
 }
 

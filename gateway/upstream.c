@@ -369,6 +369,7 @@ static size_t on_header(char *p, size_t size, size_t n, void *userdata)
 {
     struct call *c = userdata;
     size_t len = size * n;
+    cachectl_line(&c->resp->cc, p, len);
     const char *why = check_header_line(&c->fr, p, len);
     if (!why) return len;
     c->refused = why;
@@ -506,6 +507,7 @@ static enum upstream_result ctx_result(const ctx_t *ctx)
 void upstream_call(struct upstream *up, ctx_t *ctx, const struct upstream_req *req,
                    struct upstream_resp *resp)
 {
+    cachectl_init(&resp->cc);
     if (req->native) {
         native_call(up->native, ctx, req, resp);
         return;

@@ -28,6 +28,7 @@
 #include "core/loop.h"
 #include "core/pool.h"
 #include "gateway/config.h"
+#include "gateway/cachectl.h"
 
 struct upstream;
 struct resolver;
@@ -59,6 +60,7 @@ struct upstream_resp {
     long status;       /* HTTP status when result == UP_OK */
     buf_t *body;       /* filled by the call; initialised by the caller */
     const char *error; /* static text for UP_ERROR */
+    struct cache_control cc; /* the answer's Cache-Control (gateway/cachectl.h) */
 };
 
 /* A worker's upstream on loop: the curl multi handle and the native

@@ -23,6 +23,7 @@
 #include "core/errgroup.h"
 #include "gateway/accesslog.h"
 #include "gateway/auth.h"
+#include "gateway/cache.h"
 #include "gateway/degraded.h"
 #include "gateway/metrics.h"
 #include "gateway/otel.h"
@@ -99,6 +100,8 @@ static void on_sweep(loop_t *loop, loop_timer_t *t)
 void worker_maybe_stop(struct worker *w)
 {
     if (!w->stopping || w->n_live != 0) return;
+    /* A shared call whose callers all left ends by itself, soon after. */
+    if (w->cache && cache_flights(w->cache) != 0) return;
     if (!w->accepting || (!w->listener_open && w->n_conns == 0)) loop_stop(w->loop);
 }
 
@@ -155,6 +158,17 @@ static void worker_begin_stop(void *arg)
     loop_timer_start(w->loop, &w->drain_timer, now + w->drain_ns);
 }
 
+static void call_upstream(void *up, ctx_t *ctx, const struct upstream_req *req,
+                          struct upstream_resp *resp)
+{
+    upstream_call(up, ctx, req, resp);
+}
+
+static void on_cache_idle(void *w)
+{
+    worker_maybe_stop(w);
+}
+
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
@@ -165,8 +179,10 @@ static void *worker_main(void *arg)
         loop_timer_init(&w->drain_timer, on_drain_timer);
         w->buf_pool = pool_new("buffer", BUF_BLOCK, BUF_POOL_MAX, NULL);
         w->up = w->buf_pool ? upstream_new(w->loop, w->gw->resolver, w->metrics) : NULL;
+        w->cache = w->up ? cache_new(w->loop, w->gw->degraded, call_upstream, w->up) : NULL;
+        if (w->cache) cache_on_idle(w->cache, on_cache_idle, w);
         const struct config *cfg = av_acquire(&w->gw->config);
-        err = w->up ? http_listen(w, cfg) : -ENOMEM;
+        err = w->cache ? http_listen(w, cfg) : -ENOMEM;
         av_release(&w->gw->config, (void *)cfg);
     }
     w->start_err = err;
@@ -188,6 +204,7 @@ static void *worker_main(void *arg)
     pthread_mutex_unlock(&w->gw->scrape_lock);
     http_close(w);
     upstream_free(w->up);
+    cache_free(w->cache); /* after the loop stopped: no shared call is left */
     /* The loop itself is freed by server_stop after the join: a
      * loop_submit from the main thread may still be touching it. */
     if (w->buf_pool) pool_free(w->buf_pool);

@@ -46,6 +46,7 @@ struct worker {
     loop_hook_t mhd_prepare;
     bool mhd_run_needed;
     struct upstream *up;
+    struct cache *cache; /* coalescing table over the shared store (gateway/cache.h) */
 
     struct request *live; /* every request from its first byte to its last */
     unsigned n_live;

@@ -5,11 +5,16 @@
 # (default auto) picks the upstream transport, GATEWAY_WORKERS the workers.
 # The idle pool is 1024 per origin and worker, like the nginx-lua peer's
 # `keepalive 1024` (S3 keeps ~768 backend calls in flight).
+# GATEWAY_CACHE_TTL_MS=N gives the /dashboard backends "cache": {"ttl_ms": N}:
+# S1 then measures the cache-hit path (every request served from the store),
+#   tests/bench/run.sh --target "cgw-cache=GATEWAY_CACHE_TTL_MS=60000 exec $PWD/tests/bench/target.sh"
 set -euo pipefail
 here=$(cd "$(dirname "$0")/../.." && pwd)
 bin=${GATEWAY_BIN:-$here/build-release/gateway}
 conf=${BENCH_TMP:-/tmp}/gateway-bench.json
 b=${BACKEND:-http://127.0.0.1:9101}
+cache=""
+if [[ -n ${GATEWAY_CACHE_TTL_MS:-} ]]; then cache=", \"cache\": { \"ttl_ms\": $GATEWAY_CACHE_TTL_MS }"; fi
 cat > "$conf" <<JSON
 {
   "server": { "listen": "127.0.0.1:${PORT:-8080}", "workers": ${GATEWAY_WORKERS:-0},
@@ -20,9 +25,9 @@ cat > "$conf" <<JSON
   "upstream": { "max_idle_per_origin": 1024 },
   "endpoints": [
     { "name": "dashboard", "path": "/dashboard/{id}", "backends": [
-      { "name": "user", "url": "$b/users/{id}", "key": "user" },
-      { "name": "orders", "url": "$b/orders/{id}", "key": "orders" },
-      { "name": "recs", "url": "$b/recs/{id}", "key": "recs" } ] },
+      { "name": "user", "url": "$b/users/{id}", "key": "user"$cache },
+      { "name": "orders", "url": "$b/orders/{id}", "key": "orders"$cache },
+      { "name": "recs", "url": "$b/recs/{id}", "key": "recs"$cache } ] },
     { "name": "dashboard-slow", "path": "/dashboard-slow/{id}", "backends": [
       { "name": "user", "url": "$b/slow/20/{id}", "key": "user" },
       { "name": "orders", "url": "$b/orders/{id}", "key": "orders" },

@@ -109,6 +109,22 @@ static void test_format_fields(void **state)
     assert_int_equal(cJSON_GetObjectItem(j, "status")->valueint, 499);
     assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(j, "degraded")), 0);
     assert_string_equal(jstr(j, "ts"), "2026-11-27T06:40:00.999Z");
+    /* "cache" only when a cached backend was called: one member each */
+    assert_null(cJSON_GetObjectItem(j, "cache"));
+    cJSON_Delete(j);
+
+    const char *cb[] = {"user", "recs"}, *cr[] = {"hit", "coalesced"};
+    r = base();
+    r.cache_backends = cb;
+    r.cache_results = cr;
+    r.ncache = 2;
+    j = format_parse(&r);
+    assert_int_equal(cJSON_GetArraySize(j), 10);
+    cJSON *c = cJSON_GetObjectItem(j, "cache");
+    assert_true(cJSON_IsObject(c));
+    assert_int_equal(cJSON_GetArraySize(c), 2);
+    assert_string_equal(jstr(c, "user"), "hit");
+    assert_string_equal(jstr(c, "recs"), "coalesced");
     cJSON_Delete(j);
 
     r = base();

@@ -532,6 +532,42 @@ static void test_fallback_and_body(void **state)
               "{'name':'b','method':'POST','url':'http://h/','forward_body':true}]}]}");
 }
 
+static void test_cache(void **state)
+{
+    (void)state;
+    expect_line(BEF("'cache':{'ttl_ms':-1}"),
+                "endpoints[0].backends[0].cache.ttl_ms: must be between 0 and 86400000, got -1");
+    expect_line(BEF("'cache':{'ttl_ms':86400001}"),
+                "endpoints[0].backends[0].cache.ttl_ms: must be between 0 and 86400000, got "
+                "86400001");
+    expect_err(BEF("'cache':{'ttl_ms':1.5}"), "endpoints[0].backends[0].cache.ttl_ms",
+               "must be an integer");
+    expect_err(BEF("'cache':{'honor_headers':'yes'}"),
+               "endpoints[0].backends[0].cache.honor_headers", "expected a boolean");
+    expect_err(BEF("'cache':{'coalesce':1}"), "endpoints[0].backends[0].cache.coalesce",
+               "expected a boolean");
+    expect_err(BEF("'cache':{'ttl':5}"), "endpoints[0].backends[0].cache.ttl", "unknown key");
+    expect_err(BEF("'cache':5000"), "endpoints[0].backends[0].cache", "expected an object");
+    expect_line(BEF("'method':'POST','cache':{'ttl_ms':5}"),
+                "endpoints[0].backends[0].cache: only GET and HEAD backends can be cached, not "
+                "POST");
+    expect_ok(BEF("'method':'HEAD','cache':{'ttl_ms':5}"));
+    expect_ok(BEF("'cache':{}"));
+
+    struct config_errors errs;
+    struct config *cfg =
+        parse_q(BEF("'cache':{'ttl_ms':86400000,'honor_headers':true,'coalesce':true}"), &errs);
+    assert_non_null(cfg);
+    const struct cache_conf *c = &cfg->endpoints[0].backends[0].cache;
+    assert_true(c->enabled && c->honor_headers && c->coalesce);
+    assert_int_equal(c->ttl_ms, 86400000);
+    config_free(cfg);
+    cfg = parse_q(BEF("'key':'k'"), &errs);
+    assert_non_null(cfg);
+    assert_false(cfg->endpoints[0].backends[0].cache.enabled);
+    config_free(cfg);
+}
+
 static void test_forwarding_lists(void **state)
 {
     (void)state;
@@ -932,6 +968,7 @@ int main(void)
         cmocka_unit_test(test_methods_and_paths),
         cmocka_unit_test(test_urls),
         cmocka_unit_test(test_fallback_and_body),
+        cmocka_unit_test(test_cache),
         cmocka_unit_test(test_forwarding_lists),
         cmocka_unit_test(test_auth_and_tracing),
         cmocka_unit_test(test_duplicates),

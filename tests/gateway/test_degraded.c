@@ -263,6 +263,96 @@ static void test_staleness(void **state)
     degraded_free(d);
 }
 
+static _Atomic uint64_t fake_ms = 5000;
+
+static uint64_t fake_clock_ms(void)
+{
+    return atomic_load(&fake_ms);
+}
+
+static const struct degraded_entry *fresh_s(struct degraded *d, const char *key)
+{
+    return degraded_get_fresh(d, key, strlen(key));
+}
+
+/* One entry, two ages: fresh for fresh_ms (served without a call), then
+ * stale but allowed for max_stale_s (served on failure only). */
+static void test_two_ages(void **state)
+{
+    (void)state;
+    struct degraded *d = store(8);
+    atomic_store(&fake_ms, 5000);
+    degraded_set_fresh_clock(d, fake_clock_ms);
+    degraded_put_fresh(d, "k", 1, "v1", 2, 300);
+    const struct degraded_entry *e = fresh_s(d, "k");
+    assert_non_null(e);
+    assert_memory_equal(e->body, "v1", 2);
+    degraded_release(d, e);
+    atomic_store(&fake_ms, 5299);
+    e = fresh_s(d, "k");
+    assert_non_null(e);
+    degraded_release(d, e);
+    atomic_store(&fake_ms, 5300); /* fresh_until is exclusive */
+    assert_null(fresh_s(d, "k"));
+    e = degraded_get(d, "k", 1, 3600); /* still there for the fallback */
+    assert_non_null(e);
+    degraded_release(d, e);
+    assert_int_equal(degraded_count(d), 1);
+
+    /* the same body again makes it fresh again, without a new entry */
+    degraded_put_fresh(d, "k", 1, "v1", 2, 100);
+    e = fresh_s(d, "k");
+    assert_non_null(e);
+    const struct degraded_entry *e2 = get_s(d, "k");
+    assert_ptr_equal(e, e2);
+    degraded_release(d, e2);
+    degraded_release(d, e);
+    /* a put that must not be cached (no-store) ends the freshness */
+    degraded_put(d, "k", 1, "v1", 2);
+    assert_null(fresh_s(d, "k"));
+    degraded_put_fresh(d, "k", 1, "v2", 2, 100);
+    e = fresh_s(d, "k");
+    assert_non_null(e);
+    assert_memory_equal(e->body, "v2", 2);
+    degraded_release(d, e);
+    /* a fresh answer for one key is never another key's */
+    assert_null(fresh_s(d, "K"));
+    degraded_put_fresh(d, "other", 5, "x", 1, 0);
+    assert_null(fresh_s(d, "other"));
+
+    size_t n = 0, bytes = 0;
+    degraded_stats(d, &n, &bytes);
+    assert_int_equal(n, 2);
+    assert_true(bytes >= 2 * sizeof(struct degraded_entry) + 1 + 2 + 5 + 1);
+    degraded_free(d);
+}
+
+/* max_entries bounds fresh and stale entries together: fresh answers are
+ * evicted like any other (oldest stored first). */
+static void test_fresh_eviction_bound(void **state)
+{
+    (void)state;
+    struct degraded *d = store(16);
+    degraded_set_fresh_clock(d, fake_clock_ms);
+    atomic_store(&fake_ms, 5000);
+    char key[32];
+    for (int i = 0; i < 200; i++) {
+        atomic_fetch_add(&fake_now, 1);
+        snprintf(key, sizeof key, "key-%d", i);
+        degraded_put_fresh(d, key, strlen(key), key, strlen(key), i % 2 ? 60000 : 0);
+        assert_true(degraded_count(d) <= 16);
+        if (i % 2) {
+            const struct degraded_entry *e = fresh_s(d, key);
+            assert_non_null(e);
+            degraded_release(d, e);
+        }
+    }
+    size_t n = 0, bytes = 0;
+    degraded_stats(d, &n, &bytes);
+    assert_true(n <= 16);
+    degraded_free(d);
+}
+
 static void test_unchanged_body_keeps_entry(void **state)
 {
     (void)state;
@@ -341,9 +431,13 @@ static void *worker_main(void *arg)
             /* few distinct bodies per key: both the replace and the
              * unchanged fast path run */
             int blen = snprintf(body, sizeof body, "{\"item\":%d,\"v\":%u}", k, (r >> 17) % 3);
-            degraded_put(w->d, key, (size_t)klen, body, (size_t)blen);
+            /* half of them fresh for the cache: both ages in one store */
+            degraded_put_fresh(w->d, key, (size_t)klen, body, (size_t)blen,
+                               (r & 0x20000) ? 1000 : 0);
         } else {
-            const struct degraded_entry *e = degraded_get(w->d, key, (size_t)klen, UINT32_MAX);
+            const struct degraded_entry *e =
+                (r & 0x40000) ? degraded_get_fresh(w->d, key, (size_t)klen)
+                              : degraded_get(w->d, key, (size_t)klen, UINT32_MAX);
             w->gets++;
             if (e) {
                 w->hits++;
@@ -705,6 +799,8 @@ int main(void)
         cmocka_unit_test(test_eviction_bound),
         cmocka_unit_test(test_empty_store),
         cmocka_unit_test(test_staleness),
+        cmocka_unit_test(test_two_ages),
+        cmocka_unit_test(test_fresh_eviction_bound),
         cmocka_unit_test(test_unchanged_body_keeps_entry),
         cmocka_unit_test(test_pin_outlives_eviction),
         cmocka_unit_test(test_concurrent),

@@ -434,9 +434,11 @@ static void test_empty(void **state)
         "gateway_inflight_requests",      "gateway_pool_hits_total",
         "gateway_pool_misses_total",      "gateway_access_log_dropped_total",
         "gateway_config_reloads_total",   "gateway_spans_dropped_total",
-        "gateway_upstream_connections_total", "gateway_upstream_idle_connections"};
-    assert_int_equal(e.nf, 12);
-    for (size_t i = 0; i < 12; i++)
+        "gateway_upstream_connections_total", "gateway_upstream_idle_connections",
+        "gateway_cache_requests_total",   "gateway_store_entries",
+        "gateway_store_bytes"};
+    assert_int_equal(e.nf, 15);
+    for (size_t i = 0; i < 15; i++)
         assert_true(find_family(&e, families[i]) >= 0);
     assert_true(get(&e, "gateway_upstream_connections_total", "transport", "native", "event",
                     "stale_retry", NULL) == 0);
@@ -446,7 +448,35 @@ static void test_empty(void **state)
     assert_true(get(&e, "gateway_config_reloads_total", "result", "ok", NULL) == 0);
     assert_true(get(&e, "gateway_config_reloads_total", "result", "error", NULL) == 0);
     assert_true(get(&e, "gateway_spans_dropped_total", NULL) == 0);
+    assert_true(get(&e, "gateway_store_entries", NULL) == 0);
     expo_free(&e);
+}
+
+/* gateway_cache_requests_total sums the workers per backend and result;
+ * the store gauges come from the globals. */
+static void test_cache_counters(void **state)
+{
+    (void)state;
+    struct metrics *w[2] = {metrics_new(), metrics_new()};
+    assert_int_equal(metrics_cache(w[0], "users", "hit"), 0);
+    assert_int_equal(metrics_cache(w[1], "users", "hit"), 0);
+    assert_int_equal(metrics_cache(w[1], "users", "coalesced"), 0);
+    assert_int_equal(metrics_cache(w[0], "users", "miss"), 0);
+    assert_int_equal(metrics_cache(w[0], "users", "stale"), -EINVAL);
+    struct metrics_globals g = {.store_entries = 7, .store_bytes = 1234};
+    struct expo e;
+    render_parse(&e, w, 2, &g);
+    assert_true(get(&e, "gateway_cache_requests_total", "backend", "users", "result", "hit",
+                    NULL) == 2);
+    assert_true(get(&e, "gateway_cache_requests_total", "backend", "users", "result", "miss",
+                    NULL) == 1);
+    assert_true(get(&e, "gateway_cache_requests_total", "backend", "users", "result",
+                    "coalesced", NULL) == 1);
+    assert_true(get(&e, "gateway_store_entries", NULL) == 7);
+    assert_true(get(&e, "gateway_store_bytes", NULL) == 1234);
+    expo_free(&e);
+    metrics_free(w[0]);
+    metrics_free(w[1]);
 }
 
 static void test_sum_three_workers(void **state)
@@ -708,6 +738,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parser_rejects),    cmocka_unit_test(test_empty),
+        cmocka_unit_test(test_cache_counters),
         cmocka_unit_test(test_sum_three_workers), cmocka_unit_test(test_labels_copied_and_escaped),
         cmocka_unit_test(test_many_series),       cmocka_unit_test(test_series_limit),
         cmocka_unit_test(test_concurrent_scrape),

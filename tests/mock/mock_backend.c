@@ -23,6 +23,7 @@
  *   /drip/{ms}       headers at once, then the JSON body one byte every ms
  *   /empty           204
  *   /echo[/...]      any method: {"method","path","query","headers","body"}
+ *   any route, ?cc=V the answer carries "Cache-Control: V" (V percent-decoded)
  * Control (never logged):
  *   POST /_mode?prefix=P&status=S|delay_ms=D|action=reset|invalid
  *                    requests whose path starts with P misbehave: first the
@@ -572,6 +573,8 @@ static void respond(int fd, const struct req *r, int status, const char *body, s
     sb_printf(&s, "HTTP/1.1 %d %s\r\nServer: mock_backend\r\n", status, reason(status));
     if (status != 204 && status != 304)
         sb_printf(&s, "Content-Type: application/json\r\nContent-Length: %zu\r\n", len);
+    char cc[512];
+    if (query_param(r->query, "cc", cc, sizeof cc)) sb_printf(&s, "Cache-Control: %s\r\n", cc);
     sb_printf(&s, "Connection: %s\r\n\r\n", r->keep_alive ? "keep-alive" : "close");
     if (status != 204 && status != 304) sb_add(&s, body, len);
     if (!send_all(fd, s.p, s.len)) {
@@ -680,7 +683,7 @@ hung_up:
 /* Serves one data (non-control) request. */
 static void route(int fd, const struct req *r, struct outcome *out)
 {
-    struct mode m;
+    struct mode m = {0}; /* gcc -O3 cannot see mode_find fills it */
     if (mode_find(r->path, &m)) {
         if (m.delay_ms > 0 && wait_or_hangup(fd, m.delay_ms)) {
             out->hung_up = true;
