@@ -20,6 +20,9 @@
 #include "gateway/config_load.h"
 #include "gateway/config_web.h"
 #include "gateway/fwdhdr.h"
+#include "gateway/graph.h"
+#include "gateway/jpath.h"
+#include "gateway/shape.h"
 #include "gateway/router.h"
 
 #include <arpa/inet.h>
@@ -413,6 +416,14 @@ static bool valid_authority(const char *a, size_t n)
     return a[host_end] == ':' && parse_port(a + host_end + 1, n - host_end - 1, &port);
 }
 
+/* {item}, {item.x} or a dotted {backend.path} with a well-formed path:
+ * not a route param (those are plain identifiers other than "item"). */
+static bool placeholder_field(const char *name, size_t n)
+{
+    if (n == 4 && memcmp(name, "item", 4) == 0) return true;
+    return memchr(name, '.', n) && jpath_valid(name, n);
+}
+
 /* Validates a backend URL template and splits it into be->parts. Placeholder
  * names are checked against the endpoint's params only when its route was
  * valid (route_ok), so one bad path does not cascade. */
@@ -475,8 +486,16 @@ static void parse_url(struct loader *L, const char *path, const char *u,
         const char *name = c + 1;
         size_t nlen = (size_t)(close - name);
         int idx = -1;
-        if (!is_ident(name, nlen)) {
-            cfg_err(L, path, "bad placeholder {%.*s} (expected {name} of a path parameter)",
+        const char *field = NULL;
+        if (placeholder_field(name, nlen)) {
+            /* {backend.path} or {item...}: resolved by graph_resolve */
+            if (!is_ident(name, nlen) || !route_ok || param_index(ep, name, nlen) < 0)
+                field = cfg_strndup(L, name, nlen);
+            else
+                idx = param_index(ep, name, nlen);
+        } else if (!is_ident(name, nlen)) {
+            cfg_err(L, path,
+                    "bad placeholder {%.*s} (expected {param}, {backend.field} or {item.field})",
                     (int)nlen, name);
         } else if (route_ok && (idx = param_index(ep, name, nlen)) < 0) {
             cfg_err(L, path, "{%.*s} is not a parameter of %s", (int)nlen, name, ep->path);
@@ -484,30 +503,35 @@ static void parse_url(struct loader *L, const char *path, const char *u,
         if (c > lit) {
             be->parts[be->n_parts].literal = lit;
             be->parts[be->n_parts].literal_len = (size_t)(c - lit);
+            be->parts[be->n_parts].backend = -1;
             be->parts[be->n_parts++].param = -1;
         }
         be->parts[be->n_parts].literal = NULL;
+        be->parts[be->n_parts].backend = -1;
+        be->parts[be->n_parts].field = field;
         be->parts[be->n_parts++].param = idx;
         c = lit = close + 1;
     }
     if (c > lit) {
         be->parts[be->n_parts].literal = lit;
         be->parts[be->n_parts].literal_len = (size_t)(c - lit);
+        be->parts[be->n_parts].backend = -1;
         be->parts[be->n_parts++].param = -1;
     }
 }
 
 /* ---- endpoints and backends ---- */
 
-static const char *const BACKEND_KEYS[] = {"name",  "url",          "method",   "timeout_ms",
-                                           "key",   "required",     "fallback", "static",
-                                           "allow", "forward_body", "client",   "cache",
-                                           NULL};
+static const char *const BACKEND_KEYS[] = {
+    "name",   "url",      "method",    "timeout_ms",   "key",    "required",     "fallback",
+    "static", "allow",    "forward_body", "client",    "cache",  "target",       "deny",
+    "rename", "foreach",  "max_items", "item_failure", NULL};
 static const char *const CACHE_KEYS[] = {"ttl_ms", "honor_headers", "coalesce", NULL};
 static const char *const ENDPOINT_KEYS[] = {"name",          "method",      "path",
                                             "timeout_ms",    "concurrency", "forward_headers",
                                             "forward_query", "backends",    "auth",
                                             "cors",
+                                            "on_conflict",
                                             NULL};
 
 /* Required non-empty name made of is_name_char. */
@@ -546,6 +570,121 @@ static void parse_cache(struct loader *L, const cJSON *b, const char *path,
         cfg_err(L, p, "only GET and HEAD backends can be cached, not %s", be->method);
 }
 
+/* A list of dot paths (allow, deny), each checked with jpath_valid. */
+static const char **get_paths(struct loader *L, const cJSON *b, const char *path, const char *key,
+                              size_t *n)
+{
+    const char **v = cfg_get_str_array(L, b, path, key, true, false, NULL, "field", n);
+    char p[PATH_MAX_LEN], q[PATH_MAX_LEN];
+    cfg_key_path(p, path, key);
+    for (size_t i = 0; i < *n; i++) {
+        size_t segs = 1;
+        for (const char *c = v[i]; *c; c++)
+            segs += *c == '.';
+        if (!jpath_valid(v[i], strlen(v[i])))
+            cfg_err(L, cfg_index_path(q, p, i),
+                    "\"%s\" is not a dot path (names separated by single '.')", v[i]);
+        else if (segs > SHAPE_MAX_SEGS)
+            cfg_err(L, cfg_index_path(q, p, i), "more than %d segments", SHAPE_MAX_SEGS);
+    }
+    if (*n > SHAPE_MAX_PATHS)
+        cfg_err(L, p, "at most %d paths, got %zu", SHAPE_MAX_PATHS, *n);
+    return v;
+}
+
+static void parse_rename(struct loader *L, const cJSON *b, const char *path, struct shape_conf *sh)
+{
+    const cJSON *r = cJSON_GetObjectItemCaseSensitive(b, "rename");
+    if (!r || cJSON_IsNull(r)) return;
+    char p[PATH_MAX_LEN], q[PATH_MAX_LEN];
+    cfg_key_path(p, path, "rename");
+    if (!cJSON_IsObject(r)) {
+        cfg_err(L, p, "expected an object of \"old\": \"new\" names, got %s", cfg_type_name(r));
+        return;
+    }
+    size_t n = (size_t)cJSON_GetArraySize(r);
+    sh->rename_from = cfg_alloc(L, (n ? n : 1) * sizeof(char *));
+    sh->rename_to = cfg_alloc(L, (n ? n : 1) * sizeof(char *));
+    for (const cJSON *m = r->child; m; m = m->next) {
+        cfg_key_path(q, p, m->string);
+        if (!cJSON_IsString(m) || !m->valuestring[0]) {
+            cfg_err(L, q, "expected a non-empty string, got %s", cfg_type_name(m));
+            continue;
+        }
+        bool dup = false;
+        for (size_t i = 0; i < sh->n_rename; i++)
+            dup |= strcmp(sh->rename_from[i], m->string) == 0;
+        if (dup) {
+            cfg_err(L, q, "duplicate key");
+            continue;
+        }
+        sh->rename_from[sh->n_rename] = cfg_strndup(L, m->string, strlen(m->string));
+        sh->rename_to[sh->n_rename++] = cfg_strndup(L, m->valuestring, strlen(m->valuestring));
+    }
+}
+
+/* target, allow, deny, rename. A top-level allow alone stays on be->allow,
+ * which the merge applies on the raw bytes (no shaping pass). */
+static void parse_shape(struct loader *L, const cJSON *b, const char *path,
+                        struct backend_conf *be)
+{
+    char p[PATH_MAX_LEN];
+    struct shape_conf sh = {0};
+    sh.target = cfg_get_str(L, b, path, "target", true);
+    if (sh.target && !jpath_valid(sh.target, strlen(sh.target)))
+        cfg_err(L, cfg_key_path(p, path, "target"),
+                "\"%s\" is not a dot path (names separated by single '.')", sh.target);
+    sh.allow = get_paths(L, b, path, "allow", &sh.n_allow);
+    sh.deny = get_paths(L, b, path, "deny", &sh.n_deny);
+    if (sh.allow && sh.deny)
+        cfg_err(L, cfg_key_path(p, path, "deny"), "\"allow\" and \"deny\" cannot both be set");
+    parse_rename(L, b, path, &sh);
+    bool dotted = false;
+    for (size_t i = 0; i < sh.n_allow; i++)
+        dotted |= strchr(sh.allow[i], '.') != NULL;
+    bool foreach = cJSON_GetObjectItemCaseSensitive(b, "foreach") != NULL;
+    if (!sh.target && !sh.deny && !sh.n_rename && !dotted && !foreach) {
+        be->allow = sh.allow;
+        be->n_allow = sh.n_allow;
+        return;
+    }
+    if (!sh.target && !sh.allow && !sh.deny && !sh.n_rename) return;
+    struct shape_conf *s = cfg_alloc(L, sizeof *s);
+    *s = sh;
+    be->shape = s;
+}
+
+static void parse_foreach(struct loader *L, const cJSON *b, const char *path,
+                          struct backend_conf *be)
+{
+    char p[PATH_MAX_LEN];
+    const char *f = cfg_get_str(L, b, path, "foreach", true);
+    cfg_key_path(p, path, "foreach");
+    if (f && !jpath_valid(f, strlen(f)))
+        cfg_err(L, p, "\"%s\" is not a dot path (backend.field...)", f);
+    be->foreach_path = f; /* resolved by graph_resolve */
+    if (f && !cJSON_GetObjectItemCaseSensitive(b, "key"))
+        cfg_err(L, cfg_key_path(p, path, "key"), "is required with \"foreach\"");
+    bool has_max = cJSON_GetObjectItemCaseSensitive(b, "max_items") != NULL;
+    const cJSON *itf = cJSON_GetObjectItemCaseSensitive(b, "item_failure");
+    if (!f && (has_max || itf)) {
+        cfg_err(L, cfg_key_path(p, path, has_max ? "max_items" : "item_failure"),
+                "only used with \"foreach\"");
+        return;
+    }
+    CFG_GET_INT(L, b, path, "max_items", 1, 100000, be->max_items);
+    const char *s = cfg_get_str(L, b, path, "item_failure", true);
+    if (!s || strcmp(s, "fail") == 0)
+        be->item_failure = ITEM_FAIL;
+    else if (strcmp(s, "null") == 0)
+        be->item_failure = ITEM_NULL;
+    else if (strcmp(s, "omit") == 0)
+        be->item_failure = ITEM_OMIT;
+    else
+        cfg_err(L, cfg_key_path(p, path, "item_failure"),
+                "must be \"fail\", \"null\" or \"omit\", got \"%s\"", s);
+}
+
 static void parse_backend(struct loader *L, const cJSON *b, const char *path,
                           const struct config *cfg, const struct endpoint_conf *ep, bool route_ok,
                           struct backend_conf *be)
@@ -555,6 +694,8 @@ static void parse_backend(struct loader *L, const cJSON *b, const char *path,
     be->timeout_ms = cfg->defaults.backend_timeout_ms;
     be->required = true;
     be->max_response_bytes = cfg->defaults.max_response_bytes;
+    be->foreach_backend = -1;
+    be->max_items = 100;
     if (!cJSON_IsObject(b)) {
         cfg_err(L, path, "expected an object, got %s", cfg_type_name(b));
         return;
@@ -602,7 +743,8 @@ static void parse_backend(struct loader *L, const cJSON *b, const char *path,
         cfg_err(L, p, "is required when fallback is \"static\"");
     }
 
-    be->allow = cfg_get_str_array(L, b, path, "allow", true, false, NULL, "field", &be->n_allow);
+    parse_shape(L, b, path, be);
+    parse_foreach(L, b, path, be);
 
     cfg_get_bool(L, b, path, "forward_body", &be->forward_body);
     if (be->forward_body && !method_has_body(ep->method))
@@ -613,6 +755,22 @@ static void parse_backend(struct loader *L, const cJSON *b, const char *path,
         cfg_err(L, cfg_key_path(p, path, "forward_body"),
                 "backend method %s cannot carry a body (use POST, PUT or PATCH)", be->method);
     parse_cache(L, b, path, be);
+}
+
+static void parse_on_conflict(struct loader *L, const cJSON *e, const char *path,
+                              struct endpoint_conf *ep)
+{
+    char p[PATH_MAX_LEN];
+    const char *s = cfg_get_str(L, e, path, "on_conflict", true);
+    if (!s || strcmp(s, "last") == 0)
+        ep->on_conflict = CONFLICT_LAST;
+    else if (strcmp(s, "first") == 0)
+        ep->on_conflict = CONFLICT_FIRST;
+    else if (strcmp(s, "error") == 0)
+        ep->on_conflict = CONFLICT_ERROR;
+    else
+        cfg_err(L, cfg_key_path(p, path, "on_conflict"),
+                "must be \"last\", \"first\" or \"error\", got \"%s\"", s);
 }
 
 static void parse_endpoint(struct loader *L, const cJSON *e, const char *path,
@@ -667,6 +825,7 @@ static void parse_endpoint(struct loader *L, const cJSON *e, const char *path,
     struct cfg_seen names, keys;
     cfg_seen_init(L, &names, n);
     cfg_seen_init(L, &keys, n);
+    parse_on_conflict(L, e, path, ep);
     size_t i = 0;
     for (const cJSON *b = bs->child; b; b = b->next, i++) {
         struct backend_conf *be = &ep->backends[i];
@@ -681,6 +840,7 @@ static void parse_endpoint(struct loader *L, const cJSON *e, const char *path,
             cfg_err(L, cfg_key_path(r, q, "key"), "key \"%s\" is already used by %s[%zu]", be->key,
                     p, j);
     }
+    graph_resolve(L, ep, path);
 }
 
 /* The route's shape as a string: method, then the path with every

@@ -26,11 +26,33 @@ struct route_seg {
     int param; /* index into endpoint->params when literal == NULL */
 };
 
-/* A piece of a backend URL template: literal bytes, or a param reference. */
+/* url_part.backend of an {item} / {item.a.b} placeholder. */
+#define URL_PART_ITEM (-2)
+
+/* A piece of a backend URL template: literal bytes, a param reference, or a
+ * placeholder reading another backend's body ({user.id}) or the foreach
+ * element ({item}, {item.sku}); see gateway/graph.h. */
 struct url_part {
     const char *literal; /* NULL for a param; else points into backend->url, not NUL-terminated */
     size_t literal_len;
-    int param; /* index into endpoint->params when literal == NULL */
+    int param;         /* index into endpoint->params when literal == NULL, else -1 */
+    int backend;       /* -1; a backend index ({user.id}); URL_PART_ITEM ({item...}) */
+    const char *field; /* the placeholder's text without braces, NUL-terminated */
+    size_t field_off;  /* where the dot path starts in field ("" for {item}) */
+};
+
+enum item_failure { ITEM_FAIL, ITEM_NULL, ITEM_OMIT };
+
+/* Shaping of one backend's body (gateway/shape.h), applied in this order. */
+struct shape_conf {
+    const char *target; /* dot path, or NULL */
+    const char **allow; /* dot paths; NULL: keep all */
+    size_t n_allow;
+    const char **deny; /* dot paths; NULL: drop none */
+    size_t n_deny;
+    const char **rename_from; /* top-level member names ... */
+    const char **rename_to;   /* ... and their new names */
+    size_t n_rename;
 };
 
 enum fallback_kind { FALLBACK_NONE, FALLBACK_DEGRADED, FALLBACK_STATIC };
@@ -76,6 +98,16 @@ struct backend_conf {
     size_t max_response_bytes;   /* defaults.max_response_bytes */
     enum upstream_client client; /* resolved: CLIENT_CURL or CLIENT_NATIVE, never AUTO */
     struct cache_conf cache;
+    /* composition (gateway/graph.h) */
+    const struct shape_conf *shape; /* NULL: no shaping beyond a top-level allow */
+    int *deps;                      /* backends this one reads ({x.y}, foreach), each once */
+    size_t n_deps;
+    int *children; /* backends that depend on this one */
+    size_t n_children;
+    int foreach_backend;      /* -1, or the backend whose body holds the array */
+    const char *foreach_path; /* dot path into it ("" = the body itself) */
+    uint32_t max_items;       /* default 100 */
+    enum item_failure item_failure;
 };
 
 /* "cors" in defaults or an endpoint (config_web.c). */
@@ -87,6 +119,7 @@ struct cors_conf {
     bool allow_credentials;    /* default false */
     uint32_t max_age_s;        /* default 600 */
 };
+enum on_conflict { CONFLICT_LAST, CONFLICT_FIRST, CONFLICT_ERROR };
 
 struct endpoint_conf {
     const char *name;
@@ -106,6 +139,8 @@ struct endpoint_conf {
     size_t n_backends;
     enum auth_mode auth; /* AUTH_NONE unless configured */
     const struct cors_conf *cors; /* own, else defaults.cors; NULL: no CORS */
+    enum on_conflict on_conflict; /* key-less members with one name */
+    bool graph;                   /* some backend depends on another */
 };
 
 struct server_conf {

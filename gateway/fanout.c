@@ -3,16 +3,21 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/errgroup.h"
 #include "core/loop.h"
 #include "gateway/auth.h"
 #include "gateway/degraded.h"
+#include "gateway/graph.h"
+#include "gateway/jpath.h"
+#include "gateway/json.h"
 #include "gateway/merge.h"
 #include "gateway/metrics.h"
 #include "gateway/otel.h"
 #include "gateway/router.h"
+#include "gateway/shape.h"
 #include "gateway/upstream.h"
 #include "gateway/urlbuild.h"
 
@@ -206,11 +211,10 @@ static size_t call_headers(struct backend_call *c, ctx_t *ctx, char own[OWN_HEAD
 /* The degraded-store key of a call: backend name, resolved URL and the
  * forwarded header values, NUL-separated, so an answer is never served
  * across different params or credentials. */
-static void degraded_key(struct backend_call *c, const char *origin, const buf_t *path)
+static void degraded_key(buf_t *k, struct request *r, const struct backend_conf *b,
+                         const char *origin, const buf_t *path)
 {
-    struct request *r = c->req;
-    buf_t *k = &c->key;
-    int rc = buf_append(k, c->b->name, strlen(c->b->name) + 1);
+    int rc = buf_append(k, b->name, strlen(b->name) + 1);
     rc = rc ? rc : buf_puts(k, origin);
     rc = rc ? rc : buf_append(k, path->data, path->len + 1);
     for (size_t i = 0; i < r->ep->n_forward_headers && i < FWD_MAX && !rc; i++) {
@@ -220,6 +224,33 @@ static void degraded_key(struct backend_call *c, const char *origin, const buf_t
     }
     rc = rc ? rc : auth_key_append(r, k); /* the claims: never served across users */
     if (rc) buf_clear(k); /* no key: neither stored nor served */
+}
+
+/* The body the merge gets from a good answer body[0..len): the raw bytes,
+ * or the backend's shaping of them in c->shaped. Returns 0 with c->part
+ * set, or -1 with c->why. */
+static int accept_body(struct backend_call *c, const char *body, size_t len)
+{
+    const struct backend_conf *b = c->b;
+    if (!b->shape || b->foreach_path) {
+        if (merge_check(b, body, len, &c->why) != 0) return -1;
+        c->part = len ? body : NULL;
+        c->part_len = len;
+        return 0;
+    }
+    if (len && json_check(body, len) == JSON_INVALID) {
+        c->why = "invalid JSON";
+        return -1;
+    }
+    buf_clear(&c->shaped);
+    if (shape_apply(&c->shaped, b->shape, body, len, &c->why) != 0) return -1;
+    if (!b->key && jpath_type(c->shaped.data, c->shaped.len) != JSON_OBJECT) {
+        c->why = "not an object";
+        return -1;
+    }
+    c->part = c->shaped.data;
+    c->part_len = c->shaped.len;
+    return 0;
 }
 
 /* The one place every call ends: classifies what happened and applies the
@@ -233,14 +264,13 @@ static int call_finish(struct backend_call *c, const struct upstream_resp *resp)
             c->outcome = OUT_ERROR;
             c->why = "bad status";
         } else if (resp->status == 204 || c->body.len == 0) {
-            c->outcome = OUT_OK;
-            c->part = NULL; /* merges as null */
-        } else if (merge_check(b, c->body.data, c->body.len, &c->why) != 0) {
+            c->outcome = accept_body(c, NULL, 0) ? OUT_ERROR : OUT_OK; /* null */
+        } else if (accept_body(c, c->body.data, c->body.len) != 0) {
             c->outcome = OUT_ERROR;
         } else {
             c->outcome = OUT_OK;
-            c->part = c->body.data;
-            c->part_len = c->body.len;
+            c->feed = c->body.data;
+            c->feed_len = c->body.len;
         }
         break;
     case UP_TIMEOUT:
@@ -260,26 +290,31 @@ static int call_finish(struct backend_call *c, const struct upstream_resp *resp)
     struct degraded *store = c->req->degraded;
     bool keyed = b->fallback == FALLBACK_DEGRADED && store && c->key.len;
     if (c->outcome == OUT_OK) {
-        /* One store, two ages: fresh for the cache, stale for the fallback. */
+        /* One store, two ages: fresh for the cache, stale for the fallback.
+         * The raw body: children read it, and shaping runs again when served. */
         uint32_t fresh = store && c->key.len ? cache_fresh_ms(&b->cache, resp) : 0;
         if (keyed || fresh)
-            degraded_put_fresh(store, c->key.data, c->key.len, c->part ? c->part : "",
-                               c->part ? c->part_len : 0, fresh);
+            degraded_put_fresh(store, c->key.data, c->key.len, c->feed ? c->feed : "",
+                               c->feed_len, fresh);
         return 0;
     }
+    c->feed = NULL;
+    c->feed_len = 0;
     if (keyed) {
         c->stale = degraded_get(store, c->key.data, c->key.len, c->req->cfg->degraded.max_stale_s);
-        if (c->stale) {
+        const char *keep = c->why;
+        if (c->stale && accept_body(c, c->stale->body, c->stale->len) == 0) {
             c->outcome = OUT_DEGRADED;
-            c->part = c->stale->len ? c->stale->body : NULL;
-            c->part_len = c->stale->len;
+            c->feed = c->stale->len ? c->stale->body : NULL;
+            c->feed_len = c->stale->len;
             return 0;
         }
+        c->why = keep;
     }
     if (b->fallback == FALLBACK_STATIC) {
         c->outcome = OUT_STATIC;
-        c->part = b->static_json;
-        c->part_len = b->static_len;
+        c->part = c->feed = b->static_json;
+        c->part_len = c->feed_len = b->static_len;
         return 0;
     }
     if (!b->required) {
@@ -290,45 +325,47 @@ static int call_finish(struct backend_call *c, const struct upstream_resp *resp)
     return CALL_FAILED(c - c->req->calls);
 }
 
-/* A fresh answer from the store (pinned in c->stale): stored only after
- * call_finish found it good, so it is served as it is. */
+/* A fresh answer from the store (pinned in c->stale): the raw body, stored
+ * only after call_finish found it good; shaped again here and fed to the
+ * children like a fresh one. */
 static int cache_hit(struct backend_call *c)
 {
     c->outcome = OUT_OK;
     c->status = 200;
-    c->part = c->stale->len ? c->stale->body : NULL;
-    c->part_len = c->stale->len;
-    return 0;
+    if (accept_body(c, c->stale->body, c->stale->len) != 0) c->outcome = OUT_ERROR;
+    c->feed = c->stale->len ? c->stale->body : NULL;
+    c->feed_len = c->stale->len;
+    return c->outcome == OUT_OK || !c->b->required ? 0 : CALL_FAILED(c - c->req->calls);
 }
 
-static int call_backend(ctx_t *gctx, void *arg)
+/* One HTTP exchange of backend b (a whole backend or one foreach item)
+ * under the group's context and the backend's own timeout. The degraded key
+ * is written into key (NULL: none) once the URL is known. */
+static void do_call(struct backend_call *c, ctx_t *gctx, const buf_t *path, int path_rc, buf_t *key,
+                    struct upstream_resp *resp)
 {
-    struct backend_call *c = arg;
     struct request *r = c->req;
     const struct backend_conf *b = c->b;
-    uint64_t t0 = loop_now(loop_current());
-    c->start_ns = t0;
-    uint64_t deadline = t0 + (uint64_t)b->timeout_ms * 1000000u;
+    uint64_t deadline = loop_now(loop_current()) + (uint64_t)b->timeout_ms * 1000000u;
     if (deadline > r->deadline_ns) deadline = r->deadline_ns;
-    struct upstream_resp resp = {.body = &c->body};
-
     ctx_t *ctx = ctx_with_deadline(gctx, deadline);
     char origin[256];
     if (!ctx) {
-        resp.result = UP_ERROR;
-        resp.error = "out of memory";
-    } else if (urlbuild_origin(b, origin, sizeof origin) < 0 || c->path_rc) {
-        resp.result = UP_ERROR;
-        resp.error = c->path_rc == -ENOMEM ? "out of memory" : "cannot build URL";
+        resp->result = UP_ERROR;
+        resp->error = "out of memory";
+    } else if (urlbuild_origin(b, origin, sizeof origin) < 0 || path_rc) {
+        resp->result = UP_ERROR;
+        resp->error = path_rc == -ENOMEM ? "out of memory" : "cannot build URL";
+    } else if (ctx_done(ctx)) { /* the deadline passed while it waited: no call */
+        resp->result = ctx_err(ctx) == CTX_DEADLINE_EXCEEDED ? UP_TIMEOUT : UP_CANCELED;
     } else {
-        if (b->fallback == FALLBACK_DEGRADED || b->cache.enabled)
-            degraded_key(c, origin, &c->path);
+        if (key) degraded_key(key, r, b, origin, path);
         char own[OWN_HEADERS][192];
         const char *hdrs[OWN_HEADERS + FWD_MAX + EDGE_HEADERS];
         struct upstream_req req = {
             .method = b->method,
             .origin = origin,
-            .path = c->path.data,
+            .path = path->data,
             .headers = hdrs,
             .n_headers = call_headers(c, ctx, own, hdrs),
             .body = b->forward_body ? r->body : NULL,
@@ -338,18 +375,343 @@ static int call_backend(ctx_t *gctx, void *arg)
             .conf = &r->cfg->upstream,
         };
         if (req.body == NULL && b->forward_body) req.body = "";
-        c->cache = cache_call(r->cache, &b->cache, c->key.data, c->key.len, ctx, &req, &resp,
-                              &c->stale);
+        if (key) /* a whole backend: through the cache (which may coalesce) */
+            c->cache = cache_call(r->cache, &b->cache, key->data, key->len, ctx, &req, resp,
+                                  &c->stale);
+        else
+            upstream_call(r->up, ctx, &req, resp);
     }
+    if (ctx) ctx_release(ctx);
+}
+
+/* ---- the call graph: workers take ready tasks (gateway/graph.h) ---- */
+
+/* Renders {backend.path} from that backend's feed and {item...} from the
+ * element; remembers which placeholder failed. */
+struct render_arg {
+    struct request *r;
+    const char *elem;
+    size_t elem_len;
+    const struct url_part *failed;
+};
+
+static int render_field(void *arg, buf_t *out, const struct url_part *part)
+{
+    struct render_arg *ra = arg;
+    int rc;
+    if (part->backend == URL_PART_ITEM) {
+        rc = graph_render(out, part, ra->elem, ra->elem_len);
+    } else {
+        const struct backend_call *p = &ra->r->calls[part->backend];
+        rc = graph_render(out, part, p->feed, p->feed_len);
+    }
+    if (rc) ra->failed = part;
+    return rc;
+}
+
+/* Builds the path of a call whose URL reads bodies. Returns 0, or -1 with
+ * why_buf set. */
+static int render_path(struct backend_call *c, buf_t *path, const char *elem, size_t elem_len)
+{
+    struct request *r = c->req;
+    struct render_arg ra = {.r = r, .elem = elem, .elem_len = elem_len};
+    buf_clear(path);
+    int rc = urlbuild_path_fields(path, r->ep, c->b, &r->match, r->query, r->query_len,
+                                  render_field, &ra);
+    if (!rc) return 0;
+    if (rc == -ENOENT && ra.failed)
+        snprintf(c->why_buf, sizeof c->why_buf, "missing field %s", graph_part_name(ra.failed));
+    else if (rc == -ENAMETOOLONG)
+        snprintf(c->why_buf, sizeof c->why_buf, "URL path too long (limit %d bytes)",
+                 URLBUILD_PATH_MAX - 1);
+    else
+        snprintf(c->why_buf, sizeof c->why_buf, "%s",
+                 rc == -ENOMEM ? "out of memory" : "cannot build URL");
+    return -1;
+}
+
+/* A dependency left out (optional and failed): its children fail. */
+static const struct backend_call *failed_dep(const struct backend_call *c)
+{
+    for (size_t k = 0; k < c->b->n_deps; k++) {
+        const struct backend_call *p = &c->req->calls[c->b->deps[k]];
+        if (p->omit) return p;
+    }
+    return NULL;
+}
+
+static int worker(ctx_t *gctx, void *arg);
+
+static int out_of_memory(ctx_t *gctx, void *arg)
+{
+    (void)gctx;
+    (void)arg;
+    return -ENOMEM;
+}
+
+/* More workers while tasks wait and slots are free (never parks). */
+static void spawn_workers(struct request *r)
+{
+    while (graph_sched_ready(&r->sched) > r->starting && eg_try_go(r->group, worker, r))
+        r->starting++;
+}
+
+/* Backend c has ended (any outcome): timing, metrics, children. */
+static void call_ended(struct backend_call *c)
+{
+    struct request *r = c->req;
+    c->ended = true;
+    c->dur_ns = loop_now(loop_current()) - c->t0;
+    metrics_backend(r->metrics, r->ep->name, c->b->name, outcome_name(c->outcome),
+                    (double)c->dur_ns / 1e9);
+    if (c->b->n_children) {
+        if (graph_sched_ended(&r->sched, r->ep, (size_t)(c - r->calls)) != 0)
+            eg_try_go(r->group, out_of_memory, NULL); /* fails the group: 503 */
+        spawn_workers(r);
+    }
+}
+
+/* Ends c with a failure that happened before any call. */
+static int fail_early(struct backend_call *c, const char *why)
+{
+    if (why != c->why_buf) snprintf(c->why_buf, sizeof c->why_buf, "%s", why);
+    struct upstream_resp resp = {.result = UP_ERROR, .error = c->why_buf, .body = &c->body};
+    int rc = call_finish(c, &resp);
+    call_ended(c);
+    return rc;
+}
+
+static int call_backend(ctx_t *gctx, struct backend_call *c)
+{
+    const struct backend_conf *b = c->b;
+    const struct backend_call *dep = failed_dep(c);
+    if (dep) {
+        snprintf(c->why_buf, sizeof c->why_buf, "dependency %s failed", dep->b->name);
+        return fail_early(c, c->why_buf);
+    }
+    if (b->n_deps) {
+        if (render_path(c, &c->path, NULL, 0) != 0) return fail_early(c, c->why_buf);
+        c->path_rc = 0; /* the check's build had the values left empty */
+    }
+    struct upstream_resp resp = {.body = &c->body};
+    do_call(c, gctx, &c->path, c->path_rc,
+            b->fallback == FALLBACK_DEGRADED || b->cache.enabled ? &c->key : NULL, &resp);
     c->status = resp.status;
     int rc = c->cache == CACHE_HIT ? cache_hit(c) : call_finish(c, &resp);
-    if (c->cache != CACHE_NONE)
-        metrics_cache(r->metrics, b->name, cache_result_name(c->cache));
-    c->dur_ns = loop_now(loop_current()) - t0;
-    metrics_backend(r->metrics, r->ep->name, b->name, outcome_name(c->outcome),
-                    (double)c->dur_ns / 1e9);
-    if (ctx) ctx_release(ctx);
+    if (c->cache != CACHE_NONE) metrics_cache(c->req->metrics, b->name, cache_result_name(c->cache));
+    call_ended(c);
     return rc;
+}
+
+/* ---- foreach ---- */
+
+/* The last item has ended: the array (or the failure) is the backend's. */
+static int foreach_finish(struct backend_call *c)
+{
+    struct request *r = c->req;
+    const struct backend_conf *b = c->b;
+    struct upstream_resp resp = {.result = UP_OK, .status = 200, .body = &c->body};
+    if (c->items_ctx) ctx_release(c->items_ctx); /* every item has ended */
+    c->items_ctx = NULL;
+    const struct item_call *bad = c->items_failed ? &c->items[c->first_bad] : NULL;
+    if (bad) {
+        resp.result = bad->outcome == OUT_TIMEOUT     ? UP_TIMEOUT
+                      : bad->outcome == OUT_CANCELLED ? UP_CANCELED
+                                                      : UP_ERROR;
+        char why[120]; /* bad->why may be c->why_buf itself */
+        snprintf(why, sizeof why, "%s", bad->why ? bad->why : "error");
+        snprintf(c->why_buf, sizeof c->why_buf, "item %zu failed: %s", (size_t)(bad - c->items),
+                 why);
+        resp.error = c->why_buf;
+    } else {
+        buf_clear(&c->body);
+        int rc = buf_putc(&c->body, '[');
+        bool first = true;
+        for (uint32_t k = 0; k < c->n_items && !rc; k++) {
+            const struct item_call *it = &c->items[k];
+            if (it->outcome != OUT_OK && b->item_failure == ITEM_OMIT) continue;
+            if (!first) rc = buf_putc(&c->body, ',');
+            first = false;
+            if (!rc)
+                rc = it->outcome == OUT_OK && it->part ? buf_append(&c->body, it->part, it->part_len)
+                                                       : buf_puts(&c->body, "null");
+        }
+        if (!rc) rc = buf_putc(&c->body, ']');
+        if (rc) {
+            resp.result = UP_ERROR;
+            resp.error = "out of memory";
+        }
+    }
+    /* degraded key: name, every item URL, forwarded header values */
+    buf_clear(&c->key);
+    if (b->fallback == FALLBACK_DEGRADED) {
+        char origin[256];
+        if (urlbuild_origin(b, origin, sizeof origin) >= 0)
+            for (uint32_t k = 0; k < c->n_items; k++) {
+                if (!c->items[k].path.len) { /* an item never resolved: no key */
+                    buf_clear(&c->key);
+                    break;
+                }
+                degraded_key(&c->key, r, b, origin, &c->items[k].path);
+            }
+    }
+    int rc = call_finish(c, &resp);
+    call_ended(c);
+    return rc;
+}
+
+/* Out of memory while the items were being set up. */
+static int foreach_abort(struct backend_call *c)
+{
+    if (c->items_ctx) ctx_release(c->items_ctx);
+    c->items_ctx = NULL;
+    c->n_items = 0; /* none was started; the ones queued find c ended */
+    return fail_early(c, "out of memory");
+}
+
+/* Reads the source array and queues one task per element. */
+static int foreach_open(ctx_t *gctx, struct backend_call *c)
+{
+    struct request *r = c->req;
+    const struct backend_conf *b = c->b;
+    const struct backend_call *dep = failed_dep(c);
+    if (dep) {
+        snprintf(c->why_buf, sizeof c->why_buf, "dependency %s failed", dep->b->name);
+        return fail_early(c, c->why_buf);
+    }
+    const struct backend_call *src = &r->calls[b->foreach_backend];
+    const char *v;
+    size_t vn;
+    enum json_type t = src->feed ? jpath_get(src->feed, src->feed_len, b->foreach_path,
+                                             strlen(b->foreach_path), &v, &vn)
+                                 : JSON_NULL;
+    if (t != JSON_ARRAY) {
+        snprintf(c->why_buf, sizeof c->why_buf, "%s %s%s%s",
+                 t == JSON_INVALID || t == JSON_NULL ? "missing field" : "not an array:",
+                 src->b->name, *b->foreach_path ? "." : "", b->foreach_path);
+        return fail_early(c, c->why_buf);
+    }
+    struct jpath_iter it;
+    struct json_member m;
+    size_t n = 0;
+    jpath_iter_start(&it, v, vn);
+    while (jpath_iter_next(&it, &m) > 0)
+        n++;
+    if (n > b->max_items) {
+        snprintf(c->why_buf, sizeof c->why_buf, "too many items (%zu, max_items %u)", n,
+                 b->max_items);
+        return fail_early(c, c->why_buf);
+    }
+    if (n == 0) return foreach_finish(c);
+    c->items = calloc(n, sizeof *c->items);
+    c->items_ctx = ctx_with_cancel(gctx);
+    if (!c->items || !c->items_ctx) return foreach_abort(c);
+    c->n_items = c->items_left = (uint32_t)n;
+    jpath_iter_start(&it, v, vn);
+    for (size_t k = 0; k < n && jpath_iter_next(&it, &m) > 0; k++) {
+        c->items[k].elem = m.value;
+        c->items[k].elem_len = m.value_len;
+        buf_init(&c->items[k].body, r->buf_pool);
+        if (graph_sched_push(&r->sched, (struct graph_task){(uint32_t)(c - r->calls), (uint32_t)k}))
+            return foreach_abort(c); /* queued items find it ended */
+    }
+    spawn_workers(r);
+    return 0;
+}
+
+static void item_classify(struct backend_call *c, struct item_call *it,
+                          const struct upstream_resp *resp)
+{
+    it->status = resp->status;
+    it->outcome = OUT_ERROR;
+    switch (resp->result) {
+    case UP_OK:
+        if (resp->status < 200 || resp->status > 299) {
+            it->why = "bad status";
+        } else if (it->body.len && json_check(it->body.data, it->body.len) == JSON_INVALID) {
+            it->why = "invalid JSON";
+        } else if (c->b->shape) {
+            if (shape_apply(&it->shaped, c->b->shape, it->body.data, it->body.len, &it->why) == 0) {
+                it->outcome = OUT_OK;
+                it->part = it->shaped.data;
+                it->part_len = it->shaped.len;
+            }
+        } else {
+            it->outcome = OUT_OK;
+            it->part = it->body.len ? it->body.data : NULL;
+            it->part_len = it->body.len;
+        }
+        break;
+    case UP_TIMEOUT:
+        it->outcome = OUT_TIMEOUT;
+        it->why = "timeout";
+        break;
+    case UP_CANCELED:
+        it->outcome = OUT_CANCELLED;
+        it->why = "cancelled";
+        break;
+    case UP_TOO_BIG:
+    case UP_ERROR:
+        it->why = resp->error;
+        break;
+    }
+}
+
+static int run_item(struct backend_call *c, uint32_t k)
+{
+    struct request *r = c->req;
+    struct item_call *it = &c->items[k];
+    if (c->ended) return 0; /* the backend already failed */
+    if (c->items_failed) {
+        it->outcome = OUT_CANCELLED;
+        it->why = "cancelled";
+    } else {
+        struct upstream_resp resp = {.body = &it->body};
+        buf_init(&it->path, NULL);
+        if (render_path(c, &it->path, it->elem, it->elem_len) != 0) {
+            it->outcome = OUT_ERROR;
+            it->why = c->why_buf;
+        } else {
+            do_call(c, c->items_ctx, &it->path, 0, NULL, &resp);
+            item_classify(c, it, &resp);
+        }
+        metrics_item(r->metrics, r->ep->name, c->b->name, outcome_name(it->outcome));
+        if (it->outcome != OUT_OK && c->b->item_failure == ITEM_FAIL && !c->items_failed) {
+            /* the backend has failed: its other items in flight stop now */
+            c->items_failed = true;
+            c->first_bad = k;
+            ctx_cancel(c->items_ctx, 0);
+        }
+    }
+    if (--c->items_left) return 0;
+    return foreach_finish(c);
+}
+
+/* Runs one ready task. A request cancelled (first error, client gone)
+ * starts nothing more; after the deadline tasks still end, at once,
+ * through their fallback tables (degraded parts). */
+static int run_task(ctx_t *gctx, struct request *r, struct graph_task t)
+{
+    struct backend_call *c = &r->calls[t.call];
+    if (ctx_err(gctx) == CTX_CANCELED) return 0;
+    if (t.item != GRAPH_WHOLE) return run_item(c, t.item);
+    c->started = true;
+    c->t0 = c->start_ns = loop_now(loop_current());
+    if (c->b->foreach_path) return foreach_open(gctx, c);
+    return call_backend(gctx, c);
+}
+
+static int worker(ctx_t *gctx, void *arg)
+{
+    struct request *r = arg;
+    r->starting--;
+    struct graph_task t;
+    while (graph_sched_pop(&r->sched, &t)) {
+        spawn_workers(r);
+        int rc = run_task(gctx, r, t);
+        if (rc) return rc;
+    }
+    return 0;
 }
 
 static void write_timing(struct request *r)
@@ -358,7 +720,11 @@ static void write_timing(struct request *r)
         const struct backend_call *c = &r->calls[i];
         int rc = buf_printf(&r->timing, "%s%s;dur=%.1f", i ? ", " : "", c->b->name,
                             (double)c->dur_ns / 1e6);
-        if (!rc && c->outcome != OUT_OK)
+        if (!rc && c->b->foreach_path)
+            rc = buf_printf(&r->timing, ";desc=\"%s%sitems=%u\"",
+                            c->outcome != OUT_OK ? outcome_name(c->outcome) : "",
+                            c->outcome != OUT_OK ? " " : "", c->n_items);
+        else if (!rc && c->outcome != OUT_OK)
             rc = buf_printf(&r->timing, ";desc=\"%s\"", outcome_name(c->outcome));
         else if (!rc && (c->cache == CACHE_HIT || c->cache == CACHE_COALESCED))
             rc = buf_printf(&r->timing, ";desc=\"%s\"", cache_result_name(c->cache));
@@ -373,17 +739,17 @@ static void write_timing(struct request *r)
 static void answer(struct request *r, int err)
 {
     write_timing(r);
-    if (err > 0) {
+    if (err > 0 && (size_t)err <= r->n_calls) {
         const struct backend_call *c = &r->calls[err - 1];
         r->status = c->outcome == OUT_TIMEOUT ? 504 : 502;
-        char msg[160];
+        char msg[200];
         snprintf(msg, sizeof msg, "backend %s failed: %s", c->b->name, c->why ? c->why : "error");
         if (c->outcome == OUT_ERROR && c->status && (c->status < 200 || c->status > 299))
             snprintf(msg, sizeof msg, "backend %s failed: status %ld", c->b->name, c->status);
         fanout_error_body(&r->out, msg, c->b->name, r->request_id);
         return;
     }
-    if (err < 0) {
+    if (err != 0) {
         r->status = 503;
         fanout_error_body(&r->out, "overloaded", NULL, r->request_id);
         return;
@@ -400,7 +766,17 @@ static void answer(struct request *r, int err)
                               : MERGE_PART_NULL,
         };
     }
-    if (merge_build(&r->out, parts, r->n_calls) != 0) {
+    struct merge_conflict cf = {0};
+    int rc = merge_build_policy(&r->out, parts, r->n_calls, r->ep->on_conflict, &cf);
+    if (rc == -EEXIST) {
+        r->status = 502;
+        char msg[300];
+        snprintf(msg, sizeof msg, "conflicting member %s from %s and %s", cf.name,
+                 r->calls[cf.a].b->name, r->calls[cf.b].b->name);
+        fanout_error_body(&r->out, msg, NULL, r->request_id);
+        return;
+    }
+    if (rc != 0) {
         r->status = 502;
         fanout_error_body(&r->out, "cannot merge backend responses", NULL, r->request_id);
         return;
@@ -408,18 +784,36 @@ static void answer(struct request *r, int err)
     r->status = 200;
 }
 
+/* Calls that never ended (the request was cancelled first). */
+static void mark_unended(struct request *r)
+{
+    for (size_t i = 0; i < r->n_calls; i++) {
+        struct backend_call *c = &r->calls[i];
+        if (c->ended) continue;
+        if (c->items_ctx) ctx_release(c->items_ctx);
+        c->items_ctx = NULL;
+        c->outcome = OUT_CANCELLED;
+        c->why = "cancelled";
+        if (c->started) c->dur_ns = loop_now(loop_current()) - c->t0;
+        metrics_backend(r->metrics, r->ep->name, c->b->name, "cancelled",
+                        c->started ? (double)c->dur_ns / 1e9 : -1);
+    }
+}
+
 void fanout_run(void *arg)
 {
     struct request *r = arg;
     errgroup_t *g = eg_new(r->ctx);
     int err = -ENOMEM;
-    if (g) {
+    if (g && graph_sched_init(&r->sched, r->ep) == 0) {
         eg_set_limit(g, r->ep->concurrency);
-        for (size_t i = 0; i < r->n_calls; i++)
-            if (eg_go(g, call_backend, &r->calls[i]) != 0) break;
+        r->group = g;
+        spawn_workers(r);
         err = eg_wait(g);
-        eg_free(g);
+        r->group = NULL;
     }
+    if (g) eg_free(g);
+    mark_unended(r);
     answer(r, err);
     server_request_done(r);
 }
@@ -428,6 +822,15 @@ void fanout_cleanup(struct request *r)
 {
     for (size_t i = 0; i < r->n_calls; i++) {
         struct backend_call *c = &r->calls[i];
+        for (uint32_t k = 0; k < c->n_items; k++) {
+            buf_free(&c->items[k].path);
+            buf_free(&c->items[k].body);
+            buf_free(&c->items[k].shaped);
+        }
+        free(c->items);
+        c->items = NULL;
+        c->n_items = 0;
+        buf_free(&c->shaped);
         buf_free(&c->body);
         buf_free(&c->key);
         buf_free(&c->path);
@@ -442,6 +845,7 @@ void fanout_cleanup(struct request *r)
     buf_free(&r->query_in);
     buf_free(&r->auth_hdrs);
     buf_free(&r->tracestate);
+    graph_sched_free(&r->sched);
     if (r->ctx) {
         ctx_release(r->ctx);
         r->ctx = NULL;

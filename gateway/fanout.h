@@ -19,6 +19,7 @@
 #include "gateway/cache.h"
 #include "gateway/config.h"
 #include "gateway/fwdhdr.h"
+#include "gateway/graph.h"
 #include "gateway/router.h"
 #include "gateway/trace.h"
 
@@ -39,6 +40,20 @@ enum outcome {
 };
 const char *outcome_name(enum outcome o);
 
+/* One element's call of a foreach backend. */
+struct item_call {
+    const char *elem; /* the element's raw bytes, in the source body */
+    size_t elem_len;
+    buf_t path;   /* its resolved "/path?query" */
+    buf_t body;   /* its response */
+    buf_t shaped; /* body after the backend's shaping */
+    const char *part; /* what goes into the array; NULL: null */
+    size_t part_len;
+    enum outcome outcome;
+    const char *why;
+    long status;
+};
+
 struct backend_call {
     struct request *req;
     const struct backend_conf *b;
@@ -57,6 +72,18 @@ struct backend_call {
     uint64_t dur_ns;
     uint64_t start_ns;                  /* mono_ns when the call began (otel) */
     uint8_t span_id[TRACE_SPAN_BYTES];  /* sent in its traceparent; zero: never started */
+    /* composition (gateway/graph.h) */
+    const char *feed; /* what children read: raw body, stale or static bytes; NULL = null */
+    size_t feed_len;
+    buf_t shaped;            /* the body after target/allow/deny/rename */
+    struct item_call *items; /* foreach: one per element */
+    uint32_t n_items, items_left;
+    bool items_failed; /* an item failed under item_failure "fail" */
+    uint32_t first_bad; /* that item */
+    ctx_t *items_ctx;   /* the items' parent: cancelled by that failure */
+    bool started, ended;
+    uint64_t t0;
+    char why_buf[160]; /* why, when it is not static text */
 };
 
 /* Looks up a request header (case-insensitive name); NULL when absent.
@@ -112,6 +139,11 @@ struct request {
     buf_t out;            /* JSON body */
     buf_t timing;         /* Server-Timing value */
     buf_t degraded_names; /* X-Gateway-Degraded value ("" when complete) */
+
+    /* the call graph of this request (fanout_run) */
+    struct graph_sched sched;
+    struct errgroup *group;
+    unsigned starting; /* workers spawned that have not taken a task yet */
 
     size_t n_calls;
     struct backend_call calls[]; /* one per backend */

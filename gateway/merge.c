@@ -445,7 +445,31 @@ static int write_deduped(buf_t *out, const struct ents *es, const struct merge_p
     return rc;
 }
 
-static int build(buf_t *out, const struct merge_part *parts, size_t n)
+/* Applies the endpoint's on_conflict to the marked entries: "first" keeps
+ * the first value of each name, "error" reports the first name that two
+ * parts share (a repeat inside one body is not a conflict: last wins). */
+static int apply_policy(struct ents *es, enum on_conflict policy, struct merge_conflict *cf)
+{
+    for (size_t i = 0; i < es->n; i++) {
+        struct ent *e = &es->v[i];
+        if (e->dead || e->src == i) continue;
+        if (policy == CONFLICT_FIRST) {
+            e->src = i;
+        } else if (policy == CONFLICT_ERROR && es->v[e->src].part != e->part) {
+            if (cf) {
+                cf->name = e->name;
+                cf->name_len = e->name_len;
+                cf->a = e->part;
+                cf->b = es->v[e->src].part;
+            }
+            return -EEXIST;
+        }
+    }
+    return 0;
+}
+
+static int build(buf_t *out, const struct merge_part *parts, size_t n, enum on_conflict policy,
+                 struct merge_conflict *cf)
 {
     struct ents es = {.cap = 16};
     es.v = es.small;
@@ -453,6 +477,14 @@ static int build(buf_t *out, const struct merge_part *parts, size_t n)
     int rc = collect(&es, parts, n);
     long dead = rc ? 0 : dedupe(&es);
     if (dead < 0) rc = (int)dead;
+    if (!rc && dead > 0 && policy != CONFLICT_LAST) rc = apply_policy(&es, policy, cf);
+    if (rc == -EEXIST && cf && cf->name) { /* the name may live in es.names: copy it out */
+        size_t k = cf->name_len < sizeof cf->buf - 1 ? cf->name_len : sizeof cf->buf - 1;
+        memcpy(cf->buf, cf->name, k);
+        cf->buf[k] = '\0';
+        cf->name = cf->buf;
+        cf->name_len = k;
+    }
     bool first = true;
     if (!rc) rc = buf_putc(out, '{');
     if (!rc && dead > 0) rc = write_deduped(out, &es, parts, &first);
@@ -466,8 +498,14 @@ static int build(buf_t *out, const struct merge_part *parts, size_t n)
 
 int merge_build(buf_t *out, const struct merge_part *parts, size_t n)
 {
+    return merge_build_policy(out, parts, n, CONFLICT_LAST, NULL);
+}
+
+int merge_build_policy(buf_t *out, const struct merge_part *parts, size_t n,
+                       enum on_conflict policy, struct merge_conflict *cf)
+{
     size_t saved = out->len;
-    int rc = build(out, parts, n);
+    int rc = build(out, parts, n, policy, cf);
     if (rc) {
         out->len = saved;
         if (out->data) out->data[saved] = '\0';

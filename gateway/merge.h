@@ -55,6 +55,23 @@ struct merge_part {
  * merge_check was skipped); -ENOMEM. On failure out is left as it was. */
 int merge_build(buf_t *out, const struct merge_part *parts, size_t n);
 
+/* Two parts gave a member the same name (on_conflict "error"). */
+struct merge_conflict {
+    const char *name; /* decoded, NUL-terminated (cut to fit buf) */
+    size_t name_len;
+    size_t a, b; /* the parts: the first and the last that have it */
+    char buf[128];
+};
+
+/* merge_build with the endpoint's on_conflict for names repeated across
+ * parts: CONFLICT_LAST as merge_build; CONFLICT_FIRST keeps the first value
+ * (at the first position); CONFLICT_ERROR returns -EEXIST with *cf (may be
+ * NULL) naming the member and the two parts. A name repeated inside one
+ * body is not a conflict: its last value wins under every policy but
+ * "first". */
+int merge_build_policy(buf_t *out, const struct merge_part *parts, size_t n,
+                       enum on_conflict policy, struct merge_conflict *cf);
+
 /* Is body[0..len) acceptable from backend b? Returns 0 when it is valid JSON
  * of the right shape: an object when b has no key or has allow; anything
  * with a key. An empty body is accepted as null (a 204 or an empty 2xx is a

@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum family { T_REQ, T_REQ_HIST, T_BACKEND, T_BACKEND_HIST, T_CACHE, T_COUNT };
+enum family { T_REQ, T_REQ_HIST, T_BACKEND, T_BACKEND_HIST, T_CACHE, T_ITEMS, T_COUNT };
 
 static const char *const OUTCOMES[] = {"ok",       "error",  "timeout", "cancelled",
                                        "degraded", "static", "omitted"};
@@ -41,6 +41,7 @@ static const size_t NVALS[T_COUNT] = {
     [T_BACKEND] = NOUTCOMES,
     [T_BACKEND_HIST] = HIST_VALS,
     [T_CACHE] = NCACHE_RESULTS,
+    [T_ITEMS] = NOUTCOMES,
 };
 
 /* One label combination. Everything but v is immutable once published. */
@@ -298,6 +299,22 @@ int metrics_cache(struct metrics *m, const char *backend, const char *result)
     return 0;
 }
 
+int metrics_item(struct metrics *m, const char *endpoint, const char *backend,
+                 const char *outcome)
+{
+    if (!backend || !outcome) return -EINVAL;
+    size_t o = 0;
+    while (o < NOUTCOMES && strcmp(OUTCOMES[o], outcome) != 0)
+        o++;
+    if (o == NOUTCOMES) return -EINVAL;
+    if (!endpoint || !*endpoint) endpoint = METRICS_NO_ENDPOINT;
+    int err = 0;
+    struct series *s = lookup(&m->t[T_ITEMS], NVALS[T_ITEMS], endpoint, backend, 0, &err);
+    if (!s) return err;
+    add(&s->v[o], 1);
+    return 0;
+}
+
 void metrics_inflight_add(struct metrics *m, int delta)
 {
     atomic_store_explicit(&m->inflight,
@@ -451,7 +468,8 @@ static int render_counters(buf_t *out, const struct merge *mg, enum family f)
         }
         if (f == T_CACHE) continue;
         for (size_t o = 0; !rc && o < NOUTCOMES; o++) {
-            rc = buf_puts(out, "gateway_backend_requests_total{");
+            rc = buf_puts(out, f == T_ITEMS ? "gateway_backend_items_total{"
+                                            : "gateway_backend_requests_total{");
             if (!rc) rc = put_label(out, "endpoint", e->a, true);
             if (!rc) rc = put_label(out, "backend", e->b, false);
             if (!rc) rc = put_label(out, "outcome", OUTCOMES[o], false);
@@ -579,6 +597,13 @@ int metrics_render(buf_t *out, struct metrics *const *w, size_t nw, const struct
                     "(ok, error, timeout, cancelled, degraded, static, omitted).");
     if (!rc && !(rc = merge_family(&mg, w, nw, T_BACKEND))) {
         rc = render_counters(out, &mg, T_BACKEND);
+        merge_free(&mg);
+    }
+    if (!rc)
+        rc = header(out, "gateway_backend_items_total", "counter",
+                    "Item calls of foreach backends by endpoint, backend and outcome.");
+    if (!rc && !(rc = merge_family(&mg, w, nw, T_ITEMS))) {
+        rc = render_counters(out, &mg, T_ITEMS);
         merge_free(&mg);
     }
     if (!rc)

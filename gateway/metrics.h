@@ -101,6 +101,12 @@ int metrics_backend(struct metrics *m, const char *endpoint, const char *backend
  * -EINVAL for an unknown result or a NULL name, -ENOMEM or -ENOSPC. */
 int metrics_cache(struct metrics *m, const char *backend, const char *result);
 
+/* Counts one item call of a foreach backend:
+ * backend_items_total{endpoint,backend,outcome} (the backend itself is
+ * counted once by metrics_backend). Same returns as metrics_backend. */
+int metrics_item(struct metrics *m, const char *endpoint, const char *backend,
+                 const char *outcome);
+
 /* Adds delta to the in-flight gauge (+1 when a request starts, -1 when it
  * ends, on the same worker). Owner thread only. */
 void metrics_inflight_add(struct metrics *m, int delta);

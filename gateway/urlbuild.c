@@ -148,7 +148,8 @@ static size_t path_len(const buf_t *out, size_t start)
 
 static int build_path(buf_t *out, size_t skip, const struct endpoint_conf *ep,
                       const struct backend_conf *b, const struct route_match *m,
-                      const char *raw_query, size_t query_len)
+                      const char *raw_query, size_t query_len, urlbuild_field_fn field,
+                      void *arg)
 {
     size_t start = out->len;
     bool has_query = false, in_query = false;
@@ -162,6 +163,8 @@ static int build_path(buf_t *out, size_t skip, const struct endpoint_conf *ep,
                 rc = buf_putc(out, '/'); /* "http://h" or "http://h?x" */
             if (!rc) rc = buf_append(out, p, n);
             if (memchr(p, '?', n)) has_query = in_query = true;
+        } else if (part->field) {
+            if (field) rc = field(arg, out, part); /* no renderer: left empty (checks) */
         } else {
             if (part->param < 0 || (size_t)part->param >= m->n_params) return -EINVAL;
             const struct route_param *rp = &m->params[part->param];
@@ -179,10 +182,17 @@ static int build_path(buf_t *out, size_t skip, const struct endpoint_conf *ep,
 int urlbuild_path(buf_t *out, const struct endpoint_conf *ep, const struct backend_conf *b,
                   const struct route_match *m, const char *raw_query, size_t query_len)
 {
+    return urlbuild_path_fields(out, ep, b, m, raw_query, query_len, NULL, NULL);
+}
+
+int urlbuild_path_fields(buf_t *out, const struct endpoint_conf *ep, const struct backend_conf *b,
+                         const struct route_match *m, const char *raw_query, size_t query_len,
+                         urlbuild_field_fn field, void *arg)
+{
     int olen = origin_len(b);
     if (olen < 0) return olen;
     size_t saved = out->len;
-    int rc = build_path(out, (size_t)olen, ep, b, m, raw_query, query_len);
+    int rc = build_path(out, (size_t)olen, ep, b, m, raw_query, query_len, field, arg);
     if (rc) {
         out->len = saved;
         if (out->data) out->data[saved] = '\0';
@@ -197,7 +207,7 @@ int urlbuild(buf_t *out, const struct endpoint_conf *ep, const struct backend_co
     if (olen < 0) return olen;
     size_t saved = out->len;
     int rc = buf_append(out, b->parts[0].literal, (size_t)olen);
-    if (!rc) rc = build_path(out, (size_t)olen, ep, b, m, raw_query, query_len);
+    if (!rc) rc = build_path(out, (size_t)olen, ep, b, m, raw_query, query_len, NULL, NULL);
     if (rc) {
         out->len = saved;
         if (out->data) out->data[saved] = '\0';

@@ -56,6 +56,18 @@ int urlbuild(buf_t *out, const struct endpoint_conf *ep, const struct backend_co
 int urlbuild_path(buf_t *out, const struct endpoint_conf *ep, const struct backend_conf *b,
                   const struct route_match *m, const char *raw_query, size_t query_len);
 
+/* Writes the value of a placeholder that is not a route param
+ * ({user.id}, {item.sku}: part->field set) at the end of out. Returns 0
+ * or a negative errno, which urlbuild_path_fields returns. */
+typedef int (*urlbuild_field_fn)(void *arg, buf_t *out, const struct url_part *part);
+
+/* urlbuild_path with the body placeholders rendered by field(arg, ...);
+ * with field NULL they are left empty (urlbuild_path: what the client sent
+ * can be checked before the bodies the values come from exist). */
+int urlbuild_path_fields(buf_t *out, const struct endpoint_conf *ep, const struct backend_conf *b,
+                         const struct route_match *m, const char *raw_query, size_t query_len,
+                         urlbuild_field_fn field, void *arg);
+
 /* Writes the template's "scheme://authority" into out[0..cap) with a NUL.
  * Returns its length, -EINVAL when the template has no "://" or a param
  * inside the origin, -ENOSPC when it does not fit. Fixed per backend: call it

@@ -36,6 +36,7 @@ cat <<'HINT'
 Demo backend on 127.0.0.1:9001, gateway on :8080. Try, in another terminal:
   curl -i localhost:8080/api/dashboard/42      # user + orders + recs, merged
   curl -i localhost:8080/api/users/7
+  curl -i localhost:8080/api/orders/42        # user, then its orders, then a product per order
   curl -i localhost:8080/api/slow/1            # a slow backend vs. the deadline
   curl -i localhost:8080/api/flaky/1           # an optional backend that fails
   curl -i -H 'X-Request-Timeout-Ms: 50' localhost:8080/api/slow/1

@@ -40,10 +40,18 @@ cat > "$conf" <<JSON
     { "name": "failfast", "path": "/failfast", "backends": [
       { "name": "fail", "url": "$b/fail/500", "key": "fail" },
       { "name": "slow", "url": "$b/slow/500/x", "key": "slow" } ] },
+$( [ -n "${ONLY_S1:-}" ] || cat <<'CHAIN'
+    { "name": "chain", "path": "/chain/{id}", "backends": [
+      { "name": "user", "url": "BACKEND/users/{id}", "key": "user" },
+      { "name": "orders", "url": "BACKEND/orders/{user.id}", "key": "orders" },
+      { "name": "items", "foreach": "orders", "url": "BACKEND/b/{item.items.0}", "key": "items" } ] },
+CHAIN
+)
     { "name": "deadline", "path": "/deadline", "timeout_ms": 100, "backends": [
       { "name": "slow", "url": "$b/slow/2000/x", "key": "slow", "timeout_ms": 5000 },
       { "name": "user", "url": "$b/users/1", "key": "user" } ] }
   ]
 }
 JSON
+sed -i "s#BACKEND/#$b/#g" "$conf"
 exec "$bin" -c "$conf"

@@ -155,7 +155,7 @@ static void test_demo_config(void **state)
     assert_int_equal(cfg->degraded.snapshot_interval_s, 30);
     assert_string_equal(cfg->access_log_path, "-");
 
-    assert_int_equal(cfg->n_endpoints, 4);
+    assert_int_equal(cfg->n_endpoints, 5);
     const struct endpoint_conf *d = &cfg->endpoints[0];
     assert_string_equal(d->name, "dashboard");
     assert_string_equal(d->method, "GET");
@@ -221,6 +221,13 @@ static void test_demo_config(void **state)
     assert_int_equal(s->timeout_ms, 500);
     assert_int_equal(s->backends[1].timeout_ms, 3000);
 
+    const struct endpoint_conf *oe = &cfg->endpoints[4]; /* the composition demo */
+    assert_string_equal(oe->path, "/api/orders/{id}");
+    assert_true(oe->graph);
+    assert_int_equal(oe->backends[1].n_deps, 1);
+    assert_int_equal(oe->backends[2].foreach_backend, 1);
+    assert_string_equal(oe->backends[2].foreach_path, "orders");
+    assert_non_null(oe->backends[2].shape);
     const struct endpoint_conf *f = &cfg->endpoints[3];
     assert_string_equal(f->name, "flaky");
     assert_false(f->backends[1].required);
@@ -928,6 +935,80 @@ static void test_upstream_transport(void **state)
     expect_err(WITH("'upstream':[]"), "upstream", "");
 }
 
+/* Composition keys: placeholders naming backends, foreach, shaping,
+ * on_conflict; each problem with its JSON path. */
+static void test_composition(void **state)
+{
+    (void)state;
+#define U0 "{'name':'user','url':'http://h/u/{id}','key':'user'}"
+    expect_ok(EP1(U0 ",{'name':'orders','url':'http://h/o/{user.id}?c={user.a.b.0}'}"));
+    expect_ok(EP1(U0 ",{'name':'p','foreach':'user.items','key':'p','url':'http://h/p/{item.sku}',"
+                     "'max_items':5,'item_failure':'omit'}"));
+    expect_ok(EP1(U0 ",{'name':'p','foreach':'user','key':'p','url':'http://h/p/{item}'}"));
+    expect_line(EP1(U0 ",{'name':'o','url':'http://h/o/{nobody.id}'}"),
+                "endpoints[0].backends[1].url: {nobody.id} names no backend (\"nobody\" is not a "
+                "backend of this endpoint)");
+    expect_err(EP1("{'name':'a','url':'http://h/a/{a.id}'}"), "endpoints[0].backends[0].url",
+               "refers to itself");
+    expect_line(EP1("{'name':'a','url':'http://h/a/{b.x}'},{'name':'b','url':'http://h/b/{a.y}'}"),
+                "endpoints[0].backends[0].url: cycle a -> b -> a");
+    expect_line(EP1(U0 ",{'name':'a','url':'http://h/a/{c.x}'},{'name':'b','url':'http://h/b/{a.y}'},"
+                       "{'name':'c','url':'http://h/c/{b.z}'}"),
+                "endpoints[0].backends[1].url: cycle a -> c -> b -> a");
+    expect_line(EP1("{'name':'a','url':'http://h/a/{item}','foreach':'b.l','key':'a'},"
+                    "{'name':'b','url':'http://h/b/{a.0.x}'}"),
+                "endpoints[0].backends[0].foreach: cycle a -> b -> a");
+    expect_err(EP1(U0 ",{'name':'o','url':'http://h/o/{item.id}'}"),
+               "endpoints[0].backends[1].url", "{item.id} is only allowed in a backend with");
+    expect_err(EP1(U0 ",{'name':'p','foreach':'nope.items','key':'p','url':'http://h/p/{item}'}"),
+               "endpoints[0].backends[1].foreach", "\"nope.items\" names no backend");
+    expect_err(EP1(U0 ",{'name':'p','foreach':'user.items','url':'http://h/p/{item}'}"),
+               "endpoints[0].backends[1].key", "is required with \"foreach\"");
+    expect_err(EP1(U0 ",{'name':'p','foreach':'user..x','key':'p','url':'http://h/p/{item}'}"),
+               "endpoints[0].backends[1].foreach", "is not a dot path");
+    expect_err(EP1(U0 ",{'name':'p','foreach':'user.x','key':'p','url':'http://h/{item}',"
+                      "'max_items':0}"),
+               "endpoints[0].backends[1].max_items", "");
+    expect_err(EP1(U0 ",{'name':'p','foreach':'user.x','key':'p','url':'http://h/{item}',"
+                      "'item_failure':'skip'}"),
+               "endpoints[0].backends[1].item_failure", "must be \"fail\", \"null\" or \"omit\"");
+    expect_err(BEF("'max_items':3"), "endpoints[0].backends[0].max_items", "only used with");
+    /* shaping */
+    expect_ok(BEF("'target':'data.user','allow':['a.b','c'],'rename':{'c':'d'}"));
+    expect_ok(BEF("'deny':['a.0.b']"));
+    expect_err(BEF("'allow':['a'],'deny':['b']"), "endpoints[0].backends[0].deny",
+               "cannot both be set");
+    expect_err(BEF("'target':''"), "endpoints[0].backends[0].target", "must not be empty");
+    expect_err(BEF("'target':'a.'"), "endpoints[0].backends[0].target", "is not a dot path");
+    expect_err(BEF("'allow':['.a']"), "endpoints[0].backends[0].allow[0]", "is not a dot path");
+    expect_err(BEF("'deny':['a..b']"), "endpoints[0].backends[0].deny[0]", "is not a dot path");
+    expect_err(BEF("'deny':['']"), "endpoints[0].backends[0].deny[0]", "must not be empty");
+    expect_err(BEF("'rename':{'a':1}"), "endpoints[0].backends[0].rename.a", "non-empty string");
+    expect_err(BEF("'rename':['a']"), "endpoints[0].backends[0].rename", "expected an object");
+    /* on_conflict */
+    expect_ok(EPF("'on_conflict':'first'"));
+    expect_ok(EPF("'on_conflict':'error'"));
+    expect_err(EPF("'on_conflict':'merge'"), "endpoints[0].on_conflict",
+               "must be \"last\", \"first\" or \"error\"");
+    /* a top-level allow stays on the merge's fast path; dotted ones shape */
+    struct config_errors errs;
+    struct config *cfg = parse_q(EP1(U0 ",{'name':'o','url':'http://h/o/{user.id}','allow':['a'],"
+                                        "'key':'o'},{'name':'s','url':'http://h/s','allow':['a.b']}"),
+                                 &errs);
+    assert_non_null(cfg);
+    const struct endpoint_conf *ep = &cfg->endpoints[0];
+    assert_true(ep->graph);
+    assert_non_null(ep->backends[1].allow);
+    assert_null(ep->backends[1].shape);
+    assert_null(ep->backends[2].allow);
+    assert_non_null(ep->backends[2].shape);
+    assert_int_equal(ep->backends[1].n_deps, 1);
+    assert_int_equal(ep->backends[1].deps[0], 0);
+    assert_int_equal(ep->backends[0].n_children, 1);
+    config_free(cfg);
+#undef U0
+}
+
 static void test_shipped_configs_load(void **state)
 {
     (void)state;
@@ -977,6 +1058,7 @@ int main(void)
         cmocka_unit_test(test_utf8_and_nul),
         cmocka_unit_test(test_many_errors_at_once),
         cmocka_unit_test(test_upstream_transport),
+        cmocka_unit_test(test_composition),
         cmocka_unit_test(test_shipped_configs_load),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

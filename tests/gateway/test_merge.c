@@ -328,12 +328,86 @@ static void test_duplicate_many(void **state)
 }
 
 /* The same cases through the sort (the fallback for colliding names). */
+/* Merges with a policy; returns merge_build_policy's rc, out in *got. */
+static int merge_policy(const struct merge_part *p, size_t n, enum on_conflict pol, char *got,
+                        size_t cap, struct merge_conflict *cf)
+{
+    buf_t out;
+    buf_init(&out, NULL);
+    int rc = merge_build_policy(&out, p, n, pol, cf);
+    snprintf(got, cap, "%s", out.data ? out.data : "");
+    buf_free(&out);
+    return rc;
+}
+
+/* on_conflict: last (merge_build), first, error naming member and parts. */
+static void test_conflict_policies(void **state)
+{
+    (void)state;
+    struct backend_conf a = backend("a", NULL, NULL, 0);
+    struct backend_conf b = backend("b", NULL, NULL, 0);
+    struct backend_conf k = backend("k", "x", NULL, 0);
+    struct merge_part p[] = {body(&a, "{\"id\":1,\"x\":0,\"n\":1}"), body(&b, "{\"id\":2,\"m\":2}"),
+                             body(&k, "[7]")};
+    char got[256];
+    struct merge_conflict cf = {0};
+    assert_int_equal(merge_policy(p, 3, CONFLICT_LAST, got, sizeof got, &cf), 0);
+    assert_string_equal(got, "{\"id\":2,\"x\":[7],\"n\":1,\"m\":2}");
+    assert_int_equal(merge_policy(p, 3, CONFLICT_FIRST, got, sizeof got, &cf), 0);
+    assert_string_equal(got, "{\"id\":1,\"x\":0,\"n\":1,\"m\":2}");
+    assert_int_equal(merge_policy(p, 3, CONFLICT_ERROR, got, sizeof got, &cf), -EEXIST);
+    assert_string_equal(got, ""); /* out unchanged */
+    assert_string_equal(cf.name, "id");
+    assert_int_equal(cf.a, 0);
+    assert_int_equal(cf.b, 1);
+    /* a key against a member; escaped names are reported decoded */
+    struct merge_part q[] = {body(&a, "{\"\\u0078\":0}"), body(&k, "1")};
+    assert_int_equal(merge_policy(q, 2, CONFLICT_ERROR, got, sizeof got, &cf), -EEXIST);
+    assert_string_equal(cf.name, "x");
+    assert_int_equal(cf.a, 0);
+    assert_int_equal(cf.b, 1);
+    /* a repeat inside one body is no conflict: last wins ("first": first) */
+    struct merge_part r[] = {body(&a, "{\"v\":1,\"v\":2}"), body(&b, "{\"w\":3}")};
+    assert_int_equal(merge_policy(r, 2, CONFLICT_ERROR, got, sizeof got, &cf), 0);
+    assert_string_equal(got, "{\"v\":2,\"w\":3}");
+    assert_int_equal(merge_policy(r, 2, CONFLICT_FIRST, got, sizeof got, &cf), 0);
+    assert_string_equal(got, "{\"v\":1,\"w\":3}");
+    /* no repeated name: every policy splices as before */
+    struct merge_part s1[] = {body(&a, "{\"v\":1}"), body(&b, "{\"w\":2}")};
+    assert_int_equal(merge_policy(s1, 2, CONFLICT_ERROR, got, sizeof got, &cf), 0);
+    assert_string_equal(got, "{\"v\":1,\"w\":2}");
+    /* many members (the hash), first and error */
+    buf_t x, y;
+    buf_init(&x, NULL);
+    buf_init(&y, NULL);
+    assert_int_equal(buf_putc(&x, '{'), 0);
+    assert_int_equal(buf_putc(&y, '{'), 0);
+    for (int i = 0; i < 100; i++) {
+        assert_int_equal(buf_printf(&x, "%s\"m%d\":%d", i ? "," : "", i, i), 0);
+        assert_int_equal(buf_printf(&y, "%s\"n%d\":%d", i ? "," : "", i, i), 0);
+    }
+    assert_int_equal(buf_puts(&y, ",\"m42\":-1}"), 0);
+    assert_int_equal(buf_putc(&x, '}'), 0);
+    struct merge_part t[] = {body(&a, x.data), body(&b, y.data)};
+    assert_int_equal(merge_policy(t, 2, CONFLICT_ERROR, got, sizeof got, &cf), -EEXIST);
+    assert_string_equal(cf.name, "m42");
+    buf_t out;
+    buf_init(&out, NULL);
+    assert_int_equal(merge_build_policy(&out, t, 2, CONFLICT_FIRST, NULL), 0);
+    assert_non_null(strstr(out.data, "\"m42\":42"));
+    assert_null(strstr(out.data, "-1"));
+    buf_free(&out);
+    buf_free(&x);
+    buf_free(&y);
+}
+
 static void test_duplicate_sorted(void **state)
 {
     merge_test_force_sort(true);
     test_duplicate_members(state);
     test_duplicate_key_and_member(state);
     test_duplicate_many(state);
+    test_conflict_policies(state);
     merge_test_force_sort(false);
 }
 
@@ -347,6 +421,7 @@ int main(void)
         cmocka_unit_test(test_duplicate_members),
         cmocka_unit_test(test_duplicate_key_and_member),
         cmocka_unit_test(test_duplicate_many),
+        cmocka_unit_test(test_conflict_policies),
         cmocka_unit_test(test_duplicate_sorted),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -436,9 +436,9 @@ static void test_empty(void **state)
         "gateway_config_reloads_total",   "gateway_spans_dropped_total",
         "gateway_upstream_connections_total", "gateway_upstream_idle_connections",
         "gateway_cache_requests_total",   "gateway_store_entries",
-        "gateway_store_bytes"};
-    assert_int_equal(e.nf, 15);
-    for (size_t i = 0; i < 15; i++)
+        "gateway_store_bytes",            "gateway_backend_items_total"};
+    assert_int_equal(e.nf, 16);
+    for (size_t i = 0; i < 16; i++)
         assert_true(find_family(&e, families[i]) >= 0);
     assert_true(get(&e, "gateway_upstream_connections_total", "transport", "native", "event",
                     "stale_retry", NULL) == 0);

@@ -11,8 +11,11 @@
  *
  * Routes (GET unless said; ids are the raw, still-encoded path segments):
  *   /users/{id}      {"id":"<id>","name":"User <id>"}
- *   /orders/{id}     {"user_id":"<id>","orders":[...]}
+ *   /orders/{id}     {"user_id":"<id>","orders":[{"id":1,"sku":"p-1",...},...]}
  *   /recs/{id}       {"items":["a","b"],"for":"<id>"}
+ *   /products/{sku}  {"sku":"<sku>","name":"Product <sku>","price":12.50}
+ *   /json?body=B[&delay_ms=D]  waits D ms (watching for a hang-up), then
+ *                    answers B (percent-decoded, up to 8 KiB) as the body
  *   /b/{n}           {"n":<n>}
  *   /slow/{ms}/{x}   waits ms (watching for a client hang-up), then
  *                    {"slow":<ms>,"x":"<x>"}
@@ -739,11 +742,35 @@ static void route(int fd, const struct req *r, struct outcome *out)
     if (n == 2 && strcmp(seg[0], "orders") == 0) {
         sb_str(&b, "{\"user_id\":");
         sb_jsonz(&b, seg[1]);
-        sb_str(&b, ",\"orders\":[{\"id\":1,\"total\":9.5},{\"id\":2,\"total\":20}]}");
+        sb_str(&b, ",\"orders\":[{\"id\":1,\"sku\":\"p-1\",\"total\":9.5},"
+                   "{\"id\":2,\"sku\":\"p-2\",\"total\":20}]}");
         {
             respond_sb(fd, r, 200, &b, out);
             return;
         }
+    }
+    if (n == 2 && strcmp(seg[0], "products") == 0) {
+        sb_str(&b, "{\"sku\":");
+        sb_jsonz(&b, seg[1]);
+        sb_str(&b, ",\"name\":");
+        char name[sizeof r->path + 16];
+        snprintf(name, sizeof name, "Product %s", seg[1]);
+        sb_jsonz(&b, name);
+        sb_str(&b, ",\"price\":12.50}");
+        respond_sb(fd, r, 200, &b, out);
+        return;
+    }
+    if (n == 1 && strcmp(seg[0], "json") == 0) {
+        char body[8192], delay[32];
+        if (!query_param(r->query, "body", body, sizeof body)) strcpy(body, "{}");
+        if (query_param(r->query, "delay_ms", delay, sizeof delay) && wait_or_hangup(fd, atoi(delay))) {
+            out->hung_up = true;
+            out->close = true;
+            return;
+        }
+        sb_str(&b, body);
+        respond_sb(fd, r, 200, &b, out);
+        return;
     }
     if (n == 2 && strcmp(seg[0], "recs") == 0) {
         sb_str(&b, "{\"items\":[\"a\",\"b\"],\"for\":");
