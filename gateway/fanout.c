@@ -29,7 +29,7 @@ const char fanout_key_request_id[] = "request_id";
 
 const char *outcome_name(enum outcome o)
 {
-    static const char *const names[] = {"ok",       "error",  "timeout", "cancelled",
+    static const char *const names[] = {"ok",       "error",  "timeout", "cancelled", "open",
                                         "degraded", "static", "omitted"};
     return names[o];
 }
@@ -253,7 +253,7 @@ static int call_finish(struct backend_call *c, const struct upstream_resp *resp)
         break;
     case UP_TOO_BIG:
     case UP_ERROR:
-        c->outcome = OUT_ERROR;
+        c->outcome = c->att.open ? OUT_OPEN : OUT_ERROR;
         c->why = resp->error;
         break;
     }
@@ -338,8 +338,14 @@ static int call_backend(ctx_t *gctx, void *arg)
             .conf = &r->cfg->upstream,
         };
         if (req.body == NULL && b->forward_body) req.body = "";
-        c->cache = cache_call(r->cache, &b->cache, c->key.data, c->key.len, ctx, &req, &resp,
-                              &c->stale);
+        /* a cached backend without resilience keys goes through the cache;
+         * every other call through the attempt loop (a cache in front of
+         * retries and hedges is not built yet) */
+        if (b->cache.enabled && !attempt_wanted(r->cfg, b))
+            c->cache = cache_call(r->cache, &b->cache, c->key.data, c->key.len, ctx, &req, &resp,
+                                  &c->stale);
+        else
+            attempt_call(r->up, gctx, r->deadline_ns, r->cfg, b, &req, &resp, &c->att);
     }
     c->status = resp.status;
     int rc = c->cache == CACHE_HIT ? cache_hit(c) : call_finish(c, &resp);
@@ -358,10 +364,18 @@ static void write_timing(struct request *r)
         const struct backend_call *c = &r->calls[i];
         int rc = buf_printf(&r->timing, "%s%s;dur=%.1f", i ? ", " : "", c->b->name,
                             (double)c->dur_ns / 1e6);
-        if (!rc && c->outcome != OUT_OK)
+        const char *tag = c->att.open      ? "open"
+                          : c->att.hedged  ? "hedged"
+                          : c->att.retried ? "retried"
+                                           : NULL;
+        if (!rc && c->outcome != OUT_OK && c->outcome != OUT_OPEN && tag)
+            rc = buf_printf(&r->timing, ";desc=\"%s %s\"", outcome_name(c->outcome), tag);
+        else if (!rc && c->outcome != OUT_OK)
             rc = buf_printf(&r->timing, ";desc=\"%s\"", outcome_name(c->outcome));
         else if (!rc && (c->cache == CACHE_HIT || c->cache == CACHE_COALESCED))
             rc = buf_printf(&r->timing, ";desc=\"%s\"", cache_result_name(c->cache));
+        else if (!rc && tag)
+            rc = buf_printf(&r->timing, ";desc=\"%s\"", tag);
         if (rc) return;
         if (c->outcome >= OUT_DEGRADED)
             if (buf_printf(&r->degraded_names, "%s%s", r->degraded_names.len ? "," : "",

@@ -17,6 +17,7 @@
 #include "core/buf.h"
 #include "core/ctx.h"
 #include "gateway/cache.h"
+#include "gateway/attempt.h"
 #include "gateway/config.h"
 #include "gateway/fwdhdr.h"
 #include "gateway/router.h"
@@ -33,6 +34,7 @@ enum outcome {
     OUT_ERROR,
     OUT_TIMEOUT,
     OUT_CANCELLED,
+    OUT_OPEN, /* the host's breaker is open: nothing was sent */
     OUT_DEGRADED,
     OUT_STATIC,
     OUT_OMITTED,
@@ -57,6 +59,7 @@ struct backend_call {
     uint64_t dur_ns;
     uint64_t start_ns;                  /* mono_ns when the call began (otel) */
     uint8_t span_id[TRACE_SPAN_BYTES];  /* sent in its traceparent; zero: never started */
+    struct attempt_info att; /* retries, hedges, breaker */
 };
 
 /* Looks up a request header (case-insensitive name); NULL when absent.
