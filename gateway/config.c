@@ -19,6 +19,7 @@
 #include "gateway/config_edge.h"
 #include "gateway/config_load.h"
 #include "gateway/config_web.h"
+#include "gateway/config_resil.h"
 #include "gateway/fwdhdr.h"
 #include "gateway/graph.h"
 #include "gateway/jpath.h"
@@ -228,7 +229,8 @@ static const char *const SERVER_KEYS[] = {"listen",
 static const char *const DEFAULTS_KEYS[] = {"timeout_ms",         "max_timeout_ms",
                                             "backend_timeout_ms", "max_response_bytes",
                                             "concurrency",        "cors",
-                                            "client",             NULL};
+                                            "client",             CFG_RESIL_DEFAULTS_KEYS,
+                                            NULL};
 static const char *const DEGRADED_KEYS[] = {"max_entries", "max_stale_s", "snapshot_path",
                                             "snapshot_interval_s", NULL};
 static const char *const ACCESS_LOG_KEYS[] = {"path", NULL};
@@ -288,6 +290,7 @@ static void parse_globals(struct loader *L, const cJSON *root, struct config *cf
         get_client(L, o, "defaults", &d->client);
     }
     parse_upstream(L, root, &cfg->upstream);
+    cfg_resil_defaults(L, o, d);
 
     struct degraded_conf *g = &cfg->degraded;
     g->max_entries = 100000;
@@ -525,7 +528,7 @@ static void parse_url(struct loader *L, const char *path, const char *u,
 static const char *const BACKEND_KEYS[] = {
     "name",   "url",      "method",    "timeout_ms",   "key",    "required",     "fallback",
     "static", "allow",    "forward_body", "client",    "cache",  "target",       "deny",
-    "rename", "foreach",  "max_items", "item_failure", NULL};
+    "rename", "foreach",  "max_items", "item_failure", CFG_RESIL_BACKEND_KEYS,   NULL};
 static const char *const CACHE_KEYS[] = {"ttl_ms", "honor_headers", "coalesce", NULL};
 static const char *const ENDPOINT_KEYS[] = {"name",          "method",      "path",
                                             "timeout_ms",    "concurrency", "forward_headers",
@@ -709,6 +712,7 @@ static void parse_backend(struct loader *L, const cJSON *b, const char *path,
     backend_client(L, b, path, cfg, be);
     be->method = get_method(L, b, path);
     CFG_GET_INT(L, b, path, "timeout_ms", 1, INT_LIMIT, be->timeout_ms);
+    cfg_resil_backend(L, b, path, cfg, be);
     be->key = cfg_get_str(L, b, path, "key", true);
     cfg_get_bool(L, b, path, "required", &be->required);
 
@@ -905,6 +909,7 @@ static void parse_endpoints(struct loader *L, const cJSON *root, struct config *
 
 static const char *const TOP_KEYS[] = {"server",    "defaults", "degraded", "access_log",
                                        "endpoints", "auth",     "tracing",  "upstream",
+                                       "upstreams",
                                        NULL};
 
 /* len == 0: the size is unknown (a pipe), only that it is over. */
@@ -976,6 +981,7 @@ static struct config *parse(const char *json, size_t len, const char *source,
         cfg_check_keys(&L, L.root, "", TOP_KEYS);
         parse_globals(&L, L.root, cfg);
         cfg_parse_edge(&L, L.root, cfg);
+        cfg_resil_upstreams(&L, L.root, cfg);
         parse_endpoints(&L, L.root, cfg);
     }
     cJSON_Delete(L.root);

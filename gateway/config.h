@@ -80,6 +80,42 @@ struct cache_conf {
     bool coalesce;      /* identical calls in flight on a worker share one */
 };
 
+/* Resilience (../shared/DESIGN.md "Resilience"; parsed by config_resil.c). */
+struct breaker_conf {
+    uint32_t consecutive_failures; /* 0: no breaker */
+    uint32_t open_ms;
+};
+
+struct health_conf {
+    const char *path; /* NULL: no active health checks */
+    uint32_t interval_ms, timeout_ms, unhealthy_after, healthy_after;
+};
+
+enum balance_kind { BALANCE_LEAST_INFLIGHT, BALANCE_ROUND_ROBIN };
+
+/* retry_on bits */
+#define RETRY_ON_CONNECT 1u
+#define RETRY_ON_RESET   2u
+#define RETRY_ON_5XX     4u
+#define RETRY_ON_TIMEOUT 8u
+#define RETRY_ON_ALL     15u
+
+struct ugroup_conf {
+    const char *name;
+    const char **hosts; /* "host:port" */
+    size_t n_hosts;
+    enum balance_kind balance;
+    struct health_conf health;
+    struct breaker_conf breaker; /* own, or defaults.breaker */
+};
+
+/* What a backend does when a call fails (own or defaults). */
+struct retry_conf {
+    int retries;             /* 0..5 */
+    unsigned retry_on;       /* RETRY_ON_* bits */
+    uint32_t hedge_after_ms; /* 0: no hedging */
+};
+
 struct backend_conf {
     const char *name;
     const char *url;        /* the template as written */
@@ -108,6 +144,8 @@ struct backend_conf {
     const char *foreach_path; /* dot path into it ("" = the body itself) */
     uint32_t max_items;       /* default 100 */
     enum item_failure item_failure;
+    const struct ugroup_conf *group; /* the URL's host names a group, else NULL */
+    struct retry_conf retry;
 };
 
 /* "cors" in defaults or an endpoint (config_web.c). */
@@ -174,6 +212,9 @@ struct defaults_conf {
     int concurrency;
     const struct cors_conf *cors; /* defaults.cors; NULL: none */
     enum upstream_client client; /* as written (default CLIENT_AUTO) */
+    struct breaker_conf breaker; /* for plain origins; consecutive_failures 0 = off */
+    struct retry_conf retry;
+    uint32_t retry_budget_percent;
 };
 
 struct degraded_conf {
@@ -223,6 +264,8 @@ struct config {
     struct tracing_conf tracing;
     struct endpoint_conf *endpoints;
     size_t n_endpoints;
+    struct ugroup_conf *upstreams; /* the "upstreams" groups */
+    size_t n_upstreams;
     /* private: one arena owns every string and array above */
     void *arena;
 };

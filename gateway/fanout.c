@@ -34,7 +34,7 @@ const char fanout_key_request_id[] = "request_id";
 
 const char *outcome_name(enum outcome o)
 {
-    static const char *const names[] = {"ok",       "error",  "timeout", "cancelled",
+    static const char *const names[] = {"ok",       "error",  "timeout", "cancelled", "open",
                                         "degraded", "static", "omitted"};
     return names[o];
 }
@@ -283,7 +283,7 @@ static int call_finish(struct backend_call *c, const struct upstream_resp *resp)
         break;
     case UP_TOO_BIG:
     case UP_ERROR:
-        c->outcome = OUT_ERROR;
+        c->outcome = c->att.open ? OUT_OPEN : OUT_ERROR;
         c->why = resp->error;
         break;
     }
@@ -375,11 +375,13 @@ static void do_call(struct backend_call *c, ctx_t *gctx, const buf_t *path, int 
             .conf = &r->cfg->upstream,
         };
         if (req.body == NULL && b->forward_body) req.body = "";
-        if (key) /* a whole backend: through the cache (which may coalesce) */
+        if (key && !attempt_wanted(r->cfg, b)) /* a whole backend: through the cache (which
+                                                  * may coalesce); a cache in front of retries
+                                                  * and hedges is not built yet */
             c->cache = cache_call(r->cache, &b->cache, key->data, key->len, ctx, &req, resp,
                                   &c->stale);
         else
-            upstream_call(r->up, ctx, &req, resp);
+            attempt_call(r->up, gctx, r->deadline_ns, r->cfg, b, &req, resp, &c->att);
     }
     if (ctx) ctx_release(ctx);
 }
@@ -720,14 +722,22 @@ static void write_timing(struct request *r)
         const struct backend_call *c = &r->calls[i];
         int rc = buf_printf(&r->timing, "%s%s;dur=%.1f", i ? ", " : "", c->b->name,
                             (double)c->dur_ns / 1e6);
+        const char *tag = c->att.open      ? "open"
+                          : c->att.hedged  ? "hedged"
+                          : c->att.retried ? "retried"
+                                           : NULL;
         if (!rc && c->b->foreach_path)
             rc = buf_printf(&r->timing, ";desc=\"%s%sitems=%u\"",
                             c->outcome != OUT_OK ? outcome_name(c->outcome) : "",
                             c->outcome != OUT_OK ? " " : "", c->n_items);
+        else if (!rc && c->outcome != OUT_OK && c->outcome != OUT_OPEN && tag)
+            rc = buf_printf(&r->timing, ";desc=\"%s %s\"", outcome_name(c->outcome), tag);
         else if (!rc && c->outcome != OUT_OK)
             rc = buf_printf(&r->timing, ";desc=\"%s\"", outcome_name(c->outcome));
         else if (!rc && (c->cache == CACHE_HIT || c->cache == CACHE_COALESCED))
             rc = buf_printf(&r->timing, ";desc=\"%s\"", cache_result_name(c->cache));
+        else if (!rc && tag)
+            rc = buf_printf(&r->timing, ";desc=\"%s\"", tag);
         if (rc) return;
         if (c->outcome >= OUT_DEGRADED)
             if (buf_printf(&r->degraded_names, "%s%s", r->degraded_names.len ? "," : "",

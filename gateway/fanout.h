@@ -17,6 +17,7 @@
 #include "core/buf.h"
 #include "core/ctx.h"
 #include "gateway/cache.h"
+#include "gateway/attempt.h"
 #include "gateway/config.h"
 #include "gateway/fwdhdr.h"
 #include "gateway/graph.h"
@@ -34,6 +35,7 @@ enum outcome {
     OUT_ERROR,
     OUT_TIMEOUT,
     OUT_CANCELLED,
+    OUT_OPEN, /* the host's breaker is open: nothing was sent */
     OUT_DEGRADED,
     OUT_STATIC,
     OUT_OMITTED,
@@ -84,6 +86,7 @@ struct backend_call {
     bool started, ended;
     uint64_t t0;
     char why_buf[160]; /* why, when it is not static text */
+    struct attempt_info att; /* retries, hedges, breaker */
 };
 
 /* Looks up a request header (case-insensitive name); NULL when absent.

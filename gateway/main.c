@@ -12,6 +12,7 @@
 #include "gateway/accesslog.h"
 #include "gateway/auth.h"
 #include "gateway/config.h"
+#include "gateway/health.h"
 #include "gateway/reload.h"
 #include "gateway/server.h"
 
@@ -101,6 +102,7 @@ int main(int argc, char **argv)
     }
     fprintf(stderr, "gateway %s: listening on %s with %d workers\n", GATEWAY_VERSION, listen,
             workers);
+    struct health *health = health_start(&gw.config); /* active checks, off the workers */
     /* Reloads run on their own thread: this one only waits for signals, so
      * a SIGTERM during a slow reload is acted on at once. */
     struct reloader *reloader = reloader_new(&gw, path);
@@ -127,6 +129,7 @@ int main(int argc, char **argv)
         break;
     }
     reloader_stop(reloader); /* a reload still running no longer touches gw */
+    health_stop(health);
     server_stop(&gw);
     curl_global_cleanup();
     fprintf(stderr, "gateway: stopped\n");

@@ -1,6 +1,7 @@
 /* metrics: per-worker series tables and the Prometheus text renderer. The
  * concurrency contract is in metrics.h. */
 #include "gateway/metrics.h"
+#include "gateway/ugroup.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -14,8 +15,8 @@
 
 enum family { T_REQ, T_REQ_HIST, T_BACKEND, T_BACKEND_HIST, T_CACHE, T_ITEMS, T_COUNT };
 
-static const char *const OUTCOMES[] = {"ok",       "error",  "timeout", "cancelled",
-                                       "degraded", "static", "omitted"};
+static const char *const OUTCOMES[] = {"ok",   "error",    "timeout", "cancelled",
+                                       "open", "degraded", "static",  "omitted"};
 #define NOUTCOMES (sizeof OUTCOMES / sizeof OUTCOMES[0])
 
 static const char *const CACHE_RESULTS[] = {"hit", "miss", "coalesced"};
@@ -594,7 +595,7 @@ int metrics_render(buf_t *out, struct metrics *const *w, size_t nw, const struct
     if (!rc)
         rc = header(out, "gateway_backend_requests_total", "counter",
                     "Backend calls by endpoint, backend and outcome "
-                    "(ok, error, timeout, cancelled, degraded, static, omitted).");
+                    "(ok, error, timeout, cancelled, open, degraded, static, omitted).");
     if (!rc && !(rc = merge_family(&mg, w, nw, T_BACKEND))) {
         rc = render_counters(out, &mg, T_BACKEND);
         merge_free(&mg);
@@ -638,6 +639,7 @@ int metrics_render(buf_t *out, struct metrics *const *w, size_t nw, const struct
     }
     if (!rc) rc = render_upstream(out, w, nw);
     if (!rc) rc = render_pools(out, g);
+    if (!rc) rc = ugroup_render(out);
     if (!rc)
         rc = header(out, "gateway_access_log_dropped_total", "counter",
                     "Access-log records dropped because the writer's queue was full.");

@@ -349,7 +349,7 @@ static void test_unknown_keys(void **state)
     (void)state;
     expect_err(WITH("'extra':1"), "extra",
                "unknown key (expected one of: server, defaults, degraded, access_log, endpoints, auth, "
-               "tracing, upstream)");
+               "tracing, upstream, upstreams)");
     expect_err(WITH("'server':{'lisen':'0.0.0.0:1'}"), "server.lisen",
                "unknown key (expected one of: listen, workers,");
     expect_err(WITH("'defaults':{'timeout':1}"), "defaults.timeout", "unknown key");
@@ -1036,6 +1036,85 @@ static void test_shipped_configs_load(void **state)
     assert_true(total >= 2); /* at least conf/gateway.json and one example */
 }
 
+
+/* upstreams, breakers, retries, hedging: the parsed forms and every error
+ * with its JSON path (../shared/DESIGN.md "Resilience"). */
+#define UPS(groups) "'upstreams':{" groups "}"
+static void test_resilience(void **state)
+{
+    (void)state;
+    struct config_errors errs;
+    struct config *cfg = parse_q(
+        "{'defaults':{'breaker':{'consecutive_failures':3,'open_ms':500},'retries':1,"
+        "'retry_on':['5xx'],'retry_budget_percent':50},"
+        UPS("'users':{'hosts':['127.0.0.1:9001','127.0.0.1:9002'],'balance':'round_robin',"
+            "'health_check':{'path':'/hz','interval_ms':100}}") ","
+        "'endpoints':[{'name':'e','path':'/a/{id}','backends':["
+        "{'name':'u','url':'http://users/x/{id}','timeout_ms':300,'hedge_after_ms':50},"
+        "{'name':'p','url':'http://users:80/x','retries':5,'retry_on':['connect','timeout']},"
+        "{'name':'d','url':'http://other/x','hedge_after_ms':null}]}]}",
+        &errs);
+    if (!cfg) dump(&errs);
+    assert_non_null(cfg);
+    assert_int_equal(cfg->n_upstreams, 1);
+    const struct ugroup_conf *u = &cfg->upstreams[0];
+    assert_string_equal(u->name, "users");
+    assert_int_equal(u->n_hosts, 2);
+    assert_int_equal(u->balance, BALANCE_ROUND_ROBIN);
+    assert_string_equal(u->health.path, "/hz");
+    assert_int_equal(u->health.interval_ms, 100);
+    assert_int_equal(u->health.unhealthy_after, 2);
+    assert_int_equal(u->breaker.consecutive_failures, 3); /* from defaults */
+    assert_int_equal(cfg->defaults.retry_budget_percent, 50);
+    const struct backend_conf *b = cfg->endpoints[0].backends;
+    assert_ptr_equal(b[0].group, u);
+    assert_int_equal(b[0].retry.hedge_after_ms, 50);
+    assert_int_equal(b[0].retry.retries, 1);
+    assert_int_equal(b[0].retry.retry_on, RETRY_ON_5XX);
+    assert_null(b[1].group); /* a port: a plain host */
+    assert_int_equal(b[1].retry.retries, 5);
+    assert_int_equal(b[1].retry.retry_on, RETRY_ON_CONNECT | RETRY_ON_TIMEOUT);
+    assert_null(b[2].group); /* unknown group name: a DNS name */
+    assert_int_equal(b[2].retry.hedge_after_ms, 0);
+    config_free(cfg);
+
+    cfg = parse_q(EP1(BE), &errs);
+    assert_non_null(cfg);
+    assert_int_equal(cfg->defaults.breaker.consecutive_failures, 0);
+    assert_int_equal(cfg->defaults.retry.retries, 0);
+    assert_int_equal(cfg->defaults.retry.retry_on, RETRY_ON_ALL);
+    assert_int_equal(cfg->defaults.retry_budget_percent, 20);
+    assert_int_equal(cfg->n_upstreams, 0);
+    config_free(cfg);
+
+    expect_err(WITH(UPS("'g':{'hosts':[]}")), "upstreams.g.hosts", "must not be empty");
+    expect_err(WITH(UPS("'g':{}")), "upstreams.g.hosts", "is required");
+    expect_err(WITH(UPS("'g':{'hosts':['h']}")), "upstreams.g.hosts[0]", "is not host:port");
+    expect_err(WITH(UPS("'g':{'hosts':['h:0']}")), "upstreams.g.hosts[0]", "is not host:port");
+    expect_err(WITH(UPS("'g':{'hosts':['h:1','h:1']}")), "upstreams.g.hosts[1]", "duplicate host");
+    expect_err(WITH(UPS("'g':{'hosts':['h:1'],'balance':'random'}")), "upstreams.g.balance",
+               "least_inflight");
+    expect_err(WITH(UPS("'g':{'hosts':['h:1'],'health_check':{'path':'hz'}}")),
+               "upstreams.g.health_check.path", "must start with '/'");
+    expect_err(WITH(UPS("'g':{'hosts':['h:1'],'breaker':{'open_ms':0}}")),
+               "upstreams.g.breaker.open_ms", "");
+    expect_err(WITH(UPS("'g':{'hosts':['h:1'],'x':1}")), "upstreams.g.x", "unknown key");
+    expect_err(WITH(UPS("'g h':{'hosts':['h:1']}")), "upstreams.g h", "not a valid group name");
+    expect_err(EP1("{'name':'b','url':'http://h/','retries':6}"),
+               "endpoints[0].backends[0].retries", "");
+    expect_err(EP1("{'name':'b','url':'http://h/','retry_on':['5xx','gateway']}"),
+               "endpoints[0].backends[0].retry_on[1]", "unknown word \"gateway\"");
+    expect_err(EP1("{'name':'b','url':'http://h/','timeout_ms':100,'hedge_after_ms':100}"),
+               "endpoints[0].backends[0].hedge_after_ms", "must be below the backend's timeout_ms");
+    expect_err("{'defaults':{'backend_timeout_ms':50,'hedge_after_ms':60}," EPS(BE) "}",
+               "endpoints[0].backends[0].hedge_after_ms", "must be below");
+    expect_err("{'defaults':{'retries':9}," EPS(BE) "}", "defaults.retries", "");
+    expect_err("{'defaults':{'breaker':{'consecutive_failures':0}}," EPS(BE) "}",
+               "defaults.breaker.consecutive_failures", "");
+    expect_err("{'defaults':{'retry_budget_percent':101}," EPS(BE) "}",
+               "defaults.retry_budget_percent", "");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1060,6 +1139,7 @@ int main(void)
         cmocka_unit_test(test_upstream_transport),
         cmocka_unit_test(test_composition),
         cmocka_unit_test(test_shipped_configs_load),
+        cmocka_unit_test(test_resilience),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -70,6 +70,11 @@ static char *read_name(const char **p, bool metric)
     return r;
 }
 
+static int key_cmp(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
 static bool perr(struct expo *e, int line, const char *what)
 {
     if (!e->err[0]) snprintf(e->err, sizeof e->err, "line %d: %s", line, what);
@@ -306,7 +311,10 @@ static bool expo_parse(struct expo *e, const char *text)
             free(l);
             continue;
         }
-        e->s = realloc(e->s, (size_t)(e->ns + 1) * sizeof *e->s);
+        /* capacity doubles at powers of two: one realloc per sample was
+         * quadratic copying under ASan (minutes for thousands of series) */
+        if (e->ns < 16 ? e->ns == 0 : (e->ns & (e->ns - 1)) == 0)
+            e->s = realloc(e->s, (size_t)(e->ns < 16 ? 16 : 2 * e->ns) * sizeof *e->s);
         struct sample *s = &e->s[e->ns++];
         bool ok = parse_sample(e, line, l, s);
         free(l);
@@ -332,9 +340,20 @@ static bool expo_parse(struct expo *e, const char *text)
             if (strcmp(f->type, "counter") == 0 && !(s->value >= 0))
                 return perr(e, line, "negative or NaN counter");
         }
-        for (int i = 0; i < e->ns - 1; i++)
-            if (strcmp(e->s[i].key, s->key) == 0) return perr(e, line, "duplicate series");
     }
+    /* duplicates: sorted keys, adjacent compare (a quadratic scan took
+     * minutes on thousands of series under the sanitizers) */
+    const char **keys = malloc((size_t)(e->ns ? e->ns : 1) * sizeof(*keys));
+    assert_non_null(keys);
+    for (int i = 0; i < e->ns; i++)
+        keys[i] = e->s[i].key;
+    qsort(keys, (size_t)e->ns, sizeof(*keys), key_cmp);
+    for (int i = 1; i < e->ns; i++)
+        if (strcmp(keys[i - 1], keys[i]) == 0) {
+            free(keys);
+            return perr(e, 0, "duplicate series");
+        }
+    free(keys);
     for (int i = 0; i < e->nf; i++) {
         if (!e->f[i].type[0]) return perr(e, 0, "family without TYPE");
         if (strcmp(e->f[i].type, "histogram") == 0) check_histogram(e, i);
@@ -436,9 +455,11 @@ static void test_empty(void **state)
         "gateway_config_reloads_total",   "gateway_spans_dropped_total",
         "gateway_upstream_connections_total", "gateway_upstream_idle_connections",
         "gateway_cache_requests_total",   "gateway_store_entries",
-        "gateway_store_bytes",            "gateway_backend_items_total"};
-    assert_int_equal(e.nf, 16);
-    for (size_t i = 0; i < 16; i++)
+        "gateway_store_bytes",            "gateway_backend_items_total",
+        "gateway_breaker_state",          "gateway_upstream_host_healthy",
+        "gateway_backend_attempts_total", "gateway_retry_budget_exhausted_total"};
+    assert_int_equal(e.nf, 20);
+    for (size_t i = 0; i < 20; i++)
         assert_true(find_family(&e, families[i]) >= 0);
     assert_true(get(&e, "gateway_upstream_connections_total", "transport", "native", "event",
                     "stale_retry", NULL) == 0);
@@ -559,7 +580,7 @@ static void test_sum_three_workers(void **state)
     assert_true(get(&e, b, "endpoint", "dash", "backend", "user", "outcome", "error", NULL) == 0);
     assert_true(get(&e, b, "endpoint", "dash", "backend", "recs", "outcome", "static", NULL) == 1);
     assert_true(get(&e, b, "endpoint", "dash", "backend", "recs", "outcome", "omitted", NULL) == 1);
-    assert_int_equal(count_samples(&e, b), 14); /* 2 pairs x 7 outcomes */
+    assert_int_equal(count_samples(&e, b), 16); /* 2 pairs x 8 outcomes */
     assert_true(get(&e, "gateway_backend_duration_seconds_count", "backend", "user", NULL) == 3);
     assert_true(get(&e, "gateway_backend_duration_seconds_bucket", "backend", "user", "le", "0.25",
                     NULL) == 1);

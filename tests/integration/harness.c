@@ -111,13 +111,20 @@ static int stop_pid(pid_t pid, const char *what)
 
 int h_mock_start(struct h_mock *m)
 {
+    return h_mock_start_port(m, 0);
+}
+
+int h_mock_start_port(struct h_mock *m, int port)
+{
     memset(m, 0, sizeof *m);
+    char port_s[16];
+    snprintf(port_s, sizeof port_s, "%d", port);
     int p[2];
     if (pipe2(p, O_CLOEXEC) != 0) return -errno;
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, p[1], STDOUT_FILENO);
-    char *argv[] = {(char *)g_mock_bin, "--port", "0", NULL};
+    char *argv[] = {(char *)g_mock_bin, "--port", port_s, NULL};
     pid_t pid;
     int rc = posix_spawn(&pid, g_mock_bin, &fa, NULL, argv, environ);
     posix_spawn_file_actions_destroy(&fa);

@@ -63,6 +63,9 @@ const char *h_gateway_bin(void);
 /* Starts a mock backend on an ephemeral port and reads the port it prints.
  * Returns 0 or a negative errno value. */
 int h_mock_start(struct h_mock *m);
+/* Like h_mock_start on a given port (a stopped mock started again where
+ * it was). */
+int h_mock_start_port(struct h_mock *m, int port);
 /* SIGTERM, bounded wait, SIGKILL. Returns the wait status, or -1. */
 int h_mock_stop(struct h_mock *m);
 

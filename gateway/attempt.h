@@ -1,0 +1,45 @@
+/*
+ * attempt: one backend call as a series of attempts (../shared/DESIGN.md
+ * "Resilience"): picks a group's host, asks the host's breaker, calls, tells
+ * the breaker what happened, and retries (GET/HEAD, retry_on, backoff
+ * 10 ms x 2^n with jitter, bounded by the time left, under the process's
+ * retry budget) or hedges (a second attempt after hedge_after_ms; the first
+ * good answer wins, the other is cancelled, which closes its connection).
+ *
+ * Every attempt runs under its own context: the backend's timeout_ms from
+ * the attempt's start, capped by the request deadline, below the call's
+ * group context (so a sibling's failure or the client leaving cancels it).
+ * Every attempt sends "X-Gateway-Attempt: N".
+ */
+#ifndef GATEWAY_ATTEMPT_H
+#define GATEWAY_ATTEMPT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/ctx.h"
+#include "gateway/config.h"
+#include "gateway/upstream.h"
+
+/* What the attempts of one call did (for Server-Timing). */
+struct attempt_info {
+    int attempts;     /* sent */
+    bool open;        /* the answer is "breaker open": nothing was sent */
+    bool retried;     /* the answer came from a retry */
+    bool hedged;      /* the answer came from a hedge */
+};
+
+/* Whether b uses anything of the attempt loop: a group, a breaker, retries
+ * or hedging. */
+bool attempt_wanted(const struct config *cfg, const struct backend_conf *b);
+
+/* Performs the call req (req->origin is the backend's origin as written:
+ * a group name stands for one of its hosts) with resp->body initialised by
+ * the caller; fills resp as upstream_call does (an open breaker:
+ * UP_ERROR, error "breaker open", info->open). gctx: the call's group
+ * context; deadline_ns: the request's. */
+void attempt_call(struct upstream *up, ctx_t *gctx, uint64_t deadline_ns, const struct config *cfg,
+                  const struct backend_conf *b, const struct upstream_req *req,
+                  struct upstream_resp *resp, struct attempt_info *info);
+
+#endif
