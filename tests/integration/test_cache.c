@@ -27,7 +27,7 @@ static const char conf[] =
     "{\n"
     " \"server\": {\"listen\": \"127.0.0.1:${PORT}\", \"workers\": 1,\n"
     "            \"shutdown_timeout_ms\": 2000},\n"
-    " \"defaults\": {\"timeout_ms\": 5000, \"backend_timeout_ms\": 5000},\n"
+    " \"defaults\": {\"timeout_ms\": 30000, \"backend_timeout_ms\": 30000, \"max_timeout_ms\": 60000},\n"
     " \"access_log\": {\"path\": \"-\"},\n"
     " \"endpoints\": [\n"
     "  {\"name\": \"ttl\", \"path\": \"/api/ttl/{id}\", \"backends\": [\n"
