@@ -11,6 +11,7 @@
 #include <sys/types.h>
 #include <time.h>
 
+#include "gateway/jpath.h"
 #include "gateway/json.h"
 
 static bool is_ws(char c)
@@ -153,89 +154,19 @@ static int ent_push(struct ents *es, const struct ent *e)
     return 0;
 }
 
-/* Adds the members of a key-less object body (allowed ones only). */
-/* ---- members of a validated object, found by skipping ----
- * merge_check validated the bodies, so the members are found without
- * validating again (json_iter_next checks every byte, UTF-8 included, and
- * costs as much as the rest of the merge). Every step stays inside [p, e);
- * anything unexpected is -EINVAL. */
-
-static const char *skip_ws(const char *p, const char *e)
-{
-    while (p < e && is_ws(*p))
-        p++;
-    return p;
-}
-
-/* p at the opening quote; returns past the closing one. */
-static const char *skip_string(const char *p, const char *e)
-{
-    for (p++; p < e; p++) {
-        if (*p == '"') return p + 1;
-        if (*p == '\\' && ++p == e) break; /* the escaped byte is skipped */
-    }
-    return NULL;
-}
-
-static const char *skip_value(const char *p, const char *e)
-{
-    if (p >= e) return NULL;
-    if (*p == '"') return skip_string(p, e);
-    if (*p != '{' && *p != '[') { /* number, true, false, null */
-        while (p < e && *p != ',' && *p != '}' && *p != ']' && !is_ws(*p))
-            p++;
-        return p;
-    }
-    size_t depth = 0;
-    while (p < e) {
-        char c = *p;
-        if (c == '"') {
-            if (!(p = skip_string(p, e))) return NULL;
-            continue;
-        }
-        if (c == '{' || c == '[')
-            depth++;
-        else if ((c == '}' || c == ']') && --depth == 0)
-            return p + 1;
-        p++;
-    }
-    return NULL;
-}
-
-/* The member at *pp (after '{' or ','): 1 and *m filled, 0 at the closing
- * brace, -EINVAL. */
-static int next_member(const char **pp, const char *e, struct json_member *m)
-{
-    const char *p = skip_ws(*pp, e);
-    if (p < e && *p == '}') return 0;
-    if (p >= e || *p != '"') return -EINVAL;
-    const char *ne = skip_string(p, e);
-    if (!ne) return -EINVAL;
-    m->name = p + 1;
-    m->name_len = (size_t)(ne - 1 - m->name);
-    p = skip_ws(ne, e);
-    if (p >= e || *p != ':') return -EINVAL;
-    p = skip_ws(p + 1, e);
-    const char *ve = skip_value(p, e);
-    if (!ve || ve == p) return -EINVAL;
-    m->value = p;
-    m->value_len = (size_t)(ve - p);
-    p = skip_ws(ve, e);
-    if (p < e && *p == ',') p++;
-    else if (p >= e || *p != '}') return -EINVAL;
-    *pp = p;
-    return 1;
-}
+/* Members of a validated object are found by skipping (gateway/jpath.h):
+ * merge_check validated the bodies, and json_iter_next would check every
+ * byte again, UTF-8 included, at the cost of the rest of the merge. */
 
 /* Adds the members of a key-less object body (allowed ones only). */
 static int collect_members(struct ents *es, const struct merge_part *p, size_t part,
                            const char *body, size_t len)
 {
-    const char *e = body + len, *cur = body + 1;
+    struct jpath_iter it;
     struct json_member m;
-    if (len < 2 || body[0] != '{') return -EINVAL;
+    if (len < 2 || body[0] != '{' || !jpath_iter_start(&it, body, len)) return -EINVAL;
     int more;
-    while ((more = next_member(&cur, e, &m)) > 0) {
+    while ((more = jpath_iter_next(&it, &m)) > 0) {
         if (p->b->allow && !allowed(p->b, &m)) continue;
         struct ent en = {.name = m.name, .name_len = m.name_len, .raw = m.name,
                          .raw_len = m.name_len, .value = m.value, .value_len = m.value_len,

@@ -240,6 +240,25 @@ static void observe(struct series *s, double seconds)
     add(&s->v[HIST_SUM], ns);
 }
 
+/* The index of name in names[0..n), or n when it is not there. */
+static size_t name_index(const char *const *names, size_t n, const char *name)
+{
+    size_t i = 0;
+    while (i < n && strcmp(names[i], name) != 0)
+        i++;
+    return i;
+}
+
+/* Adds 1 to value o of table t's series (a, b). */
+static int count(struct metrics *m, int t, const char *a, const char *b, size_t o)
+{
+    int err = 0;
+    struct series *s = lookup(&m->t[t], NVALS[t], a, b, 0, &err);
+    if (!s) return err;
+    add(&s->v[o], 1);
+    return 0;
+}
+
 int metrics_request(struct metrics *m, const char *endpoint, int code, double seconds)
 {
     if (!endpoint || !*endpoint) endpoint = METRICS_NO_ENDPOINT;
@@ -258,17 +277,12 @@ int metrics_backend(struct metrics *m, const char *endpoint, const char *backend
                     const char *outcome, double seconds)
 {
     if (!backend || !outcome) return -EINVAL;
-    size_t o = 0;
-    while (o < NOUTCOMES && strcmp(OUTCOMES[o], outcome) != 0)
-        o++;
+    size_t o = name_index(OUTCOMES, NOUTCOMES, outcome);
     if (o == NOUTCOMES) return -EINVAL;
     if (!endpoint || !*endpoint) endpoint = METRICS_NO_ENDPOINT;
-    int err = 0;
-    struct series *s = lookup(&m->t[T_BACKEND], NVALS[T_BACKEND], endpoint, backend, 0, &err);
-    if (!s) return err;
-    add(&s->v[o], 1);
-    if (!(seconds >= 0)) return 0;
-    s = lookup(&m->t[T_BACKEND_HIST], NVALS[T_BACKEND_HIST], backend, NULL, 0, &err);
+    int err = count(m, T_BACKEND, endpoint, backend, o);
+    if (err || !(seconds >= 0)) return err;
+    struct series *s = lookup(&m->t[T_BACKEND_HIST], NVALS[T_BACKEND_HIST], backend, NULL, 0, &err);
     if (!s) return err;
     observe(s, seconds);
     return 0;
@@ -289,31 +303,19 @@ void metrics_upstream_idle_add(struct metrics *m, int delta)
 int metrics_cache(struct metrics *m, const char *backend, const char *result)
 {
     if (!backend || !result) return -EINVAL;
-    size_t o = 0;
-    while (o < NCACHE_RESULTS && strcmp(CACHE_RESULTS[o], result) != 0)
-        o++;
+    size_t o = name_index(CACHE_RESULTS, NCACHE_RESULTS, result);
     if (o == NCACHE_RESULTS) return -EINVAL;
-    int err = 0;
-    struct series *s = lookup(&m->t[T_CACHE], NVALS[T_CACHE], backend, NULL, 0, &err);
-    if (!s) return err;
-    add(&s->v[o], 1);
-    return 0;
+    return count(m, T_CACHE, backend, NULL, o);
 }
 
 int metrics_item(struct metrics *m, const char *endpoint, const char *backend,
                  const char *outcome)
 {
     if (!backend || !outcome) return -EINVAL;
-    size_t o = 0;
-    while (o < NOUTCOMES && strcmp(OUTCOMES[o], outcome) != 0)
-        o++;
+    size_t o = name_index(OUTCOMES, NOUTCOMES, outcome);
     if (o == NOUTCOMES) return -EINVAL;
     if (!endpoint || !*endpoint) endpoint = METRICS_NO_ENDPOINT;
-    int err = 0;
-    struct series *s = lookup(&m->t[T_ITEMS], NVALS[T_ITEMS], endpoint, backend, 0, &err);
-    if (!s) return err;
-    add(&s->v[o], 1);
-    return 0;
+    return count(m, T_ITEMS, endpoint, backend, o);
 }
 
 void metrics_inflight_add(struct metrics *m, int delta)
