@@ -12,17 +12,20 @@
  * the request line and headers stay in it for the whole request, with one
  * record per header, cookie and query argument (VALUE_COST), a copy of the
  * Cookie header (parsed into cookies), then the answer's headers and I/O
- * buffers (RESPONSE_ROOM). Sized 3 x server.max_header_bytes + IO_ROOM, so a
- * header block just over the limit still reaches the access handler, which
- * answers one clean 431 (beyond the pool libmicrohttpd answers itself).
- * The pool is mapped lazily: only what a connection uses is resident. */
-#define IO_ROOM       (16 * 1024)
+ * buffers (RESPONSE_ROOM). Sized 2 x server.max_header_bytes (the block and
+ * its Cookie copy) + RESPONSE_ROOM + RECORD_ROOM, so a request under the
+ * limit is answered and one somewhat over it still reaches the access
+ * handler, which answers one clean 431 (far beyond, libmicrohttpd answers
+ * itself). libmicrohttpd zeroes the whole pool after every request, so its
+ * size is paid per request in CPU and per connection in resident memory:
+ * keep it no larger than that. */
 #define RESPONSE_ROOM (8 * 1024)
+#define RECORD_ROOM   (4 * 1024)
 #define VALUE_COST    64 /* struct MHD_HTTP_Header (56 bytes on LP64), aligned */
 
 size_t framing_conn_memory(size_t max_header_bytes)
 {
-    return 3 * max_header_bytes + IO_ROOM;
+    return 2 * max_header_bytes + RESPONSE_ROOM + RECORD_ROOM;
 }
 
 /* RFC 9112 3.2.2: a request target in absolute form ("http://host/path")
@@ -50,7 +53,7 @@ static enum MHD_Result collect_field(void *cls, enum MHD_ValueKind kind, const c
     return MHD_YES;
 }
 
-/* What this request takes of libmicrohttpd's pool (see IO_ROOM). */
+/* What this request takes of libmicrohttpd's pool (see RESPONSE_ROOM). */
 static size_t pool_used(struct MHD_Connection *conn, size_t header_bytes)
 {
     int n = MHD_get_connection_values(

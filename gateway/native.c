@@ -43,8 +43,6 @@
 /* iovecs of one request: line (3) + Host (3) + 2 per header + CL + body. */
 #define MAX_IOV  84
 #define MAX_HDRS ((MAX_IOV - 8) / 2)
-/* A request up to this size is copied into one buffer for the write. */
-#define FLAT_MAX 2048
 /* Connection objects kept for reuse after a close. */
 #define CONN_POOL_MAX 256
 /* How often the idle sweep runs while any connection is idle. */
@@ -544,24 +542,6 @@ static size_t target_len(const char *s)
 
 #define IOV(p, l) ((struct iovec){.iov_base = (void *)(p), .iov_len = (l)})
 
-/* Copies iov[0..n) into flat when it all fits: the kernel then imports one
- * segment instead of a dozen (a measurable part of writev's cost). Returns
- * the new count. */
-static int flatten(struct iovec *iov, int n, char *flat, size_t cap)
-{
-    size_t total = 0;
-    for (int i = 0; i < n; i++)
-        total += iov[i].iov_len;
-    if (total > cap) return n;
-    char *p = flat;
-    for (int i = 0; i < n; i++) {
-        memcpy(p, iov[i].iov_base, iov[i].iov_len);
-        p += iov[i].iov_len;
-    }
-    iov[0] = IOV(flat, total);
-    return 1;
-}
-
 /* Fills iov with the whole request; returns the count, or 0 with *why when
  * a header or the target is not fit to be sent. cl holds the Content-Length
  * line. */
@@ -628,13 +608,51 @@ static int on_body(void *arg, const char *data, size_t len)
     return buf_append(k->body, data, len) != 0;
 }
 
+/* Drops the first w bytes of iov[0..*niov). */
+static struct iovec *iov_advance(struct iovec *iov, int *niov, size_t w)
+{
+    while (*niov > 0 && w >= iov->iov_len) {
+        w -= iov->iov_len;
+        iov++;
+        (*niov)--;
+    }
+    if (*niov > 0) {
+        iov->iov_base = (char *)iov->iov_base + w;
+        iov->iov_len -= w;
+    }
+    return iov;
+}
+
+/* The first write: a request that fits the worker's read buffer is copied
+ * there and written as one segment (the kernel then imports one segment
+ * instead of a dozen, a measurable part of writev's cost). The buffer is
+ * shared by the worker's calls, so it is used only up to the first park:
+ * what this write leaves is sent from iov. Returns the bytes written, or
+ * -1 with errno. */
+static ssize_t write_flat(struct native *n, int fd, const struct iovec *iov, int niov)
+{
+    size_t total = 0;
+    for (int i = 0; i < niov; i++)
+        total += iov[i].iov_len;
+    if (total > READ_BUF) return writev(fd, iov, niov > IOV_MAX ? IOV_MAX : niov);
+    char *p = n->rbuf;
+    for (int i = 0; i < niov; i++) {
+        memcpy(p, iov[i].iov_base, iov[i].iov_len);
+        p += iov[i].iov_len;
+    }
+    return write(fd, n->rbuf, total);
+}
+
 /* Writes all of iov (modified). */
 static enum xres send_all(struct call *k, struct conn *c, struct iovec *iov, int niov,
                           const char **why)
 {
+    bool first = true;
     while (niov > 0) {
         c->revents &= ~(uint32_t)EPOLLOUT;
-        ssize_t w = writev(c->io.fd, iov, niov > IOV_MAX ? IOV_MAX : niov);
+        ssize_t w = first ? write_flat(k->n, c->io.fd, iov, niov)
+                          : writev(c->io.fd, iov, niov > IOV_MAX ? IOV_MAX : niov);
+        first = false;
         if (w < 0) {
             if (errno == EINTR) continue;
             if (errno == EAGAIN) {
@@ -644,15 +662,7 @@ static enum xres send_all(struct call *k, struct conn *c, struct iovec *iov, int
             *why = "send failed";
             return c->reused ? X_STALE : X_ERROR;
         }
-        while (niov > 0 && (size_t)w >= iov->iov_len) {
-            w -= (ssize_t)iov->iov_len;
-            iov++;
-            niov--;
-        }
-        if (niov > 0) {
-            iov->iov_base = (char *)iov->iov_base + w;
-            iov->iov_len -= (size_t)w;
-        }
+        iov = iov_advance(iov, &niov, (size_t)w);
     }
     return X_DONE;
 }
@@ -736,7 +746,6 @@ static void run_call(struct call *k, ctx_t *ctx, const struct upstream_req *req,
     struct native *n = k->n;
     struct iovec iov[MAX_IOV];
     char cl[48];
-    char flat[FLAT_MAX];
     const char *why = NULL;
     if (!build_request(req, o, cl, iov, &why)) {
         fail(resp, UP_ERROR, why);
@@ -755,7 +764,6 @@ static void run_call(struct call *k, ctx_t *ctx, const struct upstream_req *req,
             return;
         }
         int niov = build_request(req, o, cl, iov, &why); /* send_all consumes iov */
-        niov = flatten(iov, niov, flat, sizeof flat);
         bool keep = false;
         switch (exchange(k, c, iov, niov, no_body, &why, &keep)) {
         case X_DONE:

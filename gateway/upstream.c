@@ -504,14 +504,12 @@ static enum upstream_result ctx_result(const ctx_t *ctx)
     return ctx_err(ctx) == CTX_DEADLINE_EXCEEDED ? UP_TIMEOUT : UP_CANCELED;
 }
 
-void upstream_call(struct upstream *up, ctx_t *ctx, const struct upstream_req *req,
-                   struct upstream_resp *resp)
+/* The libcurl exchange. Kept out of line: its frame (the header list on
+ * the stack) would otherwise sit on every native call's coroutine stack. */
+__attribute__((noinline)) static void curl_call(struct upstream *up, ctx_t *ctx,
+                                                const struct upstream_req *req,
+                                                struct upstream_resp *resp)
 {
-    cachectl_init(&resp->cc);
-    if (req->native) {
-        native_call(up->native, ctx, req, resp);
-        return;
-    }
     resp->status = 0;
     resp->error = NULL;
     if (ctx_done(ctx)) {
@@ -612,6 +610,16 @@ out:
     else if (!get)
         curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, NULL);
     pool_put(up->easy_pool, h);
+}
+
+void upstream_call(struct upstream *up, ctx_t *ctx, const struct upstream_req *req,
+                   struct upstream_resp *resp)
+{
+    cachectl_init(&resp->cc);
+    if (req->native)
+        native_call(up->native, ctx, req, resp);
+    else
+        curl_call(up, ctx, req, resp);
 }
 
 unsigned upstream_inflight(const struct upstream *up)
