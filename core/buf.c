@@ -107,6 +107,25 @@ int buf_printf(buf_t *b, const char *fmt, ...)
     return 0;
 }
 
+size_t fmt_u64(char *out, uint64_t v)
+{
+    char tmp[FMT_U64_MAX];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (size_t i = 0; i < n; i++)
+        out[i] = tmp[n - 1 - i];
+    return n;
+}
+
+int buf_put_u64(buf_t *b, uint64_t v)
+{
+    char d[FMT_U64_MAX];
+    return buf_append(b, d, fmt_u64(d, v));
+}
+
 char *buf_detach(buf_t *b, size_t *len)
 {
     if (b->pooled || !b->data) {

@@ -716,32 +716,66 @@ static int worker(ctx_t *gctx, void *arg)
     return 0;
 }
 
+/* Appends "NAME;dur=MS" with MS in milliseconds to one decimal (rounded). */
+static int timing_dur(buf_t *t, const char *sep, const char *name, uint64_t dur_ns)
+{
+    uint64_t tenths = (dur_ns + 50000) / 100000;
+    char num[FMT_U64_MAX + 2];
+    size_t n = fmt_u64(num, tenths / 10);
+    num[n++] = '.';
+    num[n++] = (char)('0' + tenths % 10);
+    int rc = buf_puts(t, sep);
+    rc = rc ? rc : buf_puts(t, name);
+    rc = rc ? rc : buf_append(t, ";dur=", 5);
+    return rc ? rc : buf_append(t, num, n);
+}
+
+/* Appends ;desc="A B items=N" from the parts that are set (a, b may be
+ * NULL; items < 0 leaves it out). */
+static int timing_desc(buf_t *t, const char *a, const char *b, int64_t items)
+{
+    const char *part[2] = {a, b};
+    const char *sep = "";
+    int rc = buf_append(t, ";desc=\"", 7);
+    for (int i = 0; i < 2 && !rc; i++) {
+        if (!part[i]) continue;
+        rc = buf_puts(t, sep);
+        rc = rc ? rc : buf_puts(t, part[i]);
+        sep = " ";
+    }
+    if (!rc && items >= 0) {
+        rc = buf_puts(t, sep);
+        rc = rc ? rc : buf_puts(t, "items=");
+        rc = rc ? rc : buf_put_u64(t, (uint64_t)items);
+    }
+    return rc ? rc : buf_putc(t, '"');
+}
+
+/* One Server-Timing entry per backend, and the list of degraded ones. */
 static void write_timing(struct request *r)
 {
     for (size_t i = 0; i < r->n_calls; i++) {
         const struct backend_call *c = &r->calls[i];
-        int rc = buf_printf(&r->timing, "%s%s;dur=%.1f", i ? ", " : "", c->b->name,
-                            (double)c->dur_ns / 1e6);
+        int rc = timing_dur(&r->timing, i ? ", " : "", c->b->name, c->dur_ns);
         const char *tag = c->att.open      ? "open"
                           : c->att.hedged  ? "hedged"
                           : c->att.retried ? "retried"
                                            : NULL;
+        const char *out = c->outcome != OUT_OK ? outcome_name(c->outcome) : NULL;
         if (!rc && c->b->foreach_path)
-            rc = buf_printf(&r->timing, ";desc=\"%s%sitems=%u\"",
-                            c->outcome != OUT_OK ? outcome_name(c->outcome) : "",
-                            c->outcome != OUT_OK ? " " : "", c->n_items);
-        else if (!rc && c->outcome != OUT_OK && c->outcome != OUT_OPEN && tag)
-            rc = buf_printf(&r->timing, ";desc=\"%s %s\"", outcome_name(c->outcome), tag);
-        else if (!rc && c->outcome != OUT_OK)
-            rc = buf_printf(&r->timing, ";desc=\"%s\"", outcome_name(c->outcome));
+            rc = timing_desc(&r->timing, out, NULL, c->n_items);
+        else if (!rc && out && c->outcome != OUT_OPEN && tag)
+            rc = timing_desc(&r->timing, out, tag, -1);
+        else if (!rc && out)
+            rc = timing_desc(&r->timing, out, NULL, -1);
         else if (!rc && (c->cache == CACHE_HIT || c->cache == CACHE_COALESCED))
-            rc = buf_printf(&r->timing, ";desc=\"%s\"", cache_result_name(c->cache));
+            rc = timing_desc(&r->timing, cache_result_name(c->cache), NULL, -1);
         else if (!rc && tag)
-            rc = buf_printf(&r->timing, ";desc=\"%s\"", tag);
+            rc = timing_desc(&r->timing, tag, NULL, -1);
         if (rc) return;
         if (c->outcome >= OUT_DEGRADED)
-            if (buf_printf(&r->degraded_names, "%s%s", r->degraded_names.len ? "," : "",
-                           c->b->name))
+            if (buf_puts(&r->degraded_names, r->degraded_names.len ? "," : "") ||
+                buf_puts(&r->degraded_names, c->b->name))
                 return;
     }
 }

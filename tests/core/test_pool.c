@@ -2,7 +2,9 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <inttypes.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -201,6 +203,34 @@ static void test_idle_plain_blocks(void **state)
 
 /* ---- buf ---- */
 
+/* fmt_u64 against printf over the edges: 0, each power of ten and its
+ * predecessor, and UINT64_MAX. */
+static void test_fmt_u64(void **state)
+{
+    (void)state;
+    uint64_t v[64];
+    size_t n = 0;
+    v[n++] = 0;
+    v[n++] = UINT64_MAX;
+    for (uint64_t p = 1; n < 60; p *= 10) {
+        v[n++] = p;
+        v[n++] = p - 1 + (p == 1);
+        if (p > UINT64_MAX / 10) break;
+    }
+    buf_t b;
+    buf_init(&b, NULL);
+    for (size_t i = 0; i < n; i++) {
+        char want[32], got[FMT_U64_MAX + 1];
+        snprintf(want, sizeof want, "%" PRIu64, v[i]);
+        got[fmt_u64(got, v[i])] = '\0';
+        assert_string_equal(got, want);
+        buf_clear(&b);
+        assert_int_equal(buf_put_u64(&b, v[i]), 0);
+        assert_string_equal(b.data, want);
+    }
+    buf_free(&b);
+}
+
 static void test_buf_plain(void **state)
 {
     (void)state;
@@ -332,6 +362,7 @@ int main(void)
         cmocka_unit_test(test_hooks_and_bounds),
         cmocka_unit_test(test_max_cached_zero),
         cmocka_unit_test(test_buf_plain),
+        cmocka_unit_test(test_fmt_u64),
         cmocka_unit_test(test_idle_objects_are_freed_in_batches),
         cmocka_unit_test(test_idle_plain_blocks),
         cmocka_unit_test(test_buf_from_pool_block),
