@@ -859,7 +859,7 @@ void fanout_run(void *arg)
     if (g) eg_free(g);
     mark_unended(r);
     answer(r, err);
-    server_request_done(r);
+    r->done(r);
 }
 
 void fanout_cleanup(struct request *r)

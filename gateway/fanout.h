@@ -116,6 +116,9 @@ struct request {
     const char *query;        /* raw query string (no '?'), or NULL */
     size_t query_len;
     void *conn; /* for header lookups */
+    /* Called once by fanout_run when the answer is ready (or the client is
+     * gone): the HTTP side's hook, so this file calls nothing of it. */
+    void (*done)(struct request *r);
     header_fn header;
     header_each_fn header_each;
     struct fwd fwd; /* the forwarded headers, checked and joined by fanout_check */
@@ -170,15 +173,12 @@ int fanout_prepare(struct request *r, const char *timeout_hdr, const char *trace
  * with r->out holding the JSON error. */
 int fanout_check(struct request *r);
 /* The request coroutine: runs the calls, then fills status, out, timing,
- * degraded. Calls server_request_done(r) at the end. */
+ * degraded. Calls r->done(r) at the end. */
 void fanout_run(void *r);
 /* Frees what fanout allocated in r (not r itself). */
 void fanout_cleanup(struct request *r);
 
 /* Writes {"error":msg,"backend":backend|null,"request_id":id} into out. */
 void fanout_error_body(buf_t *out, const char *msg, const char *backend, const char *request_id);
-
-/* Implemented by server.c: the answer is ready (or the client is gone). */
-void server_request_done(struct request *r);
 
 #endif

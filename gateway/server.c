@@ -352,6 +352,8 @@ static bool preflight(const struct config *cfg, struct conn_state *cs, const cha
     return true;
 }
 
+static void request_done(struct request *r);
+
 /* First call for a request: headers are in. Check its framing, route it and
  * make its state. */
 static struct conn_state *begin(struct worker *w, struct MHD_Connection *conn, const char *url,
@@ -379,6 +381,7 @@ static struct conn_state *begin(struct worker *w, struct MHD_Connection *conn, c
     r->cfg = cfg;
     r->conn = conn;
     r->header = header_lookup;
+    r->done = request_done;
     r->header_each = header_each;
     cs->block = method; /* in place: libmicrohttpd parsed the block where it arrived */
     r->start_ns = mono_ns();
@@ -655,7 +658,8 @@ static void start_fanout(struct worker *w, struct conn_state *cs)
     watch_client(w, cs);
 }
 
-void server_request_done(struct request *r)
+/* r->done: the answer is ready (or the client is gone). */
+static void request_done(struct request *r)
 {
     struct conn_state *cs = state_of(r);
     struct worker *w = r->w;
