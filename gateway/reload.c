@@ -57,6 +57,7 @@ static void apply(struct reloader *r, struct config *next)
         fprintf(stderr, "gateway: access_log.path / degraded.max_entries changed: takes effect "
                         "after a restart\n");
     av_release(&gw->config, cur);
+    gateway_resolver_config(gw, next);
     av_store(&gw->config, next);
     atomic_fetch_add(&gw->reloads_ok, 1);
     fprintf(stderr, "gateway: configuration reloaded from %s\n", r->path);

@@ -69,7 +69,7 @@ struct name {
 
 struct resolver {
     avalue_t table; /* struct table */
-    uint64_t refresh_ns;
+    uint64_t refresh_ns; /* under mu */
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cv;           /* CLOCK_MONOTONIC */
@@ -226,6 +226,20 @@ int resolver_lookup(struct resolver *r, const char *host, uint16_t port, struct 
     }
     pthread_mutex_unlock(&r->mu);
     return rc;
+}
+
+void resolver_set_refresh(struct resolver *r, unsigned refresh_s)
+{
+    uint64_t ns = (uint64_t)(refresh_s ? refresh_s : 1) * 1000000000ull;
+    pthread_mutex_lock(&r->mu);
+    if (ns != r->refresh_ns) {
+        uint64_t due = now_ns() + ns;
+        r->refresh_ns = ns;
+        for (struct name *nm = r->names; nm; nm = nm->next)
+            if (nm->answered && nm->due_ns > due) nm->due_ns = due;
+        pthread_cond_signal(&r->cv);
+    }
+    pthread_mutex_unlock(&r->mu);
 }
 
 void resolver_prefetch(struct resolver *r, const char *host)

@@ -85,6 +85,10 @@ struct resolver_stats {
 };
 void resolver_stats(struct resolver *r, struct resolver_stats *out);
 
+/* A reload's upstream.dns_refresh_s: names are resolved again at most
+ * refresh_s seconds from now, then every refresh_s. */
+void resolver_set_refresh(struct resolver *r, unsigned refresh_s);
+
 /* Queues host for resolution without a waiter (at start or reload), unless
  * it is a literal or already known. */
 void resolver_prefetch(struct resolver *r, const char *host);

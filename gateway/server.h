@@ -39,6 +39,11 @@ struct gateway {
     struct resolver *resolver; /* backend host names, for every worker */
 };
 
+/* Applies cfg's upstream.dns_refresh_s to the resolver and starts
+ * resolving its backends' host names, so that the first calls find them
+ * known (at start and on every reload, before cfg is published). */
+void gateway_resolver_config(struct gateway *gw, const struct config *cfg);
+
 /* Starts cfg->server.workers threads serving cfg (gw takes ownership of
  * cfg). Returns 0, or -errno with a message on stderr (e.g. the port is
  * taken). */

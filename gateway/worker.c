@@ -289,8 +289,6 @@ static void load_snapshot(struct gateway *gw, const struct config *cfg)
                 err[0] ? err : strerror(-rc));
 }
 
-/* Starts resolving the backends' host names now, so that the first calls
- * find them known (a literal is skipped by the resolver). */
 static void prefetch_hosts(struct resolver *res, const struct config *cfg)
 {
     for (size_t i = 0; i < cfg->n_endpoints; i++) {
@@ -310,6 +308,12 @@ static void prefetch_hosts(struct resolver *res, const struct config *cfg)
             resolver_prefetch(res, host);
         }
     }
+}
+
+void gateway_resolver_config(struct gateway *gw, const struct config *cfg)
+{
+    resolver_set_refresh(gw->resolver, cfg->upstream.dns_refresh_s);
+    prefetch_hosts(gw->resolver, cfg);
 }
 
 int server_start(struct gateway *gw, struct config *cfg)
@@ -360,7 +364,7 @@ int server_start(struct gateway *gw, struct config *cfg)
         config_free(cfg);
         return -ENOMEM;
     }
-    prefetch_hosts(gw->resolver, cfg);
+    gateway_resolver_config(gw, cfg);
     av_init(&gw->config, config_free_snap);
     av_store(&gw->config, cfg);
     atomic_store(&gw->draining, false);

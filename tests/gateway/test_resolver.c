@@ -178,6 +178,31 @@ static void test_refresh(void **state)
     assert_int_equal(w.calls, 1);
 }
 
+/* A reload's shorter refresh applies to names already known: with an hour
+ * nothing is resolved again; after resolver_set_refresh(1) it is. */
+static void test_set_refresh(void **state)
+{
+    loop_t *loop = *state;
+    struct resolver *r = resolver_new(3600);
+    assert_non_null(r);
+    struct resolver_addrs a;
+    struct waiter w = {0};
+    assert_int_equal(resolver_lookup(r, "localhost", 80, &a, loop, on_done, &w), -EAGAIN);
+    assert_true(run_until(loop, &w.calls));
+    struct resolver_stats st;
+    resolver_stats(r, &st);
+    unsigned first = st.resolutions;
+    resolver_set_refresh(r, 1);
+    uint64_t end = mono_ns() + WAIT_NS;
+    do {
+        loop_run_once(loop, 100);
+        resolver_stats(r, &st);
+    } while (st.resolutions < first + 2 && mono_ns() < end);
+    assert_true(st.resolutions >= first + 2);
+    assert_int_equal(resolver_lookup(r, "localhost", 80, &a, NULL, NULL, NULL), 0);
+    resolver_free(r);
+}
+
 static void wait_published(struct resolver *r)
 {
     uint64_t end = mono_ns() + WAIT_NS;
@@ -252,6 +277,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_localhost_via_thread, setup, teardown),
         cmocka_unit_test_setup_teardown(test_negative_answer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refresh, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_set_refresh, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),
         cmocka_unit_test_setup_teardown(test_free_with_pending_waiters, setup, teardown),
     };
