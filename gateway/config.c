@@ -19,6 +19,7 @@
 #include "gateway/config_edge.h"
 #include "gateway/config_load.h"
 #include "gateway/config_web.h"
+#include "gateway/expose.h"
 #include "gateway/config_resil.h"
 #include "gateway/fwdhdr.h"
 #include "gateway/graph.h"
@@ -534,7 +535,7 @@ static const char *const ENDPOINT_KEYS[] = {"name",          "method",      "pat
                                             "timeout_ms",    "concurrency", "forward_headers",
                                             "forward_query", "backends",    "auth",
                                             "cors",
-                                            "on_conflict",
+                                            "on_conflict", "expose_headers",
                                             NULL};
 
 /* Required non-empty name made of is_name_char. */
@@ -777,6 +778,26 @@ static void parse_on_conflict(struct loader *L, const cJSON *e, const char *path
                 "must be \"last\", \"first\" or \"error\", got \"%s\"", s);
 }
 
+/* expose_headers: token names, no duplicates, none the gateway owns. */
+static void parse_expose(struct loader *L, const cJSON *e, const char *path,
+                         struct endpoint_conf *ep)
+{
+    char p[PATH_MAX_LEN], q[PATH_MAX_LEN];
+    ep->expose_headers = cfg_get_str_array(L, e, path, "expose_headers", false, true, is_tchar,
+                                           "header name", &ep->n_expose_headers);
+    cfg_key_path(p, path, "expose_headers");
+    if (ep->n_expose_headers > EXPOSE_MAX_NAMES)
+        cfg_err(L, p, "at most %d header names, got %zu", EXPOSE_MAX_NAMES, ep->n_expose_headers);
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(e, "expose_headers");
+    size_t i = 0;
+    for (const cJSON *c = cJSON_IsArray(v) ? v->child : NULL; c; c = c->next, i++) {
+        const char *why = cJSON_IsString(c) ? expose_refused(c->valuestring) : NULL;
+        if (why)
+            cfg_err(L, cfg_index_path(q, p, i), "\"%s\" cannot be exposed: %s", c->valuestring,
+                    why);
+    }
+}
+
 static void parse_endpoint(struct loader *L, const cJSON *e, const char *path,
                            const struct config *cfg, struct endpoint_conf *ep, bool *route_ok)
 {
@@ -805,6 +826,7 @@ static void parse_endpoint(struct loader *L, const cJSON *e, const char *path,
                 FWD_MAX, ep->n_forward_headers);
     ep->forward_query = cfg_get_str_array(L, e, path, "forward_query", false, false, is_query_char,
                                           "query parameter name", &ep->n_forward_query);
+    parse_expose(L, e, path, ep);
     cfg_parse_endpoint_auth(L, e, path, cfg, ep);
     const struct cors_conf *cors = cfg_parse_cors(L, e, path);
     ep->cors = cors ? cors : cfg->defaults.cors;

@@ -173,6 +173,8 @@ struct endpoint_conf {
     size_t n_forward_headers;
     const char **forward_query;
     size_t n_forward_query;
+    const char **expose_headers; /* backend response headers for the client (gateway/expose.h) */
+    size_t n_expose_headers;
     struct backend_conf *backends;
     size_t n_backends;
     enum auth_mode auth; /* AUTH_NONE unless configured */

@@ -10,6 +10,7 @@
 #include "core/loop.h"
 #include "gateway/auth.h"
 #include "gateway/degraded.h"
+#include "gateway/expose.h"
 #include "gateway/graph.h"
 #include "gateway/jpath.h"
 #include "gateway/json.h"
@@ -495,11 +496,14 @@ static int call_backend(ctx_t *gctx, struct backend_call *c)
         if (render_path(c, &c->path, NULL, 0) != 0) return fail_early(c, c->why_buf);
         c->path_rc = 0; /* the check's build had the values left empty */
     }
-    struct upstream_resp resp = {.body = &c->body};
+    struct expose_cap *exp = expose_cap(c->req->expose, (size_t)(c - c->req->calls));
+    struct upstream_resp resp = {.body = &c->body, .exp = exp};
     do_call(c, gctx, &c->path, c->path_rc,
             b->fallback == FALLBACK_DEGRADED || b->cache.enabled ? &c->key : NULL, &resp);
     c->status = resp.status;
     int rc = c->cache == CACHE_HIT ? cache_hit(c) : call_finish(c, &resp);
+    /* only a fresh 2xx answer's headers count; a hedge's were not captured */
+    if (c->outcome != OUT_OK || c->cache == CACHE_HIT || resp.exp != exp) expose_reset(exp);
     if (c->cache != CACHE_NONE) metrics_cache(c->req->metrics, b->name, cache_result_name(c->cache));
     call_ended(c);
     return rc;
@@ -849,6 +853,8 @@ void fanout_run(void *arg)
     struct request *r = arg;
     errgroup_t *g = eg_new(r->ctx);
     int err = -ENOMEM;
+    /* out of memory here only loses the exposed headers */
+    r->expose = expose_new(r->ep->expose_headers, r->ep->n_expose_headers, r->n_calls);
     if (g && graph_sched_init(&r->sched, r->ep) == 0) {
         eg_set_limit(g, r->ep->concurrency);
         r->group = g;
@@ -890,6 +896,8 @@ void fanout_cleanup(struct request *r)
     buf_free(&r->auth_hdrs);
     buf_free(&r->tracestate);
     graph_sched_free(&r->sched);
+    expose_free(r->expose);
+    r->expose = NULL;
     if (r->ctx) {
         ctx_release(r->ctx);
         r->ctx = NULL;

@@ -145,6 +145,7 @@ struct request {
     buf_t out;            /* JSON body */
     buf_t timing;         /* Server-Timing value */
     buf_t degraded_names; /* X-Gateway-Degraded value ("" when complete) */
+    struct expose_set *expose; /* expose_headers captures, one per call; NULL: none */
 
     /* the call graph of this request (fanout_run) */
     struct graph_sched sched;

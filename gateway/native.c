@@ -117,6 +117,7 @@ struct call {
     buf_t *body;
     size_t max_bytes;
     struct cache_control *cc; /* the answer's Cache-Control, for the cache */
+    struct expose_cap *exp;   /* expose_headers capture; NULL: none */
 };
 
 static inline void bump(_Atomic uint64_t *c, uint64_t v)
@@ -677,6 +678,16 @@ static enum xres on_eof(struct conn *c, const char **why, bool *keep)
     return X_ERROR;
 }
 
+/* Every field of the final response: Cache-Control and expose_headers. */
+static int on_header(void *arg, const char *name, size_t name_len, const char *value,
+                     size_t value_len)
+{
+    struct call *k = arg;
+    cachectl_header(k->cc, name, name_len, value, value_len);
+    expose_header(k->exp, name, name_len, value, value_len);
+    return 0;
+}
+
 static enum xres exchange(struct call *k, struct conn *c, struct iovec *iov, int niov, bool no_body,
                           const char **why, bool *keep)
 {
@@ -685,7 +696,8 @@ static enum xres exchange(struct call *k, struct conn *c, struct iovec *iov, int
     c->revents &= ~(uint32_t)EPOLLIN;
     h1resp_init(p, no_body, on_body, k);
     cachectl_init(k->cc); /* a stale retry starts over */
-    h1resp_on_header(p, cachectl_h1_header, k->cc);
+    expose_reset(k->exp);
+    h1resp_on_header(p, on_header, k);
     enum xres x = send_all(k, c, iov, niov, why);
     if (x != X_DONE) return x;
     /* The answer cannot be there yet: wait for it rather than read EAGAIN. */
@@ -817,7 +829,7 @@ void native_call(struct native *n, ctx_t *ctx, const struct upstream_req *req,
         return;
     }
     struct call k = {.n = n, .co = coro_self(), .body = resp->body, .max_bytes = req->max_bytes,
-                     .cc = &resp->cc};
+                     .cc = &resp->cc, .exp = resp->exp};
     if (!ctx_after_func(ctx, &k.on_done, on_ctx_done)) {
         resp->result = ctx_result(ctx);
         return;

@@ -20,6 +20,7 @@
 #include "core/errgroup.h"
 #include "core/loop.h"
 #include "gateway/accesslog.h"
+#include "gateway/expose.h"
 #include "gateway/auth.h"
 #include "gateway/cors.h"
 #include "gateway/degraded.h"
@@ -716,6 +717,8 @@ static enum MHD_Result queue_answer(struct worker *w, struct conn_state *cs)
     add_header(resp, "X-Request-Id", r->request_id);
     add_header(resp, "traceparent", tp);
     if (r->n_calls) add_header(resp, "Server-Timing", r->timing.data);
+    for (size_t j = 0; r->status >= 200 && r->status <= 299 && j < expose_n_names(r->expose); j++)
+        add_header(resp, expose_name(r->expose, j), expose_value(r->expose, j));
     if (r->degraded_names.len) {
         add_header(resp, "X-Gateway-Completed", "false");
         add_header(resp, "X-Gateway-Degraded", r->degraded_names.data);

@@ -370,6 +370,7 @@ static size_t on_header(char *p, size_t size, size_t n, void *userdata)
     struct call *c = userdata;
     size_t len = size * n;
     cachectl_line(&c->resp->cc, p, len);
+    expose_line(c->resp->exp, p, len);
     const char *why = check_header_line(&c->fr, p, len);
     if (!why) return len;
     c->refused = why;
@@ -616,6 +617,7 @@ void upstream_call(struct upstream *up, ctx_t *ctx, const struct upstream_req *r
                    struct upstream_resp *resp)
 {
     cachectl_init(&resp->cc);
+    expose_reset(resp->exp);
     if (req->native)
         native_call(up->native, ctx, req, resp);
     else

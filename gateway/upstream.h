@@ -29,6 +29,7 @@
 #include "core/pool.h"
 #include "gateway/config.h"
 #include "gateway/cachectl.h"
+#include "gateway/expose.h"
 
 struct upstream;
 struct resolver;
@@ -61,6 +62,8 @@ struct upstream_resp {
     buf_t *body;       /* filled by the call; initialised by the caller */
     const char *error; /* static text for UP_ERROR */
     struct cache_control cc; /* the answer's Cache-Control (gateway/cachectl.h) */
+    struct expose_cap *exp;  /* set by the caller: capture of expose_headers (gateway/expose.h);
+                                NULL: none. Reset at every attempt's start */
 };
 
 /* A worker's upstream on loop: the curl multi handle and the native

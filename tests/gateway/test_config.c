@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "gateway/config.h"
+#include "gateway/expose.h"
 #include "gateway/fwdhdr.h"
 
 /* The repo root, from this file's path (CMake compiles it by absolute path). */
@@ -1009,6 +1010,58 @@ static void test_composition(void **state)
 #undef U0
 }
 
+/* expose_headers: token names, at most 16, no duplicates, none the
+ * gateway owns; each refusal with its JSON path. */
+static void test_expose_headers(void **state)
+{
+    (void)state;
+    struct config_errors errs;
+    struct config *cfg = parse_q(EPF("'expose_headers':['X-Rate-Limit','x-region']"), &errs);
+    assert_non_null(cfg);
+    assert_int_equal(cfg->endpoints[0].n_expose_headers, 2);
+    assert_string_equal(cfg->endpoints[0].expose_headers[1], "x-region");
+    config_free(cfg);
+    expect_ok(EPF("'expose_headers':[]"));
+    expect_line(EPF("'expose_headers':['X-A','Cache-Control']"),
+                "endpoints[0].expose_headers[1]: \"Cache-Control\" cannot be exposed: the gateway "
+                "computes caching itself");
+    const char *refused[] = {"Expires", "Age", "Pragma", "ETag", "Connection", "Keep-Alive", "TE",
+                             "Trailer", "Transfer-Encoding", "Upgrade", "Proxy-Authorization",
+                             "Content-Length", "Set-Cookie", "content-type", "Content-Encoding",
+                             "Server-Timing", "X-Request-Id", "traceparent", "X-Gateway-Completed",
+                             "X-Gateway-Degraded", "Vary", "Access-Control-Allow-Origin", "Date"};
+    for (size_t i = 0; i < sizeof refused / sizeof *refused; i++) {
+        char json[256];
+        snprintf(json, sizeof json, EPF("'expose_headers':['X-Ok','%s']"), refused[i]);
+        expect_err(json, "endpoints[0].expose_headers[1]", "cannot be exposed");
+    }
+    expect_err(EPF("'expose_headers':['X-A','x-a']"), "endpoints[0].expose_headers[1]",
+               "duplicate header name \"x-a\"");
+    expect_err(EPF("'expose_headers':['X A']"), "endpoints[0].expose_headers[0]",
+               "is not a valid header name");
+    expect_err(EPF("'expose_headers':['X:A']"), "endpoints[0].expose_headers[0]",
+               "is not a valid header name");
+    expect_err(EPF("'expose_headers':['']"), "endpoints[0].expose_headers[0]", "must not be empty");
+    expect_err(EPF("'expose_headers':[1]"), "endpoints[0].expose_headers[0]", "expected a string");
+    expect_err(EPF("'expose_headers':'X-A'"), "endpoints[0].expose_headers",
+               "expected an array of strings");
+    char many[512] = "'expose_headers':[";
+    for (int i = 0; i <= EXPOSE_MAX_NAMES; i++) {
+        char h[16];
+        snprintf(h, sizeof h, "%s'H%d'", i ? "," : "", i);
+        strcat(many, h);
+        if (i == EXPOSE_MAX_NAMES - 1) {
+            char ok[700];
+            snprintf(ok, sizeof ok, EPF("%s]"), many);
+            expect_ok(ok);
+        }
+    }
+    strcat(many, "]");
+    char over[700];
+    snprintf(over, sizeof over, EPF("%s"), many);
+    expect_line(over, "endpoints[0].expose_headers: at most 16 header names, got 17");
+}
+
 static void test_shipped_configs_load(void **state)
 {
     (void)state;
@@ -1138,6 +1191,7 @@ int main(void)
         cmocka_unit_test(test_many_errors_at_once),
         cmocka_unit_test(test_upstream_transport),
         cmocka_unit_test(test_composition),
+        cmocka_unit_test(test_expose_headers),
         cmocka_unit_test(test_shipped_configs_load),
         cmocka_unit_test(test_resilience),
     };

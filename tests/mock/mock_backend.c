@@ -27,6 +27,9 @@
  *   /empty           204
  *   /echo[/...]      any method: {"method","path","query","headers","body"}
  *   any route, ?cc=V the answer carries "Cache-Control: V" (V percent-decoded)
+ *   any route, ?hdr=N:V (repeatable) the answer carries "N: V" (percent-
+ *                    decoded, up to 8 KiB; a decoded CR or LF is sent as is,
+ *                    which breaks the response on purpose)
  * Control (never logged):
  *   POST /_mode?prefix=P&status=S|delay_ms=D|action=reset|invalid
  *                    requests whose path starts with P misbehave: first the
@@ -508,6 +511,27 @@ static bool query_param(const char *query, const char *name, char *out, size_t o
     return false;
 }
 
+/* Every hdr=N:V parameter of a raw query as a "N: V" line in s. */
+static void extra_headers(struct sb *s, const char *query)
+{
+    enum { VMAX = 8192 };
+    for (const char *p = query; p && *p;) {
+        const char *amp = strchr(p, '&');
+        if (strncmp(p, "hdr=", 4) == 0) {
+            char *v = malloc(VMAX);
+            if (v && query_param(p, "hdr", v, VMAX)) {
+                char *colon = strchr(v, ':');
+                if (colon) {
+                    *colon = '\0';
+                    sb_printf(s, "%s: %s\r\n", v, colon + 1);
+                }
+            }
+            free(v);
+        }
+        p = amp ? amp + 1 : NULL;
+    }
+}
+
 /* ---- responses ---- */
 
 static const char *reason(int status)
@@ -578,6 +602,7 @@ static void respond(int fd, const struct req *r, int status, const char *body, s
         sb_printf(&s, "Content-Type: application/json\r\nContent-Length: %zu\r\n", len);
     char cc[512];
     if (query_param(r->query, "cc", cc, sizeof cc)) sb_printf(&s, "Cache-Control: %s\r\n", cc);
+    extra_headers(&s, r->query);
     sb_printf(&s, "Connection: %s\r\n\r\n", r->keep_alive ? "keep-alive" : "close");
     if (status != 204 && status != 304) sb_add(&s, body, len);
     if (!send_all(fd, s.p, s.len)) {
