@@ -113,7 +113,7 @@ static void attempt_once(ctx_t *parent, struct attempt *a)
         }
         a->host = p.ent;
     } else if (bc->consecutive_failures) {
-        a->host = ugroup_get(UG_HOST, req->origin, NULL);
+        a->host = run->b->origin_ent;
     }
     bool probe = false;
     if (a->host && bc->consecutive_failures) {
@@ -262,7 +262,7 @@ void attempt_call(struct upstream *up, ctx_t *gctx, uint64_t deadline_ns, const 
 {
     *info = (struct attempt_info){0};
     struct run run = {.up = up, .cfg = cfg, .b = b, .req = req, .deadline_ns = deadline_ns};
-    run.backend = ugroup_get(UG_BACKEND, b->name, NULL);
+    run.backend = b->counters;
     budget_first(budget_process(), cfg->defaults.retry_budget_percent, now());
     count(&run, ATTEMPT_FIRST);
     bool again = idempotent(req->method);

@@ -28,6 +28,7 @@
 #include "gateway/metrics.h"
 #include "gateway/otel.h"
 #include "gateway/resolver.h"
+#include "gateway/ugroup.h"
 #include "gateway/upstream.h"
 #include "gateway/urlbuild.h"
 
@@ -216,6 +217,7 @@ static void *worker_main(void *arg)
 
 static void config_free_snap(void *p)
 {
+    ugroup_detach(p);
     config_free(p);
 }
 
@@ -362,6 +364,8 @@ int server_start(struct gateway *gw, struct config *cfg)
     }
     prefetch_hosts(gw->resolver, cfg);
     av_init(&gw->config, config_free_snap);
+    if (ugroup_attach(cfg))
+        fprintf(stderr, "gateway: out of memory for upstream state; some hosts go without\n");
     av_store(&gw->config, cfg);
     atomic_store(&gw->draining, false);
     int n = cfg->server.workers > 0 ? cfg->server.workers : 1;
