@@ -256,12 +256,14 @@ bool attempt_wanted(const struct config *cfg, const struct backend_conf *b)
            b->retry.hedge_after_ms;
 }
 
-void attempt_call(struct upstream *up, ctx_t *gctx, uint64_t deadline_ns, const struct config *cfg,
-                  const struct backend_conf *b, const struct upstream_req *req,
-                  struct upstream_resp *resp, struct attempt_info *info)
+void attempt_call(struct upstream *up, ctx_t *gctx, const struct attempt_plan *plan,
+                  const struct upstream_req *req, struct upstream_resp *resp,
+                  struct attempt_info *info)
 {
     *info = (struct attempt_info){0};
-    struct run run = {.up = up, .cfg = cfg, .b = b, .req = req, .deadline_ns = deadline_ns};
+    const struct config *cfg = plan->cfg;
+    const struct backend_conf *b = plan->b;
+    struct run run = {.up = up, .cfg = cfg, .b = b, .req = req, .deadline_ns = plan->deadline_ns};
     run.backend = b->counters;
     budget_first(budget_process(), cfg->defaults.retry_budget_percent, now());
     count(&run, ATTEMPT_FIRST);

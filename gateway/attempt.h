@@ -29,6 +29,13 @@ struct attempt_info {
     bool hedged;      /* the answer came from a hedge */
 };
 
+/* What the attempt loop needs of one call besides the request. */
+struct attempt_plan {
+    const struct config *cfg;     /* pinned by the caller (a shared call retains it) */
+    const struct backend_conf *b; /* in cfg */
+    uint64_t deadline_ns;         /* the request's */
+};
+
 /* Whether b uses anything of the attempt loop: a group, a breaker, retries
  * or hedging. */
 bool attempt_wanted(const struct config *cfg, const struct backend_conf *b);
@@ -37,9 +44,9 @@ bool attempt_wanted(const struct config *cfg, const struct backend_conf *b);
  * a group name stands for one of its hosts) with resp->body initialised by
  * the caller; fills resp as upstream_call does (an open breaker:
  * UP_ERROR, error "breaker open", info->open). gctx: the call's group
- * context; deadline_ns: the request's. */
-void attempt_call(struct upstream *up, ctx_t *gctx, uint64_t deadline_ns, const struct config *cfg,
-                  const struct backend_conf *b, const struct upstream_req *req,
-                  struct upstream_resp *resp, struct attempt_info *info);
+ * context, bounded by the request's deadline, never by the backend's. */
+void attempt_call(struct upstream *up, ctx_t *gctx, const struct attempt_plan *plan,
+                  const struct upstream_req *req, struct upstream_resp *resp,
+                  struct attempt_info *info);
 
 #endif

@@ -22,6 +22,7 @@
 #include "core/ctx.h"
 #include "core/errgroup.h"
 #include "gateway/accesslog.h"
+#include "gateway/attempt.h"
 #include "gateway/auth.h"
 #include "gateway/cache.h"
 #include "gateway/degraded.h"
@@ -159,10 +160,11 @@ static void worker_begin_stop(void *arg)
     loop_timer_start(w->loop, &w->drain_timer, now + w->drain_ns);
 }
 
-static void call_upstream(void *up, ctx_t *ctx, const struct upstream_req *req,
-                          struct upstream_resp *resp)
+static void call_upstream(void *up, ctx_t *ctx, const struct attempt_plan *plan,
+                          const struct upstream_req *req, struct upstream_resp *resp,
+                          struct attempt_info *info)
 {
-    upstream_call(up, ctx, req, resp);
+    attempt_call(up, ctx, plan, req, resp, info);
 }
 
 static void on_cache_idle(void *w)
