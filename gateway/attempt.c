@@ -250,12 +250,6 @@ static void hedged(struct run *run, ctx_t *gctx, struct attempt *first, struct a
     buf_free(&body2);
 }
 
-bool attempt_wanted(const struct config *cfg, const struct backend_conf *b)
-{
-    return b->group || cfg->defaults.breaker.consecutive_failures || b->retry.retries ||
-           b->retry.hedge_after_ms;
-}
-
 void attempt_call(struct upstream *up, ctx_t *gctx, const struct attempt_plan *plan,
                   const struct upstream_req *req, struct upstream_resp *resp,
                   struct attempt_info *info)
@@ -265,9 +259,12 @@ void attempt_call(struct upstream *up, ctx_t *gctx, const struct attempt_plan *p
     const struct backend_conf *b = plan->b;
     struct run run = {.up = up, .cfg = cfg, .b = b, .req = req, .deadline_ns = plan->deadline_ns};
     run.backend = b->counters;
-    budget_first(budget_process(), cfg->defaults.retry_budget_percent, now());
     count(&run, ATTEMPT_FIRST);
     bool again = idempotent(req->method);
+    /* only calls that may retry or hedge fund the budget: a plain call
+     * touches no process-wide state */
+    if (again && (b->retry.retries || b->retry.hedge_after_ms))
+        budget_first(budget_process(), cfg->defaults.retry_budget_percent, now());
     struct attempt a = {.run = &run, .no = 1, .kind = ATTEMPT_FIRST, .resp = *resp};
     if (again && b->retry.hedge_after_ms) {
         hedged(&run, gctx, &a, info);

@@ -8,8 +8,13 @@
  *
  * Every attempt runs under its own context: the backend's timeout_ms from
  * the attempt's start, capped by the request deadline, below the call's
- * group context (so a sibling's failure or the client leaving cancels it).
- * Every attempt sends "X-Gateway-Attempt: N".
+ * group context (so a sibling's failure or the client leaving cancels it);
+ * the caller makes none of its own. Every attempt sends
+ * "X-Gateway-Attempt: N".
+ *
+ * The fast path: a backend with no group, no breaker, no retries and no
+ * hedging makes exactly one attempt with that one context and touches no
+ * process-wide state (no budget, no registry entry, no shared atomic).
  */
 #ifndef GATEWAY_ATTEMPT_H
 #define GATEWAY_ATTEMPT_H
@@ -35,10 +40,6 @@ struct attempt_plan {
     const struct backend_conf *b; /* in cfg */
     uint64_t deadline_ns;         /* the request's */
 };
-
-/* Whether b uses anything of the attempt loop: a group, a breaker, retries
- * or hedging. */
-bool attempt_wanted(const struct config *cfg, const struct backend_conf *b);
 
 /* Performs the call req (req->origin is the backend's origin as written:
  * a group name stands for one of its hosts) with resp->body initialised by
