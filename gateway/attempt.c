@@ -93,6 +93,22 @@ static void count(struct run *run, enum attempt_kind k)
     if (run->backend) atomic_fetch_add_explicit(&run->backend->attempts[k], 1, memory_order_relaxed);
 }
 
+/* The call's headers, then this attempt's own: its number and the time it
+ * has left (left_ns, its context's, sent in ms rounded up, at least 1). */
+static size_t attempt_headers(const struct attempt *a, uint64_t left_ns, char own[2][48],
+                              const char **hdrs)
+{
+    const struct upstream_req *req = a->run->req;
+    size_t nh = req->n_headers < MAX_CALL_HEADERS ? req->n_headers : MAX_CALL_HEADERS;
+    memcpy(hdrs, req->headers, nh * sizeof(*hdrs));
+    uint64_t left_ms = (left_ns + 999999) / 1000000;
+    snprintf(own[0], sizeof own[0], "X-Gateway-Attempt: %d", a->no);
+    snprintf(own[1], sizeof own[1], "X-Request-Timeout-Ms: %" PRIu64, left_ms ? left_ms : 1);
+    hdrs[nh++] = own[0];
+    hdrs[nh++] = own[1];
+    return nh;
+}
+
 /* One attempt under parent; fills a->resp and a->f. */
 static void attempt_once(ctx_t *parent, struct attempt *a)
 {
@@ -127,28 +143,23 @@ static void attempt_once(ctx_t *parent, struct attempt *a)
         probe = v == BREAKER_PROBE;
     }
 
-    char attempt_hdr[40];
-    snprintf(attempt_hdr, sizeof attempt_hdr, "X-Gateway-Attempt: %d", a->no);
-    const char *hdrs[MAX_CALL_HEADERS + 1];
-    size_t nh = req->n_headers < MAX_CALL_HEADERS ? req->n_headers : MAX_CALL_HEADERS;
-    memcpy(hdrs, req->headers, nh * sizeof(*hdrs));
-    hdrs[nh++] = attempt_hdr;
-    struct upstream_req r = *req;
-    r.origin = org;
-    r.headers = hdrs;
-    r.n_headers = nh;
-
     uint64_t dl = now() + (uint64_t)run->b->timeout_ms * 1000000u;
     /* a timeout counts against the host only when it had its own
      * timeout_ms: a client asking for 1 ms must not open breakers */
     bool own_deadline = dl <= run->deadline_ns;
     if (!own_deadline) dl = run->deadline_ns;
+    char own[2][48];
+    const char *hdrs[MAX_CALL_HEADERS + 2];
+    struct upstream_req r = *req;
+    r.origin = org;
+    r.headers = hdrs;
     ctx_t *ctx = ctx_with_deadline(parent, dl);
     a->sent = true;
     if (!ctx) {
         a->resp.result = UP_ERROR;
         a->resp.error = "out of memory";
     } else {
+        r.n_headers = attempt_headers(a, ctx_remaining(ctx), own, hdrs);
         if (a->host) atomic_fetch_add_explicit(&a->host->inflight, 1, memory_order_relaxed);
         buf_clear(a->resp.body);
         upstream_call(run->up, ctx, &r, &a->resp);

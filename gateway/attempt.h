@@ -10,7 +10,8 @@
  * the attempt's start, capped by the request deadline, below the call's
  * group context (so a sibling's failure or the client leaving cancels it);
  * the caller makes none of its own. Every attempt sends
- * "X-Gateway-Attempt: N".
+ * "X-Gateway-Attempt: N" and its own "X-Request-Timeout-Ms": the time that
+ * attempt has left when it is sent (a retry after a backoff sends less).
  *
  * The fast path: a backend with no group, no breaker, no retries and no
  * hedging makes exactly one attempt with that one context and touches no

@@ -22,7 +22,7 @@
 #include "gateway/urlbuild.h"
 
 /* Headers one backend call sends beyond the forwarded ones. */
-#define OWN_HEADERS 3
+#define OWN_HEADERS 2
 /* ... and after the forwarded ones: tracestate, claim headers (auth.c) */
 #define EDGE_HEADERS (1 + AUTH_MAX_CLAIM_HDRS)
 
@@ -184,7 +184,9 @@ int fanout_check(struct request *r)
 }
 
 /* The headers of one backend call, as "Name: value" lines in hdrs: its
- * own, then the forwarded ones (checked and joined once per request). */
+ * own, then the forwarded ones (checked and joined once per request). The
+ * attempt loop adds each attempt's X-Gateway-Attempt and
+ * X-Request-Timeout-Ms (gateway/attempt.h). */
 static size_t call_headers(struct backend_call *c, char own[OWN_HEADERS][192],
                            const char **hdrs)
 {
@@ -196,12 +198,7 @@ static size_t call_headers(struct backend_call *c, char own[OWN_HEADERS][192],
     char tp[TRACEPARENT_LEN + 1];
     trace_format(&span, tp);
     snprintf(own[0], sizeof own[0], "traceparent: %s", tp);
-    uint64_t now = loop_now(loop_current());
-    uint64_t dl = now + (uint64_t)c->b->timeout_ms * 1000000u;
-    if (dl > r->deadline_ns) dl = r->deadline_ns;
-    uint64_t left_ms = dl > now ? (dl - now + 999999) / 1000000 : 0;
-    snprintf(own[1], sizeof own[1], "X-Request-Timeout-Ms: %" PRIu64, left_ms ? left_ms : 1);
-    snprintf(own[2], sizeof own[2], "X-Request-Id: %s", r->request_id);
+    snprintf(own[1], sizeof own[1], "X-Request-Id: %s", r->request_id);
     for (; n < OWN_HEADERS; n++)
         hdrs[n] = own[n];
     for (size_t i = 0; i < r->fwd.n_lines; i++)
