@@ -13,6 +13,8 @@
 #define MAX_CALL_HEADERS 64
 #define BACKOFF_BASE_NS  10000000ull /* 10 ms */
 
+enum attempt_kind { ATTEMPT_FIRST, ATTEMPT_RETRY, ATTEMPT_HEDGE };
+
 /* Why an attempt failed, for retry_on and the breaker. */
 enum fail { F_NONE, F_CONNECT, F_RESET, F_5XX, F_TIMEOUT, F_CANCEL, F_OTHER };
 
@@ -23,7 +25,7 @@ struct run {
     const struct backend_conf *b;
     const struct upstream_req *req;
     uint64_t deadline_ns;
-    struct ugroup_ent *backend; /* attempt counters */
+    unsigned sent[3];           /* attempts by enum attempt_kind, for the metrics */
     struct attempt *winner;     /* hedging: the first good answer */
 };
 
@@ -90,7 +92,7 @@ static uint64_t now(void)
 
 static void count(struct run *run, enum attempt_kind k)
 {
-    if (run->backend) atomic_fetch_add_explicit(&run->backend->attempts[k], 1, memory_order_relaxed);
+    run->sent[k]++;
 }
 
 /* The call's headers, then this attempt's own: its number and the time it
@@ -269,7 +271,6 @@ void attempt_call(struct upstream *up, ctx_t *gctx, const struct attempt_plan *p
     const struct config *cfg = plan->cfg;
     const struct backend_conf *b = plan->b;
     struct run run = {.up = up, .cfg = cfg, .b = b, .req = req, .deadline_ns = plan->deadline_ns};
-    run.backend = b->counters;
     count(&run, ATTEMPT_FIRST);
     bool again = idempotent(req->method);
     /* only calls that may retry or hedge fund the budget: a plain call
@@ -294,4 +295,7 @@ void attempt_call(struct upstream *up, ctx_t *gctx, const struct attempt_plan *p
     }
     info->open = a.resp.result == UP_ERROR && a.resp.error && !strcmp(a.resp.error, "breaker open");
     *resp = a.resp;
+    if (plan->metrics) /* the worker's own table: no shared cache line */
+        metrics_attempts(plan->metrics, b->name, run.sent[ATTEMPT_FIRST], run.sent[ATTEMPT_RETRY],
+                         run.sent[ATTEMPT_HEDGE]);
 }

@@ -25,6 +25,7 @@
 
 #include "core/ctx.h"
 #include "gateway/config.h"
+#include "gateway/metrics.h"
 #include "gateway/upstream.h"
 
 /* What the attempts of one call did (for Server-Timing). */
@@ -40,6 +41,7 @@ struct attempt_plan {
     const struct config *cfg;     /* pinned by the caller (a shared call retains it) */
     const struct backend_conf *b; /* in cfg */
     uint64_t deadline_ns;         /* the request's */
+    struct metrics *metrics;      /* the worker's (attempt counters); NULL: none */
 };
 
 /* Performs the call req (req->origin is the backend's origin as written:

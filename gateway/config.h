@@ -155,7 +155,6 @@ struct backend_conf {
     struct retry_conf retry;
     /* resolved by ugroup_attach, NULL before (see struct ugroup_conf) */
     struct ugroup_ent *origin_ent; /* a plain origin's breaker (defaults.breaker) */
-    struct ugroup_ent *counters;   /* gateway_backend_attempts_total */
 };
 
 /* "cors" in defaults or an endpoint (config_web.c). */

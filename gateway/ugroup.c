@@ -157,7 +157,6 @@ static int attach_backend_locked(const struct config *cfg, struct backend_conf *
             !(b->origin_ent = ref_locked(UG_HOST, origin, NULL)))
             rc = -ENOMEM;
     }
-    if (!(b->counters = ref_locked(UG_BACKEND, b->name, NULL))) rc = -ENOMEM;
     return rc;
 }
 
@@ -183,8 +182,7 @@ void ugroup_detach(struct config *cfg)
         for (size_t j = 0; j < cfg->endpoints[i].n_backends; j++) {
             struct backend_conf *b = &cfg->endpoints[i].backends[j];
             unref_locked(b->origin_ent);
-            unref_locked(b->counters);
-            b->origin_ent = b->counters = NULL;
+            b->origin_ent = NULL;
         }
     pthread_mutex_unlock(&g_mu);
 }
@@ -249,17 +247,6 @@ static int put_ent(buf_t *out, const struct ugroup_ent *e, char kind)
         if (!atomic_load_explicit(&e->checked, memory_order_relaxed)) return 0;
         return buf_printf(out, "gateway_upstream_host_healthy{upstream=\"%s\",host=\"%s\"} %d\n",
                           e->key, e->key2, !atomic_load_explicit(&e->down, memory_order_relaxed));
-    case UG_BACKEND: {
-        static const char *const kinds[] = {"first", "retry", "hedge"};
-        int rc = 0;
-        for (int k = 0; k < 3 && !rc; k++)
-            rc = buf_printf(out,
-                            "gateway_backend_attempts_total{backend=\"%s\",kind=\"%s\"} %" PRIu64
-                            "\n",
-                            e->key, kinds[k],
-                            atomic_load_explicit(&e->attempts[k], memory_order_relaxed));
-        return rc;
-    }
     }
     return 0;
 }
@@ -281,9 +268,6 @@ int ugroup_render(buf_t *out)
     if (!rc)
         rc = family(out, UG_MEMBER, "gateway_upstream_host_healthy", "gauge",
                     "Active health check verdict per group host (1 healthy, 0 not).");
-    if (!rc)
-        rc = family(out, UG_BACKEND, "gateway_backend_attempts_total", "counter",
-                    "Backend attempts by backend and kind (first, retry, hedge).");
     if (!rc)
         rc = buf_printf(out,
                         "# HELP gateway_retry_budget_exhausted_total Retries and hedges not sent "

@@ -3,7 +3,7 @@
  * a group's host for one attempt.
  *
  * A registry maps a key (a host "127.0.0.1:9001" or a plain origin, a group
- * name, a (group, host) pair, a backend name) to an entry. Every published
+ * name, a (group, host) pair) to an entry. Every published
  * config holds a reference on each entry it uses (ugroup_attach, before it
  * is published; ugroup_detach when the config is freed), and its
  * ugroup_conf / backend_conf carry the resolved pointers, so the request
@@ -14,7 +14,8 @@
  * /metrics; one the new config still uses keeps its state across a SIGHUP
  * reload (the new config is attached before the old one is detached).
  * Everything mutable in an entry is an atomic (breaker: see breaker.h;
- * in-flight count, round-robin counter, health flag, attempt counters).
+ * in-flight count, round-robin counter, health flag). Attempt counters are
+ * per worker (gateway/metrics.h), not here.
  */
 #ifndef GATEWAY_UGROUP_H
 #define GATEWAY_UGROUP_H
@@ -27,8 +28,7 @@
 #include "gateway/breaker.h"
 #include "gateway/config.h"
 
-enum ugroup_kind { UG_HOST = 'H', UG_GROUP = 'G', UG_MEMBER = 'M', UG_BACKEND = 'B' };
-enum attempt_kind { ATTEMPT_FIRST, ATTEMPT_RETRY, ATTEMPT_HEDGE };
+enum ugroup_kind { UG_HOST = 'H', UG_GROUP = 'G', UG_MEMBER = 'M' };
 
 struct ugroup_ent {
     /* registry links and the count of configs using it: under the mutex */
@@ -49,8 +49,6 @@ struct ugroup_ent {
     /* UG_MEMBER, health thread only (gateway/health.c): never read elsewhere */
     uint64_t next_ns;
     uint32_t ok_run, fail_run;
-    /* UG_BACKEND */
-    _Atomic uint64_t attempts[3]; /* enum attempt_kind */
 };
 
 /* A reference on the entry for (kind, key[, key2]), created on first use;
@@ -60,7 +58,7 @@ struct ugroup_ent *ugroup_ref(char kind, const char *key, const char *key2);
 void ugroup_unref(struct ugroup_ent *e);
 
 /* Takes cfg's references and stores the entries in its groups (ent,
- * host_ents, member_ents) and backends (origin_ent, counters). Call before
+ * host_ents, member_ents) and backends (origin_ent). Call before
  * cfg is published. Returns 0 or -ENOMEM (cfg is still usable: a missing
  * entry means no state for that key). */
 int ugroup_attach(struct config *cfg);
@@ -81,8 +79,8 @@ struct ugroup_pick {
 void ugroup_pick(const struct ugroup_conf *u, const struct ugroup_ent *avoid, uint64_t now_ns,
                  struct ugroup_pick *out);
 
-/* Appends gateway_breaker_state, gateway_upstream_host_healthy,
- * gateway_backend_attempts_total and gateway_retry_budget_exhausted_total
+/* Appends gateway_breaker_state, gateway_upstream_host_healthy and
+ * gateway_retry_budget_exhausted_total
  * in the Prometheus text format. Returns 0 or a buf error. */
 int ugroup_render(buf_t *out);
 
