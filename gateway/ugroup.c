@@ -221,7 +221,12 @@ void ugroup_pick(const struct ugroup_conf *u, const struct ugroup_ent *avoid, ui
     for (size_t i = 0; i < n; i++)
         any_up |= !(down[i] = host_down(u, i));
     struct ugroup_ent *g = u->ent;
-    size_t start = g ? atomic_fetch_add_explicit(&g->rr, 1, memory_order_relaxed) % n : 0;
+    /* only a first attempt moves the rotation: a retry or hedge (avoid set)
+     * looks from where it stands, so retries do not skew round_robin */
+    uint32_t at = !g      ? 0
+                  : avoid ? atomic_load_explicit(&g->rr, memory_order_relaxed)
+                          : atomic_fetch_add_explicit(&g->rr, 1, memory_order_relaxed);
+    size_t start = at % n;
     uint64_t best = UINT64_MAX;
     for (size_t k = 0; k < n; k++) {
         size_t i = (start + k) % n;

@@ -75,7 +75,9 @@ struct ugroup_pick {
 };
 /* Chooses a host of u for an attempt: healthy ones only (all when none is:
  * panic mode), another than avoid when there is one, not one whose breaker
- * is open and not yet due, then by balance. */
+ * is open and not yet due, then by balance. avoid is set for a retry or a
+ * hedge (the host the first attempt went to), NULL for a first attempt;
+ * only first attempts advance the round-robin rotation. */
 void ugroup_pick(const struct ugroup_conf *u, const struct ugroup_ent *avoid, uint64_t now_ns,
                  struct ugroup_pick *out);
 

@@ -91,6 +91,32 @@ static void test_round_robin_alternates(void **state)
     }
 }
 
+/* Retries (and hedges) pick another host without moving the rotation: the
+ * first attempts still go h0, h1, h2, h0, ... */
+static void test_second_attempts_keep_the_rotation(void **state)
+{
+    (void)state;
+    static const char *h[] = {"10.0.3.1:1", "10.0.3.2:2", "10.0.3.3:3"};
+    struct ugroup_conf u = {.name = "rot", .hosts = h, .n_hosts = 3,
+                            .balance = BALANCE_ROUND_ROBIN};
+    attach(&u);
+    struct ugroup_pick p;
+    ugroup_pick(&u, NULL, 1000 * MS, &p);
+    size_t i = (size_t)(p.ent == u.host_ents[0] ? 0 : p.ent == u.host_ents[1] ? 1 : 2);
+    for (int k = 0; k < 6; k++) {
+        ugroup_pick(&u, NULL, 1000 * MS, &p);
+        i = (i + 1) % 3;
+        assert_ptr_equal(p.host, h[i]);
+        struct ugroup_ent *first = p.ent;
+        for (int r = 0; r < k % 3 + 1; r++) { /* one to three retries */
+            struct ugroup_pick q;
+            ugroup_pick(&u, first, 1000 * MS, &q);
+            assert_ptr_not_equal(q.ent, first);
+        }
+    }
+    ugroup_detach_group(&u);
+}
+
 static void test_least_inflight(void **state)
 {
     (void)state;
@@ -162,6 +188,7 @@ int main(void)
         cmocka_unit_test(test_registry),
         cmocka_unit_test(test_detach_keeps_shared_entries_only),
         cmocka_unit_test(test_round_robin_alternates),
+        cmocka_unit_test(test_second_attempts_keep_the_rotation),
         cmocka_unit_test(test_least_inflight),
         cmocka_unit_test(test_health_and_panic),
         cmocka_unit_test(test_open_breaker_skipped),
