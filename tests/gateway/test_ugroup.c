@@ -89,6 +89,7 @@ static void test_round_robin_alternates(void **state)
         assert_string_not_equal(next, first);
         first = next;
     }
+    ugroup_detach_group(&u);
 }
 
 /* Retries (and hedges) pick another host without moving the rotation: the
@@ -137,6 +138,7 @@ static void test_least_inflight(void **state)
     atomic_store(&other->inflight, 5);
     assert_string_equal(pick(&u, busy), hosts2[1]);
     atomic_store(&other->inflight, 0);
+    ugroup_detach_group(&u);
 }
 
 static void test_health_and_panic(void **state)
@@ -159,6 +161,7 @@ static void test_health_and_panic(void **state)
     assert_int_equal(n0, 3);
     atomic_store(&m0->down, false);
     atomic_store(&m1->down, false);
+    ugroup_detach_group(&u);
 }
 
 static void test_open_breaker_skipped(void **state)
@@ -180,6 +183,7 @@ static void test_open_breaker_skipped(void **state)
         n0 += p.ent == e;
     }
     assert_int_equal(n0, 2);
+    ugroup_detach_group(&u);
 }
 
 int main(void)
