@@ -13,6 +13,8 @@
 #define MAX_CALL_HEADERS 64
 #define BACKOFF_BASE_NS  10000000ull /* 10 ms */
 
+enum attempt_kind { ATTEMPT_FIRST, ATTEMPT_RETRY, ATTEMPT_HEDGE };
+
 /* Why an attempt failed, for retry_on and the breaker. */
 enum fail { F_NONE, F_CONNECT, F_RESET, F_5XX, F_TIMEOUT, F_CANCEL, F_OTHER };
 
@@ -23,7 +25,7 @@ struct run {
     const struct backend_conf *b;
     const struct upstream_req *req;
     uint64_t deadline_ns;
-    struct ugroup_ent *backend; /* attempt counters */
+    unsigned sent[3];           /* attempts by enum attempt_kind, for the metrics */
     struct attempt *winner;     /* hedging: the first good answer */
 };
 
@@ -90,7 +92,23 @@ static uint64_t now(void)
 
 static void count(struct run *run, enum attempt_kind k)
 {
-    if (run->backend) atomic_fetch_add_explicit(&run->backend->attempts[k], 1, memory_order_relaxed);
+    run->sent[k]++;
+}
+
+/* The call's headers, then this attempt's own: its number and the time it
+ * has left (left_ns, its context's, sent in ms rounded up, at least 1). */
+static size_t attempt_headers(const struct attempt *a, uint64_t left_ns, char own[2][48],
+                              const char **hdrs)
+{
+    const struct upstream_req *req = a->run->req;
+    size_t nh = req->n_headers < MAX_CALL_HEADERS ? req->n_headers : MAX_CALL_HEADERS;
+    memcpy(hdrs, req->headers, nh * sizeof(*hdrs));
+    uint64_t left_ms = (left_ns + 999999) / 1000000;
+    snprintf(own[0], sizeof own[0], "X-Gateway-Attempt: %d", a->no);
+    snprintf(own[1], sizeof own[1], "X-Request-Timeout-Ms: %" PRIu64, left_ms ? left_ms : 1);
+    hdrs[nh++] = own[0];
+    hdrs[nh++] = own[1];
+    return nh;
 }
 
 /* One attempt under parent; fills a->resp and a->f. */
@@ -113,7 +131,7 @@ static void attempt_once(ctx_t *parent, struct attempt *a)
         }
         a->host = p.ent;
     } else if (bc->consecutive_failures) {
-        a->host = ugroup_get(UG_HOST, req->origin, NULL);
+        a->host = run->b->origin_ent;
     }
     bool probe = false;
     if (a->host && bc->consecutive_failures) {
@@ -127,28 +145,23 @@ static void attempt_once(ctx_t *parent, struct attempt *a)
         probe = v == BREAKER_PROBE;
     }
 
-    char attempt_hdr[40];
-    snprintf(attempt_hdr, sizeof attempt_hdr, "X-Gateway-Attempt: %d", a->no);
-    const char *hdrs[MAX_CALL_HEADERS + 1];
-    size_t nh = req->n_headers < MAX_CALL_HEADERS ? req->n_headers : MAX_CALL_HEADERS;
-    memcpy(hdrs, req->headers, nh * sizeof(*hdrs));
-    hdrs[nh++] = attempt_hdr;
-    struct upstream_req r = *req;
-    r.origin = org;
-    r.headers = hdrs;
-    r.n_headers = nh;
-
     uint64_t dl = now() + (uint64_t)run->b->timeout_ms * 1000000u;
     /* a timeout counts against the host only when it had its own
      * timeout_ms: a client asking for 1 ms must not open breakers */
     bool own_deadline = dl <= run->deadline_ns;
     if (!own_deadline) dl = run->deadline_ns;
+    char own[2][48];
+    const char *hdrs[MAX_CALL_HEADERS + 2];
+    struct upstream_req r = *req;
+    r.origin = org;
+    r.headers = hdrs;
     ctx_t *ctx = ctx_with_deadline(parent, dl);
     a->sent = true;
     if (!ctx) {
         a->resp.result = UP_ERROR;
         a->resp.error = "out of memory";
     } else {
+        r.n_headers = attempt_headers(a, ctx_remaining(ctx), own, hdrs);
         if (a->host) atomic_fetch_add_explicit(&a->host->inflight, 1, memory_order_relaxed);
         buf_clear(a->resp.body);
         upstream_call(run->up, ctx, &r, &a->resp);
@@ -250,22 +263,20 @@ static void hedged(struct run *run, ctx_t *gctx, struct attempt *first, struct a
     buf_free(&body2);
 }
 
-bool attempt_wanted(const struct config *cfg, const struct backend_conf *b)
-{
-    return b->group || cfg->defaults.breaker.consecutive_failures || b->retry.retries ||
-           b->retry.hedge_after_ms;
-}
-
-void attempt_call(struct upstream *up, ctx_t *gctx, uint64_t deadline_ns, const struct config *cfg,
-                  const struct backend_conf *b, const struct upstream_req *req,
-                  struct upstream_resp *resp, struct attempt_info *info)
+void attempt_call(struct upstream *up, ctx_t *gctx, const struct attempt_plan *plan,
+                  const struct upstream_req *req, struct upstream_resp *resp,
+                  struct attempt_info *info)
 {
     *info = (struct attempt_info){0};
-    struct run run = {.up = up, .cfg = cfg, .b = b, .req = req, .deadline_ns = deadline_ns};
-    run.backend = ugroup_get(UG_BACKEND, b->name, NULL);
-    budget_first(budget_process(), cfg->defaults.retry_budget_percent, now());
+    const struct config *cfg = plan->cfg;
+    const struct backend_conf *b = plan->b;
+    struct run run = {.up = up, .cfg = cfg, .b = b, .req = req, .deadline_ns = plan->deadline_ns};
     count(&run, ATTEMPT_FIRST);
     bool again = idempotent(req->method);
+    /* only calls that may retry or hedge fund the budget: a plain call
+     * touches no process-wide state */
+    if (again && (b->retry.retries || b->retry.hedge_after_ms))
+        budget_first(budget_process(), cfg->defaults.retry_budget_percent, now());
     struct attempt a = {.run = &run, .no = 1, .kind = ATTEMPT_FIRST, .resp = *resp};
     if (again && b->retry.hedge_after_ms) {
         hedged(&run, gctx, &a, info);
@@ -284,4 +295,7 @@ void attempt_call(struct upstream *up, ctx_t *gctx, uint64_t deadline_ns, const 
     }
     info->open = a.resp.result == UP_ERROR && a.resp.error && !strcmp(a.resp.error, "breaker open");
     *resp = a.resp;
+    if (plan->metrics) /* the worker's own table: no shared cache line */
+        metrics_attempts(plan->metrics, b->name, run.sent[ATTEMPT_FIRST], run.sent[ATTEMPT_RETRY],
+                         run.sent[ATTEMPT_HEDGE]);
 }

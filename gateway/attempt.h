@@ -8,8 +8,14 @@
  *
  * Every attempt runs under its own context: the backend's timeout_ms from
  * the attempt's start, capped by the request deadline, below the call's
- * group context (so a sibling's failure or the client leaving cancels it).
- * Every attempt sends "X-Gateway-Attempt: N".
+ * group context (so a sibling's failure or the client leaving cancels it);
+ * the caller makes none of its own. Every attempt sends
+ * "X-Gateway-Attempt: N" and its own "X-Request-Timeout-Ms": the time that
+ * attempt has left when it is sent (a retry after a backoff sends less).
+ *
+ * The fast path: a backend with no group, no breaker, no retries and no
+ * hedging makes exactly one attempt with that one context and touches no
+ * process-wide state (no budget, no registry entry, no shared atomic).
  */
 #ifndef GATEWAY_ATTEMPT_H
 #define GATEWAY_ATTEMPT_H
@@ -19,6 +25,7 @@
 
 #include "core/ctx.h"
 #include "gateway/config.h"
+#include "gateway/metrics.h"
 #include "gateway/upstream.h"
 
 /* What the attempts of one call did (for Server-Timing). */
@@ -29,17 +36,21 @@ struct attempt_info {
     bool hedged;      /* the answer came from a hedge */
 };
 
-/* Whether b uses anything of the attempt loop: a group, a breaker, retries
- * or hedging. */
-bool attempt_wanted(const struct config *cfg, const struct backend_conf *b);
+/* What the attempt loop needs of one call besides the request. */
+struct attempt_plan {
+    const struct config *cfg;     /* pinned by the caller (a shared call retains it) */
+    const struct backend_conf *b; /* in cfg */
+    uint64_t deadline_ns;         /* the request's */
+    struct metrics *metrics;      /* the worker's (attempt counters); NULL: none */
+};
 
 /* Performs the call req (req->origin is the backend's origin as written:
  * a group name stands for one of its hosts) with resp->body initialised by
  * the caller; fills resp as upstream_call does (an open breaker:
  * UP_ERROR, error "breaker open", info->open). gctx: the call's group
- * context; deadline_ns: the request's. */
-void attempt_call(struct upstream *up, ctx_t *gctx, uint64_t deadline_ns, const struct config *cfg,
-                  const struct backend_conf *b, const struct upstream_req *req,
-                  struct upstream_resp *resp, struct attempt_info *info);
+ * context, bounded by the request's deadline, never by the backend's. */
+void attempt_call(struct upstream *up, ctx_t *gctx, const struct attempt_plan *plan,
+                  const struct upstream_req *req, struct upstream_resp *resp,
+                  struct attempt_info *info);
 
 #endif

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/avalue.h"
 #include "gateway/cachectl.h"
 #include "gateway/degraded.h"
 
@@ -44,7 +45,9 @@ struct flight {
     char *key;
     ctx_t *ctx;
     struct upstream_req req; /* its strings live in copy */
+    struct attempt_plan plan; /* plan.cfg retained */
     struct upstream_resp resp;
+    struct attempt_info info;
     buf_t body;
     struct waiter *waiters; /* parked callers */
     unsigned n_waiters;
@@ -145,6 +148,7 @@ static void unref(struct flight *f)
     ctx_release(f->ctx);
     buf_free(&f->body);
     free(f->copy);
+    av_release(NULL, (void *)f->plan.cfg); /* the snapshot knows its owner */
     free(f);
     if (--c->n_flights == 0 && c->idle_fn) c->idle_fn(c->idle_arg);
 }
@@ -192,7 +196,7 @@ static bool copy_request(struct flight *f, const void *key, size_t klen,
 static void flight_run(void *arg)
 {
     struct flight *f = arg;
-    f->c->call(f->c->call_arg, f->ctx, &f->req, &f->resp);
+    f->c->call(f->c->call_arg, f->ctx, &f->plan, &f->req, &f->resp, &f->info);
     f->done = true;
     for (struct waiter *w = f->waiters; w; w = w->next)
         loop_wake(w->co);
@@ -200,7 +204,7 @@ static void flight_run(void *arg)
 }
 
 static struct flight *flight_start(struct cache *c, uint64_t h, const void *key, size_t klen,
-                                   const struct upstream_req *req)
+                                   const struct attempt_plan *plan, const struct upstream_req *req)
 {
     struct flight *f = calloc(1, sizeof *f);
     if (!f) return NULL;
@@ -216,6 +220,8 @@ static struct flight *flight_start(struct cache *c, uint64_t h, const void *key,
         free(f);
         return NULL;
     }
+    f->plan = *plan;
+    av_retain((void *)plan->cfg);
     f->refs = 1; /* the coroutine's */
     c->n_flights++;
     f->next = *bucket(c, h);
@@ -237,8 +243,10 @@ static enum upstream_result ctx_result(const ctx_t *ctx)
     return ctx_err(ctx) == CTX_DEADLINE_EXCEEDED ? UP_TIMEOUT : UP_CANCELED;
 }
 
-static void copy_answer(const struct flight *f, struct upstream_resp *resp)
+static void copy_answer(const struct flight *f, struct upstream_resp *resp,
+                        struct attempt_info *info)
 {
+    *info = f->info;
     resp->result = f->resp.result;
     resp->status = f->resp.status;
     resp->error = f->resp.error;
@@ -250,8 +258,10 @@ static void copy_answer(const struct flight *f, struct upstream_resp *resp)
 }
 
 /* Parks until f's answer arrives or ctx ends, whichever is first. */
-static void wait_flight(struct flight *f, ctx_t *ctx, struct upstream_resp *resp)
+static void wait_flight(struct flight *f, ctx_t *ctx, struct upstream_resp *resp,
+                        struct attempt_info *info)
 {
+    *info = (struct attempt_info){0};
     struct waiter w = {.co = coro_self()};
     resp->status = 0;
     resp->error = NULL;
@@ -279,7 +289,7 @@ static void wait_flight(struct flight *f, ctx_t *ctx, struct upstream_resp *resp
     if (w.next) w.next->prev = w.prev;
     f->n_waiters--;
     if (f->done) {
-        copy_answer(f, resp);
+        copy_answer(f, resp, info);
     } else {
         resp->result = ctx_result(ctx);
         if (f->n_waiters == 0) {
@@ -293,26 +303,30 @@ static void wait_flight(struct flight *f, ctx_t *ctx, struct upstream_resp *resp
 /* ---- the call ---- */
 
 enum cache_result cache_call(struct cache *c, const struct cache_conf *conf, const void *key,
-                             size_t klen, ctx_t *ctx, const struct upstream_req *req,
-                             struct upstream_resp *resp, const struct degraded_entry **hit)
+                             size_t klen, ctx_t *ctx, const struct attempt_plan *plan,
+                             const struct upstream_req *req, struct upstream_resp *resp,
+                             struct attempt_info *info, const struct degraded_entry **hit)
 {
     *hit = NULL;
     if (!conf->enabled || klen == 0) {
-        c->call(c->call_arg, ctx, req, resp);
+        c->call(c->call_arg, ctx, plan, req, resp, info);
         return CACHE_NONE;
     }
-    if (c->store && (*hit = degraded_get_fresh(c->store, key, klen)) != NULL) return CACHE_HIT;
+    if (c->store && (*hit = degraded_get_fresh(c->store, key, klen)) != NULL) {
+        *info = (struct attempt_info){0};
+        return CACHE_HIT;
+    }
     if (conf->coalesce) {
         uint64_t h = hash_key(key, klen);
         struct flight *f = find(c, h, key, klen);
         enum cache_result res = f ? CACHE_COALESCED : CACHE_MISS;
-        if (!f) f = flight_start(c, h, key, klen, req);
+        if (!f) f = flight_start(c, h, key, klen, plan, req);
         if (f) {
-            wait_flight(f, ctx, resp);
+            wait_flight(f, ctx, resp, info);
             return res;
         }
         /* out of memory: a call of its own */
     }
-    c->call(c->call_arg, ctx, req, resp);
+    c->call(c->call_arg, ctx, plan, req, resp, info);
     return CACHE_MISS;
 }

@@ -10,6 +10,10 @@
  * call. The caller stores answers (cache_fresh_ms says for how long), since
  * only it knows whether an answer is good enough to keep.
  *
+ * The wrapped call is the attempt loop (gateway/attempt.h): a hit is served
+ * before it (no attempt is made), and coalesced callers share the leader's
+ * whole loop, retries and hedges included (and its attempt_info).
+ *
  * Coalescing is per worker (one struct cache per worker, loop-affine, no
  * locks): identical calls (same key) in flight at once share one backend
  * call. The shared call runs on its own coroutine under its own context, so
@@ -27,6 +31,7 @@
 
 #include "core/ctx.h"
 #include "core/loop.h"
+#include "gateway/attempt.h"
 #include "gateway/config.h"
 #include "gateway/upstream.h"
 
@@ -40,10 +45,12 @@ enum cache_result { CACHE_NONE, CACHE_MISS, CACHE_HIT, CACHE_COALESCED };
 /* "hit", "miss", "coalesced"; NULL for CACHE_NONE. */
 const char *cache_result_name(enum cache_result r);
 
-/* The backend call the cache wraps: upstream_call in the gateway, a fake in
- * tests. Must fill resp whatever happens and return once ctx is done. */
-typedef void (*cache_backend_fn)(void *arg, ctx_t *ctx, const struct upstream_req *req,
-                                 struct upstream_resp *resp);
+/* The backend call the cache wraps: attempt_call in the gateway, a fake in
+ * tests. Must fill resp and info whatever happens and return once ctx is
+ * done. */
+typedef void (*cache_backend_fn)(void *arg, ctx_t *ctx, const struct attempt_plan *plan,
+                                 const struct upstream_req *req, struct upstream_resp *resp,
+                                 struct attempt_info *info);
 
 /* A worker's cache on loop over store (may be NULL: nothing is fresh).
  * NULL on out-of-memory. Loop thread only, like everything below. */
@@ -60,18 +67,21 @@ unsigned cache_flights(const struct cache *c);
  * waits for it). */
 void cache_on_idle(struct cache *c, void (*fn)(void *arg), void *arg);
 
-/* Performs req under ctx through the cache of a backend configured with
- * conf, for key[0..klen) (klen 0: no key, a plain call). From a coroutine.
+/* Performs req with plan under ctx through the cache of a backend
+ * configured with conf, for key[0..klen) (klen 0: no key, a plain call).
+ * From a coroutine. A shared call copies plan and retains plan->cfg while
+ * it runs (av_retain; NULL is fine).
  *   CACHE_HIT: *hit is a fresh stored answer, pinned (give it back with
- *     degraded_release); resp is not touched;
- *   CACHE_COALESCED: resp is a copy of a shared call's answer (the body
+ *     degraded_release); resp is not touched, info is zero;
+ *   CACHE_COALESCED: resp and info are copies of a shared call's (the body
  *     appended to resp->body);
  *   CACHE_MISS / CACHE_NONE: resp is this call's own answer.
  * resp->result is UP_TIMEOUT / UP_CANCELED when ctx ended first, as for
  * upstream_call. */
 enum cache_result cache_call(struct cache *c, const struct cache_conf *conf, const void *key,
-                             size_t klen, ctx_t *ctx, const struct upstream_req *req,
-                             struct upstream_resp *resp, const struct degraded_entry **hit);
+                             size_t klen, ctx_t *ctx, const struct attempt_plan *plan,
+                             const struct upstream_req *req, struct upstream_resp *resp,
+                             struct attempt_info *info, const struct degraded_entry **hit);
 
 /* How long an answer resp of a backend configured with conf may be served
  * fresh, in ms (0: not at all). */

@@ -100,6 +100,8 @@ enum balance_kind { BALANCE_LEAST_INFLIGHT, BALANCE_ROUND_ROBIN };
 #define RETRY_ON_TIMEOUT 8u
 #define RETRY_ON_ALL     15u
 
+struct ugroup_ent; /* gateway/ugroup.h */
+
 struct ugroup_conf {
     const char *name;
     const char **hosts; /* "host:port" */
@@ -107,6 +109,11 @@ struct ugroup_conf {
     enum balance_kind balance;
     struct health_conf health;
     struct breaker_conf breaker; /* own, or defaults.breaker */
+    /* resolved by ugroup_attach (gateway/ugroup.h) once the config is to be
+     * published; NULL before, and wherever out of memory */
+    struct ugroup_ent *ent;          /* the group's round-robin state */
+    struct ugroup_ent **host_ents;   /* [n_hosts]: breaker, in-flight count */
+    struct ugroup_ent **member_ents; /* [n_hosts]: health (with health.path) */
 };
 
 /* What a backend does when a call fails (own or defaults). */
@@ -146,6 +153,8 @@ struct backend_conf {
     enum item_failure item_failure;
     const struct ugroup_conf *group; /* the URL's host names a group, else NULL */
     struct retry_conf retry;
+    /* resolved by ugroup_attach, NULL before (see struct ugroup_conf) */
+    struct ugroup_ent *origin_ent; /* a plain origin's breaker (defaults.breaker) */
 };
 
 /* "cors" in defaults or an endpoint (config_web.c). */

@@ -23,7 +23,7 @@
 #include "gateway/urlbuild.h"
 
 /* Headers one backend call sends beyond the forwarded ones. */
-#define OWN_HEADERS 3
+#define OWN_HEADERS 2
 /* ... and after the forwarded ones: tracestate, claim headers (auth.c) */
 #define EDGE_HEADERS (1 + AUTH_MAX_CLAIM_HDRS)
 
@@ -185,8 +185,10 @@ int fanout_check(struct request *r)
 }
 
 /* The headers of one backend call, as "Name: value" lines in hdrs: its
- * own, then the forwarded ones (checked and joined once per request). */
-static size_t call_headers(struct backend_call *c, ctx_t *ctx, char own[OWN_HEADERS][192],
+ * own, then the forwarded ones (checked and joined once per request). The
+ * attempt loop adds each attempt's X-Gateway-Attempt and
+ * X-Request-Timeout-Ms (gateway/attempt.h). */
+static size_t call_headers(struct backend_call *c, char own[OWN_HEADERS][192],
                            const char **hdrs)
 {
     struct request *r = c->req;
@@ -197,10 +199,7 @@ static size_t call_headers(struct backend_call *c, ctx_t *ctx, char own[OWN_HEAD
     char tp[TRACEPARENT_LEN + 1];
     trace_format(&span, tp);
     snprintf(own[0], sizeof own[0], "traceparent: %s", tp);
-    uint64_t left = ctx_remaining(ctx);
-    uint64_t left_ms = left == UINT64_MAX ? 0 : (left + 999999) / 1000000;
-    snprintf(own[1], sizeof own[1], "X-Request-Timeout-Ms: %" PRIu64, left_ms ? left_ms : 1);
-    snprintf(own[2], sizeof own[2], "X-Request-Id: %s", r->request_id);
+    snprintf(own[1], sizeof own[1], "X-Request-Id: %s", r->request_id);
     for (; n < OWN_HEADERS; n++)
         hdrs[n] = own[n];
     for (size_t i = 0; i < r->fwd.n_lines; i++)
@@ -340,25 +339,23 @@ static int cache_hit(struct backend_call *c)
 }
 
 /* One HTTP exchange of backend b (a whole backend or one foreach item)
- * under the group's context and the backend's own timeout. The degraded key
- * is written into key (NULL: none) once the URL is known. */
+ * under the group's context (bounded by the request's deadline): through
+ * the cache (a whole backend: key, which may hit or coalesce), then the
+ * attempt loop, which bounds every attempt by the backend's timeout. The
+ * degraded key is written into key (NULL: none) once the URL is known. */
 static void do_call(struct backend_call *c, ctx_t *gctx, const buf_t *path, int path_rc, buf_t *key,
                     struct upstream_resp *resp)
 {
     struct request *r = c->req;
     const struct backend_conf *b = c->b;
-    uint64_t deadline = loop_now(loop_current()) + (uint64_t)b->timeout_ms * 1000000u;
-    if (deadline > r->deadline_ns) deadline = r->deadline_ns;
-    ctx_t *ctx = ctx_with_deadline(gctx, deadline);
     char origin[256];
-    if (!ctx) {
-        resp->result = UP_ERROR;
-        resp->error = "out of memory";
-    } else if (urlbuild_origin(b, origin, sizeof origin) < 0 || path_rc) {
+    if (urlbuild_origin(b, origin, sizeof origin) < 0 || path_rc) {
         resp->result = UP_ERROR;
         resp->error = path_rc == -ENOMEM ? "out of memory" : "cannot build URL";
-    } else if (ctx_done(ctx)) { /* the deadline passed while it waited: no call */
-        resp->result = ctx_err(ctx) == CTX_DEADLINE_EXCEEDED ? UP_TIMEOUT : UP_CANCELED;
+    } else if (ctx_done(gctx) || loop_now(loop_current()) >= r->deadline_ns) {
+        /* the deadline passed while it waited: no call */
+        resp->result = !ctx_done(gctx) || ctx_err(gctx) == CTX_DEADLINE_EXCEEDED ? UP_TIMEOUT
+                                                                               : UP_CANCELED;
     } else {
         if (key) degraded_key(key, r, b, origin, path);
         char own[OWN_HEADERS][192];
@@ -368,7 +365,7 @@ static void do_call(struct backend_call *c, ctx_t *gctx, const buf_t *path, int 
             .origin = origin,
             .path = path->data,
             .headers = hdrs,
-            .n_headers = call_headers(c, ctx, own, hdrs),
+            .n_headers = call_headers(c, own, hdrs),
             .body = b->forward_body ? r->body : NULL,
             .body_len = b->forward_body ? r->body_len : 0,
             .max_bytes = b->max_response_bytes,
@@ -376,15 +373,14 @@ static void do_call(struct backend_call *c, ctx_t *gctx, const buf_t *path, int 
             .conf = &r->cfg->upstream,
         };
         if (req.body == NULL && b->forward_body) req.body = "";
-        if (key && !attempt_wanted(r->cfg, b)) /* a whole backend: through the cache (which
-                                                  * may coalesce); a cache in front of retries
-                                                  * and hedges is not built yet */
-            c->cache = cache_call(r->cache, &b->cache, key->data, key->len, ctx, &req, resp,
-                                  &c->stale);
-        else
-            attempt_call(r->up, gctx, r->deadline_ns, r->cfg, b, &req, resp, &c->att);
+        struct attempt_plan plan = {
+            .cfg = r->cfg, .b = b, .deadline_ns = r->deadline_ns, .metrics = r->metrics};
+        if (r->cache)
+            c->cache = cache_call(r->cache, &b->cache, key ? key->data : NULL,
+                                  key ? key->len : 0, gctx, &plan, &req, resp, &c->att, &c->stale);
+        else /* a request without a worker's cache (unit tests) */
+            attempt_call(r->up, gctx, &plan, &req, resp, &c->att);
     }
-    if (ctx) ctx_release(ctx);
 }
 
 /* ---- the call graph: workers take ready tasks (gateway/graph.h) ---- */

@@ -114,7 +114,7 @@ static uint64_t round_once(const struct config *cfg, uint64_t now)
         const struct ugroup_conf *u = &cfg->upstreams[g];
         if (!u->health.path) continue;
         for (size_t i = 0; i < u->n_hosts; i++) {
-            struct ugroup_ent *m = ugroup_get(UG_MEMBER, u->name, u->hosts[i]);
+            struct ugroup_ent *m = u->member_ents ? u->member_ents[i] : NULL;
             if (!m) continue;
             if (m->next_ns <= now) {
                 bool ok = health_probe(u->hosts[i], u->health.path, u->health.timeout_ms) == 0;

@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum family { T_REQ, T_REQ_HIST, T_BACKEND, T_BACKEND_HIST, T_CACHE, T_ITEMS, T_COUNT };
+enum family { T_REQ, T_REQ_HIST, T_BACKEND, T_BACKEND_HIST, T_CACHE, T_ITEMS, T_ATTEMPTS, T_COUNT };
 
 static const char *const OUTCOMES[] = {"ok",   "error",    "timeout", "cancelled",
                                        "open", "degraded", "static",  "omitted"};
@@ -21,6 +21,9 @@ static const char *const OUTCOMES[] = {"ok",   "error",    "timeout", "cancelled
 
 static const char *const CACHE_RESULTS[] = {"hit", "miss", "coalesced"};
 #define NCACHE_RESULTS (sizeof CACHE_RESULTS / sizeof CACHE_RESULTS[0])
+
+static const char *const ATTEMPT_KINDS[] = {"first", "retry", "hedge"};
+#define NATTEMPT_KINDS (sizeof ATTEMPT_KINDS / sizeof ATTEMPT_KINDS[0])
 
 /* Bucket bounds in ns, so that an observation is placed by integer compare
  * (0.001 s is not exact in binary), and their label text. */
@@ -43,12 +46,13 @@ static const size_t NVALS[T_COUNT] = {
     [T_BACKEND_HIST] = HIST_VALS,
     [T_CACHE] = NCACHE_RESULTS,
     [T_ITEMS] = NOUTCOMES,
+    [T_ATTEMPTS] = NATTEMPT_KINDS,
 };
 
 /* One label combination. Everything but v is immutable once published. */
 struct series {
     uint64_t hash;
-    char *a;  /* endpoint (backend for T_BACKEND_HIST and T_CACHE) */
+    char *a;  /* endpoint (backend for T_BACKEND_HIST, T_CACHE and T_ATTEMPTS) */
     char *b;  /* backend for T_BACKEND, else NULL */
     int code; /* T_REQ, else 0 */
     _Atomic uint64_t v[];
@@ -308,6 +312,19 @@ int metrics_cache(struct metrics *m, const char *backend, const char *result)
     return count(m, T_CACHE, backend, NULL, o);
 }
 
+int metrics_attempts(struct metrics *m, const char *backend, unsigned first, unsigned retry,
+                     unsigned hedge)
+{
+    if (!backend) return -EINVAL;
+    int err = 0;
+    struct series *s = lookup(&m->t[T_ATTEMPTS], NVALS[T_ATTEMPTS], backend, NULL, 0, &err);
+    if (!s) return err;
+    const unsigned n[NATTEMPT_KINDS] = {first, retry, hedge};
+    for (size_t k = 0; k < NATTEMPT_KINDS; k++)
+        if (n[k]) add(&s->v[k], n[k]);
+    return 0;
+}
+
 int metrics_item(struct metrics *m, const char *endpoint, const char *backend,
                  const char *outcome)
 {
@@ -463,13 +480,19 @@ static int render_counters(buf_t *out, const struct merge *mg, enum family f)
             if (!rc) rc = buf_printf(out, "} %" PRIu64 "\n", e->v[0]);
             continue;
         }
-        for (size_t o = 0; f == T_CACHE && !rc && o < NCACHE_RESULTS; o++) {
-            rc = buf_puts(out, "gateway_cache_requests_total{");
-            if (!rc) rc = put_label(out, "backend", e->a, true);
-            if (!rc) rc = put_label(out, "result", CACHE_RESULTS[o], false);
-            if (!rc) rc = buf_printf(out, "} %" PRIu64 "\n", e->v[o]);
+        if (f == T_CACHE || f == T_ATTEMPTS) { /* {backend, one more label} */
+            bool cache = f == T_CACHE;
+            for (size_t o = 0; !rc && o < NVALS[f]; o++) {
+                rc = buf_puts(out, cache ? "gateway_cache_requests_total{"
+                                         : "gateway_backend_attempts_total{");
+                if (!rc) rc = put_label(out, "backend", e->a, true);
+                if (!rc)
+                    rc = put_label(out, cache ? "result" : "kind",
+                                   cache ? CACHE_RESULTS[o] : ATTEMPT_KINDS[o], false);
+                if (!rc) rc = buf_printf(out, "} %" PRIu64 "\n", e->v[o]);
+            }
+            continue;
         }
-        if (f == T_CACHE) continue;
         for (size_t o = 0; !rc && o < NOUTCOMES; o++) {
             rc = buf_puts(out, f == T_ITEMS ? "gateway_backend_items_total{"
                                             : "gateway_backend_requests_total{");
@@ -621,6 +644,13 @@ int metrics_render(buf_t *out, struct metrics *const *w, size_t nw, const struct
                     "Cached backend calls by backend and result (hit, miss, coalesced).");
     if (!rc && !(rc = merge_family(&mg, w, nw, T_CACHE))) {
         rc = render_counters(out, &mg, T_CACHE);
+        merge_free(&mg);
+    }
+    if (!rc)
+        rc = header(out, "gateway_backend_attempts_total", "counter",
+                    "Backend attempts by backend and kind (first, retry, hedge).");
+    if (!rc && !(rc = merge_family(&mg, w, nw, T_ATTEMPTS))) {
+        rc = render_counters(out, &mg, T_ATTEMPTS);
         merge_free(&mg);
     }
     if (!rc)

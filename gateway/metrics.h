@@ -36,6 +36,7 @@
  *   gateway_config_reloads_total{result="ok"|"error"}        counter
  *   gateway_spans_dropped_total                              counter
  *   gateway_cache_requests_total{backend,result}             counter
+ *   gateway_backend_attempts_total{backend,kind}             counter
  *   gateway_store_entries, gateway_store_bytes               gauge
  * A request that matched no endpoint is labelled endpoint="none".
  */
@@ -100,6 +101,12 @@ int metrics_backend(struct metrics *m, const char *endpoint, const char *backend
  * result one of hit, miss, coalesced. Owner thread only. Returns 0,
  * -EINVAL for an unknown result or a NULL name, -ENOMEM or -ENOSPC. */
 int metrics_cache(struct metrics *m, const char *backend, const char *result);
+
+/* Counts the attempts of one backend call (gateway/attempt.h):
+ * backend_attempts_total{backend,kind}, kind first, retry, hedge. Owner
+ * thread only. Returns 0, -EINVAL for a NULL name, -ENOMEM or -ENOSPC. */
+int metrics_attempts(struct metrics *m, const char *backend, unsigned first, unsigned retry,
+                     unsigned hedge);
 
 /* Counts one item call of a foreach backend:
  * backend_items_total{endpoint,backend,outcome} (the backend itself is

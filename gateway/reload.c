@@ -16,6 +16,7 @@
 
 #include "gateway/auth.h"
 #include "gateway/tls.h"
+#include "gateway/ugroup.h"
 
 struct reloader {
     struct gateway *gw;
@@ -58,6 +59,9 @@ static void apply(struct reloader *r, struct config *next)
                         "after a restart\n");
     av_release(&gw->config, cur);
     gateway_resolver_config(gw, next);
+    /* before the old config is detached: kept hosts keep their state */
+    if (ugroup_attach(next))
+        fprintf(stderr, "gateway: out of memory for upstream state; some hosts go without\n");
     av_store(&gw->config, next);
     atomic_fetch_add(&gw->reloads_ok, 1);
     fprintf(stderr, "gateway: configuration reloaded from %s\n", r->path);

@@ -22,12 +22,14 @@
 #include "core/ctx.h"
 #include "core/errgroup.h"
 #include "gateway/accesslog.h"
+#include "gateway/attempt.h"
 #include "gateway/auth.h"
 #include "gateway/cache.h"
 #include "gateway/degraded.h"
 #include "gateway/metrics.h"
 #include "gateway/otel.h"
 #include "gateway/resolver.h"
+#include "gateway/ugroup.h"
 #include "gateway/upstream.h"
 #include "gateway/urlbuild.h"
 
@@ -158,10 +160,11 @@ static void worker_begin_stop(void *arg)
     loop_timer_start(w->loop, &w->drain_timer, now + w->drain_ns);
 }
 
-static void call_upstream(void *up, ctx_t *ctx, const struct upstream_req *req,
-                          struct upstream_resp *resp)
+static void call_upstream(void *up, ctx_t *ctx, const struct attempt_plan *plan,
+                          const struct upstream_req *req, struct upstream_resp *resp,
+                          struct attempt_info *info)
 {
-    upstream_call(up, ctx, req, resp);
+    attempt_call(up, ctx, plan, req, resp, info);
 }
 
 static void on_cache_idle(void *w)
@@ -216,6 +219,7 @@ static void *worker_main(void *arg)
 
 static void config_free_snap(void *p)
 {
+    ugroup_detach(p);
     config_free(p);
 }
 
@@ -366,6 +370,8 @@ int server_start(struct gateway *gw, struct config *cfg)
     }
     gateway_resolver_config(gw, cfg);
     av_init(&gw->config, config_free_snap);
+    if (ugroup_attach(cfg))
+        fprintf(stderr, "gateway: out of memory for upstream state; some hosts go without\n");
     av_store(&gw->config, cfg);
     atomic_store(&gw->draining, false);
     int n = cfg->server.workers > 0 ? cfg->server.workers : 1;

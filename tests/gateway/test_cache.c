@@ -25,11 +25,14 @@ struct fake {
 
 static void caller_run(void *arg);
 
-static void fake_call(void *arg, ctx_t *ctx, const struct upstream_req *req,
-                      struct upstream_resp *resp)
+static void fake_call(void *arg, ctx_t *ctx, const struct attempt_plan *plan,
+                      const struct upstream_req *req, struct upstream_resp *resp,
+                      struct attempt_info *info)
 {
     struct fake *f = arg;
     int n = ++f->calls;
+    assert_int_equal(plan->deadline_ns, 42); /* the copy the flight made */
+    *info = (struct attempt_info){.attempts = 2, .retried = true};
     assert_string_equal(req->path, "/x?y=1"); /* the copy the flight made */
     assert_int_equal(req->n_headers, 1);
     assert_string_equal(req->headers[0], "X-A: 1");
@@ -58,6 +61,7 @@ struct caller {
     ctx_t *ctx;
     enum cache_result res;
     struct upstream_resp resp;
+    struct attempt_info info;
     buf_t body;
     uint64_t ended_ns;
     int done;
@@ -73,7 +77,8 @@ static void caller_run(void *arg)
         .method = "GET", .origin = origin, .path = path, .headers = hdrs, .n_headers = 1};
     const struct degraded_entry *hit = NULL;
     k->resp.body = &k->body;
-    k->res = cache_call(k->c, &k->conf, "key", 3, k->ctx, &req, &k->resp, &hit);
+    struct attempt_plan plan = {.deadline_ns = 42};
+    k->res = cache_call(k->c, &k->conf, "key", 3, k->ctx, &plan, &req, &k->resp, &k->info, &hit);
     if (hit) {
         (void)buf_append(&k->body, hit->body, hit->len);
         degraded_release(k->d, hit);
@@ -184,6 +189,8 @@ static void test_coalesced(void **state)
         assert_int_equal(w.k[i].resp.status, 200);
         assert_string_equal(w.k[i].body.data, "{\"n\":1}");
         assert_int_equal(w.k[i].resp.cc.max_age, 9); /* the headers travel too */
+        assert_int_equal(w.k[i].info.attempts, 2);    /* and the attempt loop's info */
+        assert_true(w.k[i].info.retried);
     }
     assert_int_equal(w.idle, 1);
     finish(&w, N);

@@ -500,6 +500,29 @@ static void test_cache_counters(void **state)
     metrics_free(w[1]);
 }
 
+/* Attempt counters are per worker (no shared atomic on the request path)
+ * and summed by the scrape. */
+static void test_attempts_summed(void **state)
+{
+    (void)state;
+    struct metrics *w[2] = {metrics_new(), metrics_new()};
+    assert_int_equal(metrics_attempts(w[0], "users", 1, 2, 0), 0);
+    assert_int_equal(metrics_attempts(w[1], "users", 1, 0, 1), 0);
+    assert_int_equal(metrics_attempts(w[1], "users", 1, 0, 0), 0);
+    assert_int_equal(metrics_attempts(w[1], NULL, 1, 0, 0), -EINVAL);
+    struct expo e;
+    render_parse(&e, w, 2, NULL);
+    assert_true(get(&e, "gateway_backend_attempts_total", "backend", "users", "kind", "first",
+                    NULL) == 3);
+    assert_true(get(&e, "gateway_backend_attempts_total", "backend", "users", "kind", "retry",
+                    NULL) == 2);
+    assert_true(get(&e, "gateway_backend_attempts_total", "backend", "users", "kind", "hedge",
+                    NULL) == 1);
+    expo_free(&e);
+    metrics_free(w[0]);
+    metrics_free(w[1]);
+}
+
 static void test_sum_three_workers(void **state)
 {
     (void)state;
@@ -760,6 +783,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parser_rejects),    cmocka_unit_test(test_empty),
         cmocka_unit_test(test_cache_counters),
+        cmocka_unit_test(test_attempts_summed),
         cmocka_unit_test(test_sum_three_workers), cmocka_unit_test(test_labels_copied_and_escaped),
         cmocka_unit_test(test_many_series),       cmocka_unit_test(test_series_limit),
         cmocka_unit_test(test_concurrent_scrape),

@@ -3,7 +3,9 @@
  * "Cache and request coalescing") against the real mock backend, counting
  * backend calls in the mock's request log: ttl_ms, Cache-Control max-age,
  * no-store, private across credentials, 20 identical concurrent requests on
- * one worker, a leader whose client hangs up, a joiner that times out alone.
+ * one worker, a leader whose client hangs up, a joiner that times out alone;
+ * with retries, the cache is in front of the attempt loop: a hit makes no
+ * attempt, and coalesced callers share the leader's retry.
  *
  * One worker, so that concurrent identical requests meet in one coalescing
  * table. Every test uses its own ids, so the store never carries an answer
@@ -52,6 +54,9 @@ static const char conf[] =
     "     \"cache\": {\"ttl_ms\": 0, \"coalesce\": true}}]},\n"
     "  {\"name\": \"cot\", \"path\": \"/api/cot/{id}\", \"backends\": [\n"
     "    {\"name\": \"st\", \"url\": \"${BACKEND}/slow/300/{id}\", \"key\": \"s\",\n"
+    "     \"cache\": {\"ttl_ms\": 60000, \"coalesce\": true}}]},\n"
+    "  {\"name\": \"rt\", \"path\": \"/api/rt/{id}\", \"backends\": [\n"
+    "    {\"name\": \"r\", \"url\": \"${BACKEND}/users/{id}\", \"key\": \"u\", \"retries\": 1,\n"
     "     \"cache\": {\"ttl_ms\": 60000, \"coalesce\": true}}]}\n"
     " ]\n"
     "}\n";
@@ -285,6 +290,53 @@ static void test_twenty_coalesced(void **state)
         h_resp_free(&c[i].r);
 }
 
+/* A backend with a cache and retries: the second request is a hit, which
+ * makes no attempt (the mock sees one call). */
+static void hit_before_the_attempt_loop(void **state)
+{
+    (void)state;
+    struct h_resp r1, r2;
+    get_ok("/api/rt/h1", NULL, &r1);
+    get_ok("/api/rt/h1", NULL, &r2);
+    assert_false(timing_says(&r1, "desc="));
+    assert_true(timing_says(&r2, "r;dur=") && timing_says(&r2, "desc=\"hit\""));
+    assert_string_equal(r1.body, r2.body);
+    assert_int_equal(calls("/users/h1"), 1);
+    h_resp_free(&r1);
+    h_resp_free(&r2);
+}
+
+/* Two identical requests at once to a backend that answers 503 once, after
+ * 300 ms: the second joins the first's call and shares its retry, so the
+ * mock sees exactly two calls (a joiner running its own attempt loop would
+ * make a third). */
+static void coalesced_calls_share_the_retry(void **state)
+{
+    (void)state;
+    assert_int_equal(h_mock_mode(&env.mock, "prefix=/users/k2&delay_ms=300&status=503&times=1"), 0);
+    struct client c[2];
+    pthread_barrier_t go;
+    pthread_barrier_init(&go, NULL, 2);
+    for (int i = 0; i < 2; i++)
+        start_client(&c[i], "/api/rt/k2", &go);
+    for (int i = 0; i < 2; i++) {
+        pthread_join(c[i].thread, NULL);
+        assert_int_equal(c[i].r.status, 200);
+        assert_true(timing_says(&c[i].r, "desc=\"coalesced\"") ||
+                    timing_says(&c[i].r, "desc=\"hit\"") || timing_says(&c[i].r, "r;dur="));
+    }
+    pthread_barrier_destroy(&go);
+    assert_string_equal(c[0].r.body, c[1].r.body);
+    cJSON *log = h_mock_log(&env.mock, "/users/k2");
+    assert_non_null(log);
+    assert_int_equal(cJSON_GetArraySize(log), 2);
+    assert_int_equal(cJSON_GetObjectItem(cJSON_GetArrayItem(log, 0), "status")->valueint, 503);
+    assert_string_equal(h_log_header(cJSON_GetArrayItem(log, 1), "x-gateway-attempt"), "2");
+    cJSON_Delete(log);
+    for (int i = 0; i < 2; i++)
+        h_resp_free(&c[i].r);
+}
+
 /* The gauge gateway_inflight_requests (the scrape counts itself). */
 static long inflight(void)
 {
@@ -387,6 +439,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_twenty_coalesced),
         cmocka_unit_test(test_leader_hangs_up),
         cmocka_unit_test(test_joiner_deadline),
+        cmocka_unit_test(hit_before_the_attempt_loop),
+        cmocka_unit_test(coalesced_calls_share_the_retry),
     };
     int rc = cmocka_run_group_tests_name("integration/cache", tests, group_setup, group_teardown);
     return rc ? rc : h_stop_failed();

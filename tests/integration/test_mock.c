@@ -117,6 +117,20 @@ static void mock_faults(void **state)
     h_resp_free(&r);
 }
 
+/* times=N: the next N matching requests misbehave, then the mode is gone. */
+static void mock_fails_n_times_then_succeeds(void **state)
+{
+    (void)state;
+    assert_int_equal(h_mock_mode(&g_mock, "prefix=/users&status=503&times=2"), 0);
+    long want[] = {503, 503, 200, 200};
+    for (int i = 0; i < 4; i++) {
+        struct h_resp r;
+        get("/users/1", &r);
+        assert_int_equal(r.status, want[i]);
+        h_resp_free(&r);
+    }
+}
+
 static void mock_echo_reports_the_request(void **state)
 {
     (void)state;
@@ -195,6 +209,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(mock_routes_answer_json, reset),
         cmocka_unit_test_setup(mock_faults, reset),
+        cmocka_unit_test_setup(mock_fails_n_times_then_succeeds, reset),
         cmocka_unit_test_setup(mock_echo_reports_the_request, reset),
         cmocka_unit_test_setup(mock_log_records_raw_paths_not_control, reset),
         cmocka_unit_test_setup(mock_notices_client_hang_up, reset),

@@ -48,6 +48,8 @@ static const char conf[] =
     "   \"backends\": [{\"name\": \"s\", \"url\": \"http://li/slow/1500/{id}\"}]},\n"
     "  {\"name\": \"retry\", \"path\": \"/api/retry/{id}\",\n"
     "   \"backends\": [{\"name\": \"u\", \"url\": \"http://pair/users/{id}\", \"retries\": 1}]},\n"
+    "  {\"name\": \"tl\", \"path\": \"/api/tl/{id}\", \"timeout_ms\": 2500,\n"
+    "   \"backends\": [{\"name\": \"t\", \"url\": \"http://flaky/users/{id}\", \"retries\": 1}]},\n"
     "  {\"name\": \"post\", \"path\": \"/api/post/{id}\",\n"
     "   \"backends\": [{\"name\": \"p\", \"url\": \"http://pair/fail/503\", \"method\": \"POST\",\n"
     "                 \"retries\": 3}]},\n"
@@ -223,6 +225,36 @@ static void a_503_is_retried_on_the_other_host(void **state)
     assert_int_equal(retried, on_a);
 }
 
+/* The request deadline (2.5 s) is below the backend's timeout (3 s), so
+ * each attempt's X-Request-Timeout-Ms is the request's time left when that
+ * attempt is sent: the retry, sent after a 503 that took 300 ms and a
+ * backoff, says at least 300 ms less than the first attempt. */
+static void each_attempt_sends_its_own_time_left(void **state)
+{
+    (void)state;
+    assert_int_equal(h_mock_mode(&C, "prefix=/users/tl&delay_ms=300&status=503&times=1"), 0);
+    struct h_resp r;
+    get_ok("/api/tl/tl1", &r);
+    h_resp_free(&r);
+    cJSON *log = h_mock_log(&C, "/users/tl");
+    assert_non_null(log);
+    assert_int_equal(cJSON_GetArraySize(log), 2);
+    long left[2];
+    for (int i = 0; i < 2; i++) {
+        const cJSON *e = cJSON_GetArrayItem(log, i);
+        char want[2] = {(char)('1' + i), 0};
+        assert_string_equal(h_log_header(e, "x-gateway-attempt"), want);
+        const char *v = h_log_header(e, "x-request-timeout-ms");
+        assert_non_null(v);
+        left[i] = atol(v);
+    }
+    cJSON_Delete(log);
+    fprintf(stderr, "time left sent: %ld ms, then %ld ms\n", left[0], left[1]);
+    assert_true(left[0] <= 2500 && left[0] > 300);
+    assert_true(left[1] >= 1);
+    assert_true(left[0] - left[1] >= 299);
+}
+
 static void post_is_never_retried(void **state)
 {
     (void)state;
@@ -375,6 +407,7 @@ int main(int argc, char **argv)
         T(least_inflight_sends_to_the_idle_one),
         T(a_503_is_retried_on_the_other_host),
         T(post_is_never_retried),
+        T(each_attempt_sends_its_own_time_left),
         T(retries_stay_within_the_budget),
         T(breaker_opens_then_lets_one_probe_through),
         T(a_clients_short_deadline_never_opens_a_breaker),

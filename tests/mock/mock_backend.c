@@ -34,7 +34,10 @@
  *   POST /_mode?prefix=P&status=S|delay_ms=D|action=reset|invalid
  *                    requests whose path starts with P misbehave: first the
  *                    delay, then the action or status (a status alone answers
- *                    {"error":"mode"}); several may be combined
+ *                    {"error":"mode"}); several may be combined;
+ *                    &times=N: only the next N such requests misbehave,
+ *                    then the mode clears itself (a "fail N times, then
+ *                    succeed" backend)
  *   POST /_mode?prefix=P&clear=1   back to normal (no prefix: clear all)
  *   GET  /_log[?prefix=P]          JSON array of the last 10 000 requests:
  *        {"seq","method","path","query","headers":{lowercased: value},
@@ -248,6 +251,7 @@ struct mode {
     int status;
     int delay_ms;
     enum action action;
+    int times; /* > 0: requests left before the mode clears itself; 0: forever */
 };
 
 static pthread_mutex_t g_mode_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -256,19 +260,22 @@ static struct mode g_modes[MAX_MODES];
 /* Copies the mode of the longest matching prefix into *out; false if none. */
 static bool mode_find(const char *path, struct mode *out)
 {
-    bool found = false;
+    struct mode *found = NULL;
     size_t best = 0;
     pthread_mutex_lock(&g_mode_mu);
     for (size_t i = 0; i < MAX_MODES; i++) {
         size_t n = strlen(g_modes[i].prefix);
         if (n && n >= best && strncmp(path, g_modes[i].prefix, n) == 0) {
-            *out = g_modes[i];
+            found = &g_modes[i];
             best = n;
-            found = true;
         }
     }
+    if (found) {
+        *out = *found;
+        if (found->times > 0 && --found->times == 0) found->prefix[0] = '\0';
+    }
     pthread_mutex_unlock(&g_mode_mu);
-    return found;
+    return found != NULL;
 }
 
 /* Sets (or with clear, removes) the mode for prefix; clear without a prefix
@@ -900,6 +907,7 @@ static void control(int fd, const struct req *r, struct outcome *out)
         bool clear = query_param(r->query, "clear", val, sizeof val) && strcmp(val, "0") != 0;
         if (query_param(r->query, "status", val, sizeof val)) m.status = atoi(val);
         if (query_param(r->query, "delay_ms", val, sizeof val)) m.delay_ms = atoi(val);
+        if (query_param(r->query, "times", val, sizeof val)) m.times = atoi(val);
         if (query_param(r->query, "action", val, sizeof val)) {
             if (strcmp(val, "reset") == 0)
                 m.action = ACT_RESET;
