@@ -28,6 +28,10 @@
  *   /echo[/...]      any method: {"method","path","query","headers","body"}
  *   any route, ?cc=V the answer carries "Cache-Control: V" (V percent-decoded)
  * Control (never logged):
+ *   GET  /_healthz   200 {"ok":true}: the gateway's active health checks
+ *                    (tests/demo.sh, the soak), kept out of /_log; a mode
+ *                    whose prefix matches it with a status answers that
+ *                    status instead (prefix=/_healthz&status=503)
  *   POST /_mode?prefix=P&status=S|delay_ms=D|action=reset|invalid
  *                    requests whose path starts with P misbehave: first the
  *                    delay, then the action or status (a status alone answers
@@ -860,6 +864,15 @@ static void control(int fd, const struct req *r, struct outcome *out)
             respond_sb(fd, r, 200, &b, out);
             return;
         }
+    }
+    if (strcmp(r->path, "/_healthz") == 0 && !post) {
+        struct mode m = {0};
+        if (mode_find(r->path, &m) && m.status) {
+            respond(fd, r, m.status, "{\"ok\":false}", 12, out);
+            return;
+        }
+        respond(fd, r, 200, "{\"ok\":true}", 11, out);
+        return;
     }
     if (strcmp(r->path, "/_log/clear") == 0 && post) {
         log_clear();
