@@ -8,9 +8,13 @@
   demo-backends, stages that exist;
 - the gateway publishes container port 8080 on host port 8080;
 - stop_grace_period is above the config's server.shutdown_timeout_ms;
+- backends and backends2 (the two demo backend instances) are built from
+  the demo-backends target;
 - docker/gateway.json is conf/gateway.json (the README demo) with each
-  backend origin http://127.0.0.1:9001 replaced by http://backends:9001, and
-  every backend host it calls is a compose service listening on that port.
+  127.0.0.1:9001 (backend origins and upstream group hosts) replaced by
+  backends:9001 and each 127.0.0.1:9002 by backends2:9002, and every host it
+  calls (a backend URL's host, or each host of the upstream group the URL
+  names) is a compose service listening on that port.
 """
 
 import argparse
@@ -18,7 +22,6 @@ import json
 import os
 import re
 import sys
-import urllib.parse
 
 import dockerparse
 
@@ -27,7 +30,8 @@ try:
 except ImportError:
     sys.exit("PyYAML is missing: apt-get install python3-yaml (tests/setup.sh)")
 
-DEMO_ORIGIN = "http://127.0.0.1:9001"
+# Where the README demo's backends (tests/demo.sh) are in compose.
+DEMO_HOSTS = {"127.0.0.1:9001": "backends:9001", "127.0.0.1:9002": "backends2:9002"}
 DEFAULT_SHUTDOWN_MS = 10000  # conf/README.md
 
 
@@ -80,7 +84,7 @@ def main():
     stages = dockerparse.load(os.path.join(a.root, "docker/Dockerfile"))
     services = comp.get("services") or {}
 
-    for name, target in (("gateway", "runtime"), ("backends", "demo-backends")):
+    for name, target in (("gateway", "runtime"), ("backends", "demo-backends"), ("backends2", "demo-backends")):
         s = services.get(name)
         if not c.check(isinstance(s, dict), f"compose has no service {name}"):
             continue
@@ -115,26 +119,25 @@ def main():
     # The image's config is the README demo, moved to the backends service.
     with open(os.path.join(a.root, "conf/gateway.json"), encoding="utf-8") as f:
         demo = f.read()
-    want = json.loads(demo.replace(DEMO_ORIGIN, "http://backends:9001"))
+    for local, there in DEMO_HOSTS.items():
+        demo = demo.replace(local, there)
+    want = json.loads(demo)
     want["server"]["listen"] = "0.0.0.0:8080"
-    c.check(conf == want, "docker/gateway.json is not conf/gateway.json with backends at http://backends:9001")
+    c.check(conf == want, f"docker/gateway.json is not conf/gateway.json with the demo backends moved: {DEMO_HOSTS}")
 
-    backends = services["backends"]
-    cmd = backends.get("command")
-    if cmd is None:
-        cmd = dockerparse.stage(stages, "demo-backends").last("CMD").exec_form()
-    elif isinstance(cmd, str):
-        cmd = cmd.split()
-    for ep in conf.get("endpoints", []):
-        for b in ep.get("backends", []):
-            u = urllib.parse.urlsplit(b["url"].replace("{", "x").replace("}", "x"))
-            if not c.check(u.hostname in services, f"backend {ep['name']}/{b['name']} calls {u.hostname}: no such compose service"):
-                continue
-            if u.hostname == "backends":
-                c.check(
-                    u.port == listen_port(cmd),
-                    f"backend {ep['name']}/{b['name']} calls port {u.port}; the backends service listens on {listen_port(cmd)}",
-                )
+    default_cmd = dockerparse.stage(stages, "demo-backends").last("CMD").exec_form()
+    for who, host, port in dockerparse.called_hosts(conf):
+        s = services.get(host)
+        if not c.check(s is not None, f"backend {who} calls {host}: no such compose service"):
+            continue
+        if (s.get("build") or {}).get("target") != "demo-backends":
+            continue
+        cmd = s.get("command", default_cmd)
+        cmd = cmd.split() if isinstance(cmd, str) else cmd
+        c.check(
+            port == listen_port(cmd),
+            f"backend {who} calls {host}:{port}; the {host} service listens on {listen_port(cmd)}",
+        )
     return dockerparse.report(c, f"ok: {path}: services {sorted(services)}")
 
 

@@ -3,8 +3,8 @@
 
     check_demo_backends.py --root REPO --mock build/tests/mock_backend
 
-The demo backend runs in its own container (compose service backends, k8s
-Deployment demo-backends), so it must listen on every address, not on
+The demo backend runs in its own containers (compose services backends and
+backends2, k8s Deployments demo-backends and demo-backends-2), so it must listen on every address, not on
 loopback: each of its command lines (the Dockerfile's demo-backends CMD, the
 compose command, the k8s container args) must say `--listen 0.0.0.0`, and
 the real mock_backend must accept that command line. To stay on loopback
@@ -44,9 +44,12 @@ def command_lines(root):
     out.append(("Dockerfile demo-backends CMD", cmd.exec_form() if cmd else []))
     with open(os.path.join(root, "docker/compose.yaml"), encoding="utf-8") as f:
         comp = yaml.safe_load(f)
-    c = comp["services"]["backends"].get("command")
-    if c is not None:
-        out.append(("compose backends command", c.split() if isinstance(c, str) else c))
+    for name, svc in sorted(comp["services"].items()):
+        if (svc.get("build") or {}).get("target") != "demo-backends":
+            continue
+        c = svc.get("command")
+        if c is not None:
+            out.append((f"compose {name} command", c.split() if isinstance(c, str) else c))
     for path in sorted(glob.glob(os.path.join(root, "docker/k8s/*.yaml"))):
         with open(path, encoding="utf-8") as f:
             for d in yaml.safe_load_all(f):

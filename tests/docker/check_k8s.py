@@ -15,9 +15,10 @@
   plus the config's server.shutdown_timeout_ms, explicit workers no more
   than the CPU limit (0 would mean the node's CPUs);
 - the config in the ConfigMap is docker/gateway.json with the backends at
-  the demo-backends Service (and its own workers), passes `gateway --check`,
-  and every backend host it calls is a Service in these manifests on the
-  right port;
+  the demo-backends Service and the second demo instance at demo-backends-2
+  (and its own workers), passes `gateway --check`, and every host it calls
+  (a backend URL's host, or each host of the upstream group the URL names)
+  is a Service in these manifests on the right port;
 - the Service selects the Deployment's pods and sends port 80 to 8080;
 - the HPA (autoscaling/v2) scales that Deployment on CPU, with requests set.
 """
@@ -28,10 +29,10 @@ import ipaddress
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import tempfile
-import urllib.parse
 
 import dockerparse
 
@@ -41,6 +42,8 @@ except ImportError:
     sys.exit("PyYAML is missing: apt-get install python3-yaml (tests/setup.sh)")
 
 CONFIG = "/etc/gateway/gateway.json"
+# Where docker/gateway.json's hosts (compose services) are in the cluster.
+COMPOSE_TO_K8S = {"backends:9001": "demo-backends:9001", "backends2:9002": "demo-backends-2:9002"}
 DEFAULT_SHUTDOWN_MS = 10000  # conf/README.md
 
 
@@ -188,11 +191,15 @@ def main():
 
     # The image's config with the cluster's names: the demo stays one demo.
     with open(os.path.join(a.root, "docker/gateway.json"), encoding="utf-8") as fh:
-        want = json.loads(fh.read().replace("http://backends:9001", "http://demo-backends:9001"))
+        image_conf = fh.read()
+    for compose, k8s in COMPOSE_TO_K8S.items():
+        # "backends:9001" but not inside "demo-backends:9001" or "xbackends:9001"
+        image_conf = re.sub(r"(?<![\w.-])" + re.escape(compose), k8s, image_conf)
+    want = json.loads(image_conf)
     want["server"]["workers"] = conf.get("server", {}).get("workers")
     c.check(
         conf == want,
-        f"ConfigMap {cm_name} {key} is not docker/gateway.json with backends at http://demo-backends:9001 (workers aside)",
+        f"ConfigMap {cm_name} {key} is not docker/gateway.json with the demo backends moved: {COMPOSE_TO_K8S} (workers aside)",
     )
 
     server = conf.get("server", {})
@@ -215,22 +222,18 @@ def main():
 
     # Backends: hosts the config calls that these manifests define.
     services = {d["metadata"]["name"]: d for _, d in docs if d["kind"] == "Service"}
-    for ep in conf.get("endpoints", []):
-        for b in ep.get("backends", []):
-            u = urllib.parse.urlsplit(b["url"].replace("{", "x").replace("}", "x"))
-            host = u.hostname or ""
-            try:
-                ipaddress.ip_address(host)
-                c.errors.append(f"backend {ep['name']}/{b['name']} calls {host}: use a Service name, not an address")
-                continue
-            except ValueError:
-                pass
-            # name, name.namespace or name.namespace.svc.cluster.local
-            s = services.get(host.split(".")[0])
-            if c.check(s, f"backend {ep['name']}/{b['name']} calls {host}, which is no Service here"):
-                port = u.port or (443 if u.scheme == "https" else 80)
-                sp = [p.get("port") for p in s["spec"].get("ports", [])]
-                c.check(port in sp, f"backend {ep['name']}/{b['name']} calls {host}:{port}, Service ports {sp}")
+    for who, host, port in dockerparse.called_hosts(conf):
+        try:
+            ipaddress.ip_address(host)
+            c.errors.append(f"backend {who} calls {host}: use a Service name, not an address")
+            continue
+        except ValueError:
+            pass
+        # name, name.namespace or name.namespace.svc.cluster.local
+        s = services.get(host.split(".")[0])
+        if c.check(s, f"backend {who} calls {host}, which is no Service here"):
+            sp = [p.get("port") for p in s["spec"].get("ports", [])]
+            c.check(port in sp, f"backend {who} calls {host}:{port}, Service ports {sp}")
 
     # Service.
     c.check(svc["spec"].get("selector") == sel, "the gateway Service does not select the Deployment's pods")

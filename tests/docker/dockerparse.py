@@ -1,4 +1,5 @@
-"""Reads a Dockerfile into stages without a Docker engine.
+"""Reads a Dockerfile into stages without a Docker engine; and which hosts a
+gateway config calls (called_hosts).
 
 Shared by the check_*.py scripts here. It understands what docker/Dockerfile
 uses: comments, line continuations, FROM ... AS name, exec (JSON) and shell
@@ -10,6 +11,7 @@ instead of guessing: anything it cannot read raises ParseError.
 import json
 import sys
 import shlex
+import urllib.parse
 
 
 class ParseError(Exception):
@@ -182,3 +184,23 @@ def stage(stages, name):
         if s.name == name:
             return s
     raise ParseError(f"no stage named {name} (stages: {[s.name for s in stages]})")
+
+
+def called_hosts(conf):
+    """[(who, host, port)] of every host a gateway config's backends call:
+    a URL's own host and port (80/443 when absent), or, when the URL's host
+    names an upstream group and has no port, each "host:port" of the group.
+    who is "endpoint/backend" (with " via group NAME" for a group host)."""
+    groups = conf.get("upstreams") or {}
+    out = []
+    for ep in conf.get("endpoints", []):
+        for b in ep.get("backends", []):
+            who = f"{ep['name']}/{b['name']}"
+            u = urllib.parse.urlsplit(b["url"].replace("{", "x").replace("}", "x"))
+            if u.hostname in groups and u.port is None:
+                for h in groups[u.hostname].get("hosts", []):
+                    host, _, port = h.rpartition(":")
+                    out.append((f"{who} via group {u.hostname}", host.strip("[]"), int(port)))
+            else:
+                out.append((who, u.hostname or "", u.port or (443 if u.scheme == "https" else 80)))
+    return out

@@ -12,12 +12,14 @@
 #   3. The README's builds: gateway:0.1.0 and gateway-demo-backends:0.1.0
 #      (`docker build --network host`, the apt-get steps reach the mirror).
 #   4. `--check` of the shipped config inside the image (no network).
-#   5. The demo backend image, then the gateway image in front of it, both
-#      with `--network host` on 127.0.0.1 only (the gateway's config is
-#      docker/gateway.json with its listen address and backend host changed):
-#      the image's HEALTHCHECK must turn healthy, /healthz, /readyz and
-#      /api/dashboard/42 must answer; `docker stop` must end the gateway with
-#      exit code 0 after "SIGTERM, draining", the demo backend with 0.
+#   5. Two demo backend containers (the upstream group "users"), then the
+#      gateway image in front of them, all with `--network host` on
+#      127.0.0.1 only (the gateway's config is docker/gateway.json with its
+#      listen address and backend hosts changed): the image's HEALTHCHECK
+#      must turn healthy, /healthz, /readyz, /api/dashboard/42 and
+#      /api/pool/42 (the group) must answer; `docker stop` must end the
+#      gateway with exit code 0 after "SIGTERM, draining", the demo backends
+#      with 0.
 #
 # Prints "SKIP: ..." and exits 0 only when no engine can be had here (not
 # root, docker.io not installable, dockerd does not start); any other failure
@@ -30,6 +32,7 @@ readonly GW_IMAGE=gateway:0.1.0
 readonly DEMO_IMAGE=gateway-demo-backends:0.1.0
 readonly GW_NAME=gateway-image-test-gw
 readonly DEMO_NAME=gateway-image-test-backends
+readonly DEMO2_NAME=gateway-image-test-backends2
 # The image's HEALTHCHECK fetches 127.0.0.1:8080: with host networking that
 # is the host's port 8080.
 readonly GW_PORT=8080
@@ -47,7 +50,7 @@ tmp=
 cleanup() {
     local rc=$?
     if [ -n "${DOCKER:-}" ] && "$DOCKER" info >/dev/null 2>&1; then
-        "$DOCKER" rm -f "$GW_NAME" "$DEMO_NAME" >/dev/null 2>&1 || true
+        "$DOCKER" rm -f "$GW_NAME" "$DEMO_NAME" "$DEMO2_NAME" >/dev/null 2>&1 || true
     fi
     stop_dockerd
     [ -z "$tmp" ] || rm -rf "$tmp"
@@ -309,23 +312,26 @@ stop_ok() {
     [ "$rc" = 0 ] || { dump "$1"; fail "$1 exited $rc after docker stop"; }
 }
 
+# Starts demo backend container $1 on a free loopback port; sets BE_PORT.
+# One at a time: the next free_port sees this one's port taken.
 run_demo() {
-    local be_port
+    local name=$1 be_port
     be_port=$(free_port) || fail "no free port for the demo backend"
-    "$DOCKER" run -d --name "$DEMO_NAME" --network host "$DEMO_IMAGE" \
+    "$DOCKER" run -d --name "$name" --network host "$DEMO_IMAGE" \
         --listen 127.0.0.1 --port "$be_port" >/dev/null
-    wait_for answers "http://127.0.0.1:$be_port/users/1" "$DEMO_NAME" || true
-    running "$DEMO_NAME" && curl -fsS -o /dev/null "http://127.0.0.1:$be_port/users/1" ||
-        { dump "$DEMO_NAME"; fail "the demo backend container did not answer on 127.0.0.1:$be_port"; }
-    say "demo backend container answers on 127.0.0.1:$be_port"
+    wait_for answers "http://127.0.0.1:$be_port/users/1" "$name" || true
+    running "$name" && curl -fsS -o /dev/null "http://127.0.0.1:$be_port/users/1" ||
+        { dump "$name"; fail "the demo backend container $name did not answer on 127.0.0.1:$be_port"; }
+    say "demo backend container $name answers on 127.0.0.1:$be_port"
     BE_PORT=$be_port
 }
 
 run_gateway() {
     local conf=$tmp/gateway.json body
     sed -e "s#\"0\\.0\\.0\\.0:$GW_PORT\"#\"127.0.0.1:$GW_PORT\"#" \
-        -e "s#http://backends:9001/#http://127.0.0.1:$BE_PORT/#g" docker/gateway.json >"$conf"
-    grep -q "\"127.0.0.1:$GW_PORT\"" "$conf" && ! grep -q 'backends:9001' "$conf" ||
+        -e "s#backends:9001#127.0.0.1:$BE1_PORT#g" -e "s#backends2:9002#127.0.0.1:$BE2_PORT#g" \
+        docker/gateway.json >"$conf"
+    grep -q "\"127.0.0.1:$GW_PORT\"" "$conf" && ! grep -qE 'backends2?:900[12]' "$conf" ||
         fail "docker/gateway.json: cannot point its listen address and backends at 127.0.0.1"
     chmod 644 "$conf"
     wait_for nothing_listens "$GW_PORT" || fail "port $GW_PORT is in use (the image's HEALTHCHECK fetches 127.0.0.1:$GW_PORT)"
@@ -342,6 +348,11 @@ run_gateway() {
         *) fail "GET /api/dashboard/42 through the gateway gave $body" ;;
     esac
     say "/healthz, /readyz and /api/dashboard/42 answered: $body"
+    body=$(curl -fsS "http://127.0.0.1:$GW_PORT/api/pool/42") || fail "GET /api/pool/42 (the upstream group)"
+    case $body in
+        *'User 42'*) say "/api/pool/42 (the group users) answered: $body" ;;
+        *) fail "GET /api/pool/42 through the gateway gave $body" ;;
+    esac
     stop_ok "$GW_NAME"
     # To a file first: grep -q ending a pipe early would fail it (pipefail).
     "$DOCKER" logs "$GW_NAME" >"$work/gateway.log" 2>&1
@@ -351,7 +362,8 @@ run_gateway() {
         { dump "$GW_NAME"; fail "no access-log line for /api/dashboard/42 on the container's stdout"; }
     say "docker stop: gateway drained and exited 0"
     stop_ok "$DEMO_NAME"
-    say "docker stop: demo backend exited 0"
+    stop_ok "$DEMO2_NAME"
+    say "docker stop: demo backends exited 0"
 }
 
 main() {
@@ -361,14 +373,17 @@ main() {
     flock -w 3600 9 || fail "another tests/docker/image.sh holds $work/lock"
     tmp=$(mktemp -d "$work/run.XXXXXX")
     get_engine
-    "$DOCKER" rm -f "$GW_NAME" "$DEMO_NAME" >/dev/null 2>&1 || true
+    "$DOCKER" rm -f "$GW_NAME" "$DEMO_NAME" "$DEMO2_NAME" >/dev/null 2>&1 || true
     get_bases
     build "$GW_IMAGE"
     build "$DEMO_IMAGE" --target demo-backends
     "$DOCKER" run --rm --network none "$GW_IMAGE" --check -c /etc/gateway/gateway.json >/dev/null ||
         fail "the image's gateway --check of its own config"
     say "the image's gateway accepts its shipped config (--check)"
-    run_demo
+    run_demo "$DEMO_NAME"
+    BE1_PORT=$BE_PORT
+    run_demo "$DEMO2_NAME"
+    BE2_PORT=$BE_PORT
     run_gateway
     say "ok"
 }

@@ -121,6 +121,39 @@ static void expect_ok(const char *json)
 /* One backend with extra fields. */
 #define BEF(fields) EP1("{'name':'b','url':'http://h/x/{id}'," fields "}")
 
+/* The demo's upstream group (README "Upstream groups" walk-through): two
+ * mock instances that tests/demo.sh starts, and the endpoints that use it. */
+static void test_demo_group(const struct config *cfg)
+{
+    assert_int_equal(cfg->n_upstreams, 1);
+    const struct ugroup_conf *g = &cfg->upstreams[0];
+    assert_string_equal(g->name, "users");
+    assert_int_equal(g->n_hosts, 2);
+    assert_string_equal(g->hosts[0], "127.0.0.1:9001");
+    assert_string_equal(g->hosts[1], "127.0.0.1:9002");
+    assert_int_equal(g->balance, BALANCE_LEAST_INFLIGHT);
+    assert_non_null(g->health.path);
+    assert_string_equal(g->health.path, "/_healthz"); /* the mock answers it, unlogged */
+    assert_int_equal(g->health.interval_ms, 500);
+    assert_int_equal(g->breaker.consecutive_failures, 3);
+    assert_int_equal(g->breaker.open_ms, 5000);
+
+    const struct endpoint_conf *p = &cfg->endpoints[5];
+    assert_string_equal(p->path, "/api/pool/{id}");
+    assert_ptr_equal(p->backends[0].group, g);
+    assert_int_equal(p->backends[0].fallback, FALLBACK_DEGRADED);
+    assert_int_equal(p->backends[0].retry.retries, 1);
+    assert_int_equal(p->backends[0].retry.hedge_after_ms, 0);
+
+    const struct endpoint_conf *h = &cfg->endpoints[6];
+    assert_string_equal(h->path, "/api/hedged/{id}");
+    assert_ptr_equal(h->backends[0].group, g);
+    assert_int_equal(h->backends[0].retry.hedge_after_ms, 50);
+    assert_true(h->backends[0].retry.hedge_after_ms < h->backends[0].timeout_ms);
+    /* plain origins stay plain */
+    assert_null(cfg->endpoints[0].backends[0].group);
+}
+
 static void test_demo_config(void **state)
 {
     (void)state;
@@ -156,7 +189,7 @@ static void test_demo_config(void **state)
     assert_int_equal(cfg->degraded.snapshot_interval_s, 30);
     assert_string_equal(cfg->access_log_path, "-");
 
-    assert_int_equal(cfg->n_endpoints, 5);
+    assert_int_equal(cfg->n_endpoints, 7);
     const struct endpoint_conf *d = &cfg->endpoints[0];
     assert_string_equal(d->name, "dashboard");
     assert_string_equal(d->method, "GET");
@@ -233,6 +266,7 @@ static void test_demo_config(void **state)
     assert_string_equal(f->name, "flaky");
     assert_false(f->backends[1].required);
     assert_int_equal(f->backends[1].n_parts, 1); /* no placeholder: one literal */
+    test_demo_group(cfg);
     config_free(cfg);
 }
 

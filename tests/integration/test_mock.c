@@ -183,6 +183,34 @@ static void mock_log_records_raw_paths_not_control(void **state)
     cJSON_Delete(log);
 }
 
+/* GET /_healthz (the gateway's health checks in the demo and the soak):
+ * 200 unless a mode on its prefix sets a status, never in the log. */
+static void mock_healthz_answers_and_is_not_logged(void **state)
+{
+    (void)state;
+    struct h_resp r;
+    get("/_healthz", &r);
+    assert_int_equal(r.status, 200);
+    assert_non_null(r.json);
+    assert_true(cJSON_IsTrue(cJSON_GetObjectItem(r.json, "ok")));
+    h_resp_free(&r);
+
+    assert_int_equal(h_mock_mode(&g_mock, "prefix=/_healthz&status=503"), 0);
+    get("/_healthz", &r);
+    assert_int_equal(r.status, 503);
+    h_resp_free(&r);
+    assert_int_equal(h_mock_mode(&g_mock, "prefix=/users&status=500"), 0);
+    assert_int_equal(h_mock_mode(&g_mock, "prefix=/_healthz&clear=1"), 0);
+    get("/_healthz", &r); /* a mode on another prefix leaves it alone */
+    assert_int_equal(r.status, 200);
+    h_resp_free(&r);
+
+    cJSON *log = h_mock_log(&g_mock, NULL);
+    assert_non_null(log);
+    assert_int_equal(cJSON_GetArraySize(log), 0);
+    cJSON_Delete(log);
+}
+
 /* A client that leaves while /slow sleeps: the mock notices at once, and the
  * log says so. */
 static void mock_notices_client_hang_up(void **state)
@@ -213,6 +241,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup(mock_echo_reports_the_request, reset),
         cmocka_unit_test_setup(mock_log_records_raw_paths_not_control, reset),
         cmocka_unit_test_setup(mock_notices_client_hang_up, reset),
+        cmocka_unit_test_setup(mock_healthz_answers_and_is_not_logged, reset),
     };
     return cmocka_run_group_tests_name("integration/mock_backend", tests, group_setup,
                                        group_teardown);

@@ -31,6 +31,10 @@
  *                    decoded, up to 8 KiB; a decoded CR or LF is sent as is,
  *                    which breaks the response on purpose)
  * Control (never logged):
+ *   GET  /_healthz   200 {"ok":true}: the gateway's active health checks
+ *                    (tests/demo.sh, the soak), kept out of /_log; a mode
+ *                    whose prefix matches it with a status answers that
+ *                    status instead (prefix=/_healthz&status=503)
  *   POST /_mode?prefix=P&status=S|delay_ms=D|action=reset|invalid
  *                    requests whose path starts with P misbehave: first the
  *                    delay, then the action or status (a status alone answers
@@ -892,6 +896,15 @@ static void control(int fd, const struct req *r, struct outcome *out)
             respond_sb(fd, r, 200, &b, out);
             return;
         }
+    }
+    if (strcmp(r->path, "/_healthz") == 0 && !post) {
+        struct mode m = {0};
+        if (mode_find(r->path, &m) && m.status) {
+            respond(fd, r, m.status, "{\"ok\":false}", 12, out);
+            return;
+        }
+        respond(fd, r, 200, "{\"ok\":true}", 11, out);
+        return;
     }
     if (strcmp(r->path, "/_log/clear") == 0 && post) {
         log_clear();
