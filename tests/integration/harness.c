@@ -18,6 +18,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdint.h>
+
+#include <cmocka.h>
 #include <curl/curl.h>
 
 extern char **environ;
@@ -69,11 +74,29 @@ double h_bound_ms(double ms)
     return ms * h_time_scale();
 }
 
+void h_pause_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
 /* The short wait between two checks of a condition. */
 static void poll_pause(void)
 {
-    struct timespec ts = {0, POLL_STEP_MS * 1000000L};
-    nanosleep(&ts, NULL);
+    h_pause_ms(POLL_STEP_MS);
+}
+
+bool h_poll_step(double end)
+{
+    if (h_now_ms() >= end) return false;
+    poll_pause();
+    return true;
+}
+
+bool h_poll_until(bool (*pred)(void *arg), void *arg, int ms)
+{
+    return H_POLL_UNTIL(pred(arg), ms);
 }
 
 /* ---- processes ---- */
@@ -380,24 +403,88 @@ int h_env_start(struct h_env *e, const char *tmpl)
     return rc;
 }
 
+/* Stops a gateway for good: a crash or a non-zero exit is reported and
+ * recorded for h_stop_failed. Returns 0 or -1. */
+static int gateway_stop_checked(struct h_gateway *g)
+{
+    if (!g->pid) return 0;
+    int rc = 0;
+    int st = stop_pid(g->pid, "gateway");
+    g->pid = 0;
+    bool ok = st != -1 && ((WIFEXITED(st) && WEXITSTATUS(st) == 0) ||
+                           (WIFSIGNALED(st) && WTERMSIG(st) == SIGTERM));
+    if (!ok) {
+        fprintf(stderr, "harness: gateway did not stop cleanly (wait status 0x%x)\n", st);
+        rc = -1;
+        g_stop_failed = true;
+    }
+    h_gateway_dump(g);
+    h_gateway_stop(g, false);
+    return rc;
+}
+
 int h_env_stop(struct h_env *e)
 {
-    int rc = 0;
-    if (e->gw.pid) {
-        int st = stop_pid(e->gw.pid, "gateway");
-        e->gw.pid = 0;
-        bool ok = st != -1 && ((WIFEXITED(st) && WEXITSTATUS(st) == 0) ||
-                               (WIFSIGNALED(st) && WTERMSIG(st) == SIGTERM));
-        if (!ok) {
-            fprintf(stderr, "harness: gateway did not stop cleanly (wait status 0x%x)\n", st);
-            rc = -1;
-            g_stop_failed = true;
-        }
-        h_gateway_dump(&e->gw);
-        h_gateway_stop(&e->gw, false);
-    }
+    int rc = gateway_stop_checked(&e->gw);
     if (e->mock.pid) h_mock_stop(&e->mock);
     return rc;
+}
+
+int h_env_start_mocks(struct h_gateway *g, struct h_mock *const *mocks, size_t n,
+                      const char *tmpl)
+{
+    if (n == 0 || n > 8) return -EINVAL;
+    memset(g, 0, sizeof *g);
+    for (size_t i = 0; i < n; i++)
+        memset(mocks[i], 0, sizeof *mocks[i]);
+    char *conf = strdup(tmpl);
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        rc = h_mock_start(mocks[i]);
+        char name[8], port[16];
+        snprintf(name, sizeof name, "@%c@", (char)('A' + i));
+        snprintf(port, sizeof port, "%d", mocks[i]->port);
+        char *next = h_replace(conf, name, port);
+        free(conf);
+        conf = next;
+    }
+    if (rc == 0) rc = h_gateway_start(g, conf, mocks[0]);
+    free(conf);
+    if (rc) h_env_stop_mocks(g, mocks, n);
+    return rc;
+}
+
+int h_env_stop_mocks(struct h_gateway *g, struct h_mock *const *mocks, size_t n)
+{
+    int rc = gateway_stop_checked(g);
+    for (size_t i = 0; i < n; i++)
+        if (mocks[i]->pid) h_mock_stop(mocks[i]);
+    return rc;
+}
+
+/* The env and template of the group h_group_run is running. */
+static struct h_env *g_group_env;
+static const char *g_group_tmpl;
+
+static int group_setup(void **state)
+{
+    (void)state;
+    return h_env_start(g_group_env, g_group_tmpl) == 0 ? 0 : -1;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    return h_env_stop(g_group_env);
+}
+
+int h_group_run(const char *name, const struct CMUnitTest *tests, size_t n, struct h_env *env,
+                const char *tmpl)
+{
+    g_group_env = env;
+    g_group_tmpl = tmpl;
+    int rc = _cmocka_run_group_tests(name, tests, n, group_setup, group_teardown);
+    return rc ? rc : h_stop_failed();
 }
 
 int h_run(char *const argv[], int timeout_ms, char **output)
@@ -568,6 +655,14 @@ cJSON *h_mock_log(const struct h_mock *m, const char *prefix)
     }
     h_resp_free(&r);
     return log;
+}
+
+int h_mock_count(const struct h_mock *m, const char *prefix)
+{
+    cJSON *log = h_mock_log(m, prefix);
+    int n = cJSON_IsArray(log) ? cJSON_GetArraySize(log) : -1;
+    cJSON_Delete(log);
+    return n;
 }
 
 static int mock_post(const struct h_mock *m, const char *path_query)

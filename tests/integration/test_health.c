@@ -42,38 +42,20 @@ static struct h_mock A, B;
 static struct h_gateway gw;
 static int port_b;
 
+static struct h_mock *const mocks[] = {&A, &B};
+
 static int setup(void **state)
 {
     (void)state;
-    if (h_mock_start(&A) || h_mock_start(&B)) return -1;
+    int rc = h_env_start_mocks(&gw, mocks, 2, conf);
     port_b = B.port;
-    char pa[16], pb[16];
-    snprintf(pa, sizeof pa, "%d", A.port);
-    snprintf(pb, sizeof pb, "%d", B.port);
-    char *t1 = h_replace(conf, "@A@", pa);
-    char *t2 = h_replace(t1, "@B@", pb);
-    int rc = h_gateway_start(&gw, t2, &A);
-    free(t1);
-    free(t2);
     return rc == 0 ? 0 : -1;
 }
-
-/* cmocka 1.1.5 returns 0 despite a failed group teardown: main checks this */
-static bool stop_failed;
 
 static int teardown(void **state)
 {
     (void)state;
-    int st = h_gateway_stop(&gw, true);
-    if (st != 0) {
-        fprintf(stderr, "gateway exit status %d (a sanitizer report?)\n", st);
-        h_gateway_dump(&gw);
-        stop_failed = true;
-    }
-    unlink(gw.stderr_path);
-    if (A.pid) h_mock_stop(&A);
-    if (B.pid) h_mock_stop(&B);
-    return st == 0 ? 0 : -1;
+    return h_env_stop_mocks(&gw, mocks, 2);
 }
 
 /* gateway_upstream_host_healthy of host 127.0.0.1:port: 1, 0, or -1 absent. */
@@ -93,22 +75,13 @@ static int healthy(int port)
 /* Polls until healthy(port) == want; returns the ms it took, or -1. */
 static double wait_healthy(int port, int want, double bound_ms)
 {
-    double t0 = h_now_ms(), end = t0 + h_bound_ms(bound_ms);
-    while (h_now_ms() < end) {
-        if (healthy(port) == want) return h_now_ms() - t0;
-        struct timespec ts = {0, 10 * 1000000};
-        nanosleep(&ts, NULL);
-    }
-    return -1;
+    double t0 = h_now_ms();
+    return H_POLL_UNTIL(healthy(port) == want, bound_ms) ? h_now_ms() - t0 : -1;
 }
 
 static int count(const struct h_mock *m)
 {
-    cJSON *log = h_mock_log(m, "/users/");
-    assert_non_null(log);
-    int n = cJSON_GetArraySize(log);
-    cJSON_Delete(log);
-    return n;
+    return h_mock_count(m, "/users/");
 }
 
 static void calls(int n, long want_status)
@@ -177,5 +150,5 @@ int main(int argc, char **argv)
         cmocka_unit_test(all_down_is_panic_mode),
     };
     int rc = cmocka_run_group_tests_name("integration/health", tests, setup, teardown);
-    return rc ? rc : stop_failed;
+    return rc ? rc : h_stop_failed();
 }

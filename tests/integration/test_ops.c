@@ -99,12 +99,6 @@ static char *make_tmpl(const char *log_path, bool extra)
     return b;
 }
 
-static void pause_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 /* SIGTERM; the gateway must exit 0 within WAIT_MS. */
 static void term_and_wait(struct h_gateway *g)
 {
@@ -771,7 +765,7 @@ static void wait_deltas(const struct h_gateway *g, const struct expo *base,
         expo_free(&now);
         if (ok) return;
         if (h_now_ms() >= end) fail_msg("metrics never matched: %s", why);
-        pause_ms(10);
+        h_pause_ms(10);
     }
 }
 
@@ -901,7 +895,7 @@ static cJSON *wait_log(const char *path, const char *const *rids, size_t n)
         if (found == n) return lines;
         cJSON_Delete(lines);
         if (h_now_ms() >= end) fail_msg("only %zu of %zu access-log lines appeared", found, n);
-        pause_ms(10);
+        h_pause_ms(10);
     }
 }
 
@@ -1122,7 +1116,7 @@ static void metrics_exposition_is_strict_and_complete(void **state)
         if (value_or0(&e, k) == 1 && value_or0(&e, kreq) == 1) break;
         expo_free(&e);
         if (h_now_ms() >= end) fail_msg("%s or %s never became 1", k, kreq);
-        pause_ms(10);
+        h_pause_ms(10);
     }
     assert_family(&e, "gateway_requests_total", "counter",
                   (const char *const[]){"endpoint", "code", NULL});
@@ -1272,7 +1266,7 @@ static void metrics_count_exactly_what_the_client_did(void **state)
         expo_free(&e);
         if (inflight == 0 || inflight == 1) break;
         if (h_now_ms() >= end) fail_msg("gateway_inflight_requests stays at %g", inflight);
-        pause_ms(10);
+        h_pause_ms(10);
     }
 }
 
@@ -1327,7 +1321,7 @@ static void reloads_are_counted_by_result(void **state)
         expo_free(&now);
         if (v == 2) break;
         if (h_now_ms() >= end) fail_msg("%s is %g, expected 2", k, v);
-        pause_ms(10);
+        h_pause_ms(10);
     }
     expo_free(&base);
 }
@@ -1420,7 +1414,7 @@ static void client_that_hangs_up_is_logged_and_counted_as_499(void **state)
         cJSON_Delete(lines);
         if (found) break;
         if (h_now_ms() >= end) fail_msg("no access-log line for the hung-up request");
-        pause_ms(10);
+        h_pause_ms(10);
     }
     /* noticed while the backend (5 s) was still working */
     if (dur >= 4000) fail_msg("499 logged after %.0f ms: the hang-up was not noticed", dur);
