@@ -7,11 +7,11 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -101,6 +101,51 @@ bool h_poll_until(bool (*pred)(void *arg), void *arg, int ms)
 
 /* ---- processes ---- */
 
+/* In the child of spawn: asks for SIGKILL when the parent dies, and gives
+ * up if it already has (then getppid() is no longer parent); stdin from
+ * /dev/null, stdout and stderr on out and err (-1: inherited); execs argv.
+ * On failure writes errno to errfd. Async-signal-safe calls only (the
+ * parent may have threads). */
+__attribute__((noreturn)) static void child_exec(char *const argv[], int out, int err,
+                                                pid_t parent, int errfd)
+{
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent) _exit(127);
+    int null = open("/dev/null", O_RDONLY);
+    if (null >= 0 && dup2(null, STDIN_FILENO) >= 0 && (out < 0 || dup2(out, STDOUT_FILENO) >= 0) &&
+        (err < 0 || dup2(err, STDERR_FILENO) >= 0))
+        execve(argv[0], argv, environ);
+    int e = errno;
+    ssize_t n = write(errfd, &e, sizeof e);
+    (void)n;
+    _exit(127);
+}
+
+pid_t h_spawn(char *const argv[], int out, int err)
+{
+    pid_t parent = getpid();
+    int ep[2]; /* the child's errno if exec fails; EOF when it succeeded */
+    if (pipe2(ep, O_CLOEXEC) != 0) return -errno;
+    pid_t pid = fork();
+    if (pid == 0) child_exec(argv, out, err, parent, ep[1]);
+    int fork_errno = errno;
+    close(ep[1]);
+    if (pid < 0) {
+        close(ep[0]);
+        return -fork_errno;
+    }
+    int child_errno = 0;
+    ssize_t n;
+    while ((n = read(ep[0], &child_errno, sizeof child_errno)) < 0 && errno == EINTR) {
+    }
+    close(ep[0]);
+    if (n > 0) {
+        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
+        }
+        return -(child_errno ? child_errno : EIO);
+    }
+    return pid;
+}
+
 /* Waits for pid at most ms; returns the wait status or -1 when still
  * running. */
 static int wait_bounded(pid_t pid, int ms)
@@ -144,18 +189,13 @@ int h_mock_start_port(struct h_mock *m, int port)
     snprintf(port_s, sizeof port_s, "%d", port);
     int p[2];
     if (pipe2(p, O_CLOEXEC) != 0) return -errno;
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, p[1], STDOUT_FILENO);
     char *argv[] = {(char *)g_mock_bin, "--port", port_s, NULL};
-    pid_t pid;
-    int rc = posix_spawn(&pid, g_mock_bin, &fa, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
+    pid_t pid = h_spawn(argv, p[1], -1);
     close(p[1]);
-    if (rc != 0) {
+    if (pid < 0) {
         close(p[0]);
-        fprintf(stderr, "harness: cannot start %s: %s\n", g_mock_bin, strerror(rc));
-        return -rc;
+        fprintf(stderr, "harness: cannot start %s: %s\n", g_mock_bin, strerror(-pid));
+        return pid;
     }
     m->pid = pid;
 
@@ -306,20 +346,17 @@ void h_gateway_dump(const struct h_gateway *g)
 
 static int spawn_gateway(struct h_gateway *g)
 {
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, g->stderr_path,
-                                     O_WRONLY | O_APPEND | O_CREAT, 0600);
-    posix_spawn_file_actions_adddup2(&fa, STDOUT_FILENO, STDERR_FILENO);
-    posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+    int fd = open(g->stderr_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) return -errno;
     char *argv[] = {(char *)g_gateway_bin, "-c", g->conf_path, NULL};
-    int rc = posix_spawn(&g->pid, g_gateway_bin, &fa, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    if (rc != 0) {
-        fprintf(stderr, "harness: cannot start %s: %s\n", g_gateway_bin, strerror(rc));
+    pid_t pid = h_spawn(argv, fd, fd);
+    close(fd);
+    if (pid < 0) {
+        fprintf(stderr, "harness: cannot start %s: %s\n", g_gateway_bin, strerror(-pid));
         g->pid = 0;
-        return -rc;
+        return pid;
     }
+    g->pid = pid;
     return 0;
 }
 
@@ -492,16 +529,9 @@ int h_run(char *const argv[], int timeout_ms, char **output)
     char path[] = "/tmp/gw-itest-run-XXXXXX";
     int fd = mkstemp(path);
     if (fd < 0) return -1;
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, fd, STDOUT_FILENO);
-    posix_spawn_file_actions_adddup2(&fa, fd, STDERR_FILENO);
-    posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-    pid_t pid;
-    int rc = posix_spawn(&pid, argv[0], &fa, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
+    pid_t pid = h_spawn(argv, fd, fd);
     int code = -1;
-    if (rc == 0) {
+    if (pid > 0) {
         int st = wait_bounded(pid, timeout_ms);
         if (st == -1) {
             fprintf(stderr, "harness: %s did not exit within %d ms\n", argv[0], timeout_ms);
@@ -511,7 +541,7 @@ int h_run(char *const argv[], int timeout_ms, char **output)
             code = WEXITSTATUS(st);
         }
     } else {
-        fprintf(stderr, "harness: cannot run %s: %s\n", argv[0], strerror(rc));
+        fprintf(stderr, "harness: cannot run %s: %s\n", argv[0], strerror(-pid));
     }
     if (output) {
         struct stat sb;

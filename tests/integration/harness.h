@@ -3,8 +3,11 @@
  * (tests/mock/mock_backend.c) for the integration tests, and talks to both
  * with libcurl.
  *
- * Processes are started with posix_spawn and stopped by PID (SIGTERM, a
- * bounded wait, then SIGKILL). Each test program starts its own processes on
+ * Processes are started with h_spawn and stopped by PID (SIGTERM, a
+ * bounded wait, then SIGKILL). Each one is killed by the kernel when the
+ * test program dies (PR_SET_PDEATHSIG), so a crashed or killed test leaves
+ * no mock or gateway behind; the signal comes when the *thread* that
+ * started the process ends, so start processes from the main thread. Each test program starts its own processes on
  * ephemeral ports, so programs can run in parallel. Every wait is a poll on
  * a condition with a bounded total time, never a fixed sleep.
  *
@@ -64,6 +67,12 @@ struct h_resp {
  * Initialises libcurl. Call once from main. */
 void h_init(int argc, char **argv);
 const char *h_gateway_bin(void);
+
+/* Starts argv[0] (a path) with argv, stdin from /dev/null, stdout and
+ * stderr on the fds out and err (-1: the test's own), as a child that gets
+ * SIGKILL when the calling thread ends (see the top). Returns its pid, or a
+ * negative errno value (exec failures included). */
+pid_t h_spawn(char *const argv[], int out, int err);
 
 /* Starts a mock backend on an ephemeral port and reads the port it prints.
  * Returns 0 or a negative errno value. */
