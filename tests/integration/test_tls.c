@@ -95,12 +95,7 @@ static bool log_has(const char *needle, int times)
 
 static bool wait_log(const char *needle, int times)
 {
-    double end = h_now_ms() + h_bound_ms(20000);
-    while (!log_has(needle, times)) {
-        if (h_now_ms() > end) return false;
-        poll(NULL, 0, 20);
-    }
-    return true;
+    return H_POLL_UNTIL(log_has(needle, times), 20000);
 }
 
 static int free_port(void)
@@ -144,12 +139,10 @@ static int setup(void **state)
     gw = h_spawn(argv, fd, fd);
     close(fd);
     if (gw < 0) return -1;
-    double end = h_now_ms() + h_bound_ms(20000);
-    while (https_get("one.crt", 0) != 200) {
-        if (h_now_ms() > end || waitpid(gw, NULL, WNOHANG) == gw) return -1;
-        poll(NULL, 0, 50);
-    }
-    return 0;
+    bool exited = false;
+    bool up = H_POLL_UNTIL(
+        https_get("one.crt", 0) == 200 || (exited = waitpid(gw, NULL, WNOHANG) == gw), 20000);
+    return up && !exited ? 0 : -1;
 }
 
 static int teardown(void **state)
