@@ -180,10 +180,13 @@ static void driver(void *arg)
 
 static struct degraded *store; /* last good answers, shared by runs */
 
-static void cache_backend(void *up, ctx_t *ctx, const struct upstream_req *req,
-                          struct upstream_resp *resp)
+/* The cache's backend, as gateway.c wires it: the attempt loop, which
+ * reaches the fake upstream_call. */
+static void cache_backend(void *up, ctx_t *ctx, const struct attempt_plan *plan,
+                          const struct upstream_req *req, struct upstream_resp *resp,
+                          struct attempt_info *info)
 {
-    upstream_call(up, ctx, req, resp);
+    attempt_call(up, ctx, plan, req, resp, info);
 }
 
 static struct run go(const struct config *cfg, size_t ep, int rounds)

@@ -18,384 +18,26 @@
 #include <cmocka.h>
 
 #include "gateway/metrics.h"
-
-/* ---- a strict parser of the exposition format ---- */
-
-enum { MAX_LABELS = 8 };
-
-struct sample {
-    char *name;
-    int nlabels;
-    char *lname[MAX_LABELS];
-    char *lvalue[MAX_LABELS]; /* unescaped */
-    char *key;                /* name + labels sorted by name: for lookups and duplicates */
-    char *group;              /* key without "le" (histograms) */
-    double value;
-    int family;
-};
-
-struct family {
-    char *name;
-    char type[16];
-    bool help;
-};
-
-struct expo {
-    struct sample *s;
-    int ns;
-    struct family *f;
-    int nf;
-    char err[256];
-};
-
-static bool name_start(char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c == ':';
-}
-
-static bool name_char(char c)
-{
-    return name_start(c) || (c >= '0' && c <= '9');
-}
-
-/* Reads a metric name (colons allowed when metric) at *p. */
-static char *read_name(const char **p, bool metric)
-{
-    const char *s = *p;
-    if (!name_start(*s) || (!metric && *s == ':')) return NULL;
-    while (name_char(*s) && (metric || *s != ':'))
-        s++;
-    char *r = strndup(*p, (size_t)(s - *p));
-    *p = s;
-    return r;
-}
-
-static int key_cmp(const void *a, const void *b)
-{
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
-
-static bool perr(struct expo *e, int line, const char *what)
-{
-    if (!e->err[0]) snprintf(e->err, sizeof e->err, "line %d: %s", line, what);
-    return false;
-}
-
-static int find_family(const struct expo *e, const char *name)
-{
-    for (int i = 0; i < e->nf; i++)
-        if (strcmp(e->f[i].name, name) == 0) return i;
-    return -1;
-}
-
-static bool has_suffix(const char *s, const char *fam, const char *suffix)
-{
-    size_t n = strlen(fam);
-    return strncmp(s, fam, n) == 0 && strcmp(s + n, suffix) == 0;
-}
-
-static char *make_key(const struct sample *s, bool skip_le)
-{
-    int order[MAX_LABELS];
-    for (int i = 0; i < s->nlabels; i++)
-        order[i] = i;
-    for (int i = 1; i < s->nlabels; i++)
-        for (int j = i; j > 0 && strcmp(s->lname[order[j - 1]], s->lname[order[j]]) > 0; j--) {
-            int t = order[j];
-            order[j] = order[j - 1];
-            order[j - 1] = t;
-        }
-    size_t len = strlen(s->name) + 2;
-    for (int i = 0; i < s->nlabels; i++)
-        len += strlen(s->lname[i]) + strlen(s->lvalue[i]) + 3;
-    char *k = malloc(len);
-    strcpy(k, skip_le ? "" : s->name);
-    for (int i = 0; i < s->nlabels; i++) {
-        int j = order[i];
-        if (skip_le && strcmp(s->lname[j], "le") == 0) continue;
-        strcat(k, "|");
-        strcat(k, s->lname[j]);
-        strcat(k, "=");
-        strcat(k, s->lvalue[j]);
-    }
-    return k;
-}
-
-/* Parses one sample line; returns false with e->err set. */
-static bool parse_sample(struct expo *e, int line, const char *p, struct sample *s)
-{
-    memset(s, 0, sizeof *s);
-    if (!(s->name = read_name(&p, true))) return perr(e, line, "bad metric name");
-    if (*p == '{') {
-        p++;
-        while (*p != '}') {
-            if (s->nlabels == MAX_LABELS) return perr(e, line, "too many labels");
-            char *ln = read_name(&p, false);
-            if (!ln) return perr(e, line, "bad label name");
-            s->lname[s->nlabels] = ln;
-            if (*p++ != '=' || *p++ != '"') return perr(e, line, "expected =\"");
-            char *v = malloc(strlen(p) + 1), *o = v;
-            s->lvalue[s->nlabels++] = v;
-            for (;;) {
-                if (*p == '\0' || *p == '\n') return perr(e, line, "unterminated value");
-                if (*p == '"') break;
-                if (*p == '\\') {
-                    p++;
-                    if (*p == '\\' || *p == '"')
-                        *o++ = *p++;
-                    else if (*p == 'n')
-                        *o++ = '\n', p++;
-                    else
-                        return perr(e, line, "bad escape in label value");
-                } else {
-                    *o++ = *p++;
-                }
-            }
-            *o = '\0';
-            p++; /* closing quote */
-            for (int i = 0; i < s->nlabels - 1; i++)
-                if (strcmp(s->lname[i], ln) == 0) return perr(e, line, "repeated label");
-            if (*p == ',') {
-                p++;
-                if (*p == '}') return perr(e, line, "trailing comma");
-            } else if (*p != '}') {
-                return perr(e, line, "expected , or }");
-            }
-        }
-        p++;
-    }
-    if (*p++ != ' ') return perr(e, line, "expected one space before the value");
-    if (strcmp(p, "+Inf") == 0)
-        s->value = INFINITY;
-    else if (strcmp(p, "-Inf") == 0)
-        s->value = -INFINITY;
-    else if (strcmp(p, "NaN") == 0)
-        s->value = NAN;
-    else {
-        char *end;
-        errno = 0;
-        if (!*p || *p == ' ') return perr(e, line, "no value");
-        s->value = strtod(p, &end);
-        if (*end || errno) return perr(e, line, "bad value (or a timestamp)");
-        if (strchr(p, 'x') || strchr(p, 'X')) return perr(e, line, "hex value");
-    }
-    return true;
-}
-
-static void expo_free(struct expo *e)
-{
-    for (int i = 0; i < e->ns; i++) {
-        struct sample *s = &e->s[i];
-        free(s->name);
-        for (int j = 0; j < s->nlabels; j++) {
-            free(s->lname[j]);
-            free(s->lvalue[j]);
-        }
-        free(s->key);
-        free(s->group);
-    }
-    for (int i = 0; i < e->nf; i++)
-        free(e->f[i].name);
-    free(e->s);
-    free(e->f);
-    memset(e, 0, sizeof *e);
-}
-
-/* Checks a histogram family: per label set, buckets with ascending le,
- * cumulative counts, the last one +Inf equal to _count, and one _sum. */
-static bool check_histogram(struct expo *e, int fam)
-{
-    const char *fname = e->f[fam].name;
-    int matched = 0;
-    for (int i = 0; i < e->ns; i++) {
-        struct sample *c = &e->s[i];
-        if (c->family != fam || !has_suffix(c->name, fname, "_count")) continue;
-        double last_le = -INFINITY, last = 0;
-        int buckets = 0, sums = 0;
-        bool inf = false;
-        for (int j = 0; j < e->ns; j++) {
-            struct sample *s = &e->s[j];
-            if (s->family != fam || strcmp(s->group, c->group) != 0) continue;
-            if (has_suffix(s->name, fname, "_sum")) sums++;
-            if (!has_suffix(s->name, fname, "_bucket")) continue;
-            const char *le = NULL;
-            for (int k = 0; k < s->nlabels; k++)
-                if (strcmp(s->lname[k], "le") == 0) le = s->lvalue[k];
-            double b = strcmp(le, "+Inf") == 0 ? INFINITY : strtod(le, NULL);
-            if (!(b > last_le)) return perr(e, 0, "histogram buckets not ascending");
-            if (s->value < last) return perr(e, 0, "histogram buckets not cumulative");
-            if (inf) return perr(e, 0, "bucket after +Inf");
-            inf = isinf(b);
-            last_le = b;
-            last = s->value;
-            buckets++;
-            matched++;
-        }
-        if (!buckets || !inf) return perr(e, 0, "histogram without a +Inf bucket");
-        if (last != c->value) return perr(e, 0, "+Inf bucket != _count");
-        if (sums != 1) return perr(e, 0, "histogram without exactly one _sum");
-    }
-    /* Every bucket belongs to a label set that has a _count. */
-    int all = 0;
-    for (int i = 0; i < e->ns; i++)
-        all += e->s[i].family == fam && has_suffix(e->s[i].name, fname, "_bucket");
-    if (all != matched) return perr(e, 0, "buckets without _count");
-    return true;
-}
-
-/* Parses text strictly. Returns true, or false with e->err. */
-static bool expo_parse(struct expo *e, const char *text)
-{
-    memset(e, 0, sizeof *e);
-    int cur = -1, line = 0;
-    const char *p = text;
-    while (*p) {
-        line++;
-        const char *nl = strchr(p, '\n');
-        if (!nl) return perr(e, line, "last line without newline");
-        char *l = strndup(p, (size_t)(nl - p));
-        p = nl + 1;
-        if (!*l) {
-            free(l);
-            return perr(e, line, "empty line");
-        }
-        if (l[0] == '#') {
-            bool help = strncmp(l, "# HELP ", 7) == 0, type = strncmp(l, "# TYPE ", 7) == 0;
-            if (!help && !type) {
-                free(l);
-                return perr(e, line, "a comment that is neither HELP nor TYPE");
-            }
-            const char *q = l + 7;
-            char *name = read_name(&q, true);
-            if (!name || *q != ' ') {
-                free(name);
-                free(l);
-                return perr(e, line, "bad HELP/TYPE name");
-            }
-            q++;
-            int fam = find_family(e, name);
-            if (help) {
-                /* HELP opens a family; it must be new. */
-                if (fam >= 0 || !*q) {
-                    free(name);
-                    free(l);
-                    return perr(e, line, "family declared twice or empty HELP");
-                }
-                for (const char *h = q; *h; h++)
-                    if (*h == '\\' && h[1] != '\\' && h[1] != 'n') {
-                        free(name);
-                        free(l);
-                        return perr(e, line, "bad escape in HELP");
-                    }
-                e->f = realloc(e->f, (size_t)(e->nf + 1) * sizeof *e->f);
-                e->f[e->nf] = (struct family){.name = name, .help = true};
-                cur = e->nf++;
-            } else {
-                if (fam < 0 || fam != cur || e->f[fam].type[0]) {
-                    free(name);
-                    free(l);
-                    return perr(e, line, "TYPE not right after its HELP, or twice");
-                }
-                free(name);
-                if (strcmp(q, "counter") && strcmp(q, "gauge") && strcmp(q, "histogram")) {
-                    free(l);
-                    return perr(e, line, "unknown TYPE");
-                }
-                snprintf(e->f[fam].type, sizeof e->f[fam].type, "%s", q);
-                for (int i = 0; i < e->ns; i++)
-                    if (e->s[i].family == fam) {
-                        free(l);
-                        return perr(e, line, "TYPE after samples");
-                    }
-            }
-            free(l);
-            continue;
-        }
-        /* capacity doubles at powers of two: one realloc per sample was
-         * quadratic copying under ASan (minutes for thousands of series) */
-        if (e->ns < 16 ? e->ns == 0 : (e->ns & (e->ns - 1)) == 0)
-            e->s = realloc(e->s, (size_t)(e->ns < 16 ? 16 : 2 * e->ns) * sizeof *e->s);
-        struct sample *s = &e->s[e->ns++];
-        bool ok = parse_sample(e, line, l, s);
-        free(l);
-        s->family = cur;
-        if (!ok) return false;
-        s->key = make_key(s, false);
-        s->group = make_key(s, true);
-        if (cur < 0 || !e->f[cur].type[0]) return perr(e, line, "sample before its family's TYPE");
-        const struct family *f = &e->f[cur];
-        bool le = false;
-        for (int i = 0; i < s->nlabels; i++)
-            le |= strcmp(s->lname[i], "le") == 0;
-        if (strcmp(f->type, "histogram") == 0) {
-            bool bucket = has_suffix(s->name, f->name, "_bucket");
-            if (!bucket && !has_suffix(s->name, f->name, "_sum") &&
-                !has_suffix(s->name, f->name, "_count"))
-                return perr(e, line, "sample outside its histogram family");
-            if (bucket != le) return perr(e, line, "le on a non-bucket or missing");
-        } else {
-            if (strcmp(s->name, f->name) != 0)
-                return perr(e, line, "sample outside its family (not contiguous?)");
-            if (le) return perr(e, line, "le outside a histogram");
-            if (strcmp(f->type, "counter") == 0 && !(s->value >= 0))
-                return perr(e, line, "negative or NaN counter");
-        }
-    }
-    /* duplicates: sorted keys, adjacent compare (a quadratic scan took
-     * minutes on thousands of series under the sanitizers) */
-    const char **keys = malloc((size_t)(e->ns ? e->ns : 1) * sizeof(*keys));
-    assert_non_null(keys);
-    for (int i = 0; i < e->ns; i++)
-        keys[i] = e->s[i].key;
-    qsort(keys, (size_t)e->ns, sizeof(*keys), key_cmp);
-    for (int i = 1; i < e->ns; i++)
-        if (strcmp(keys[i - 1], keys[i]) == 0) {
-            free(keys);
-            return perr(e, 0, "duplicate series");
-        }
-    free(keys);
-    for (int i = 0; i < e->nf; i++) {
-        if (!e->f[i].type[0]) return perr(e, 0, "family without TYPE");
-        if (strcmp(e->f[i].type, "histogram") == 0) check_histogram(e, i);
-    }
-    return !e->err[0];
-}
+#include "prom.h"
 
 /* The value of name{labels...} (pairs, NULL-terminated); NAN when absent. */
-static double get(const struct expo *e, const char *name, ...)
+static double get(const struct prom *e, const char *name, ...)
 {
-    struct sample s = {.name = (char *)name};
+    char key[1024];
     va_list ap;
     va_start(ap, name);
-    const char *k;
-    while ((k = va_arg(ap, const char *))) {
-        s.lname[s.nlabels] = (char *)k;
-        s.lvalue[s.nlabels++] = va_arg(ap, char *);
-    }
+    prom_vkey(key, sizeof key, name, ap);
     va_end(ap);
-    char *key = make_key(&s, false);
-    double v = NAN;
-    for (int i = 0; i < e->ns; i++)
-        if (strcmp(e->s[i].key, key) == 0) v = e->s[i].value;
-    free(key);
-    return v;
+    return prom_value(e, key, NAN);
 }
 
-static int count_samples(const struct expo *e, const char *name)
-{
-    int n = 0;
-    for (int i = 0; i < e->ns; i++)
-        n += strcmp(e->s[i].name, name) == 0;
-    return n;
-}
-
-static void render_parse(struct expo *e, struct metrics *const *w, size_t n,
+static void render_parse(struct prom *e, struct metrics *const *w, size_t n,
                          const struct metrics_globals *g)
 {
     buf_t out;
     buf_init(&out, NULL);
     assert_int_equal(metrics_render(&out, w, n, g), 0);
-    bool ok = expo_parse(e, out.data);
+    bool ok = prom_parse(e, out.data, out.len, PROM_GATEWAY) == 0;
     if (!ok) fprintf(stderr, "%s\n--- exposition ---\n%s", e->err, out.data);
     buf_free(&out);
     assert_true(ok);
@@ -425,19 +67,80 @@ static void test_parser_rejects(void **state)
         "# HELP a x\n# TYPE a counter\n\na 1\n",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        struct expo e;
-        bool ok = expo_parse(&e, bad[i]);
+        struct prom e;
+        bool ok = prom_parse(&e, bad[i], strlen(bad[i]), PROM_GATEWAY) == 0;
         if (ok) fprintf(stderr, "accepted: %s\n", bad[i]);
         assert_false(ok);
-        expo_free(&e);
+        prom_free(&e);
     }
-    struct expo e;
-    assert_true(expo_parse(&e,
-                           "# HELP h x\n# TYPE h histogram\nh_bucket{a=\"\\\"\\n\\\\\",le=\"1\"} "
-                           "1\nh_bucket{a=\"\\\"\\n\\\\\",le=\"+Inf\"} 1\n"
-                           "h_sum{a=\"\\\"\\n\\\\\"} 0.5\nh_count{a=\"\\\"\\n\\\\\"} 1\n"));
+    struct prom e;
+    static const char good[] =
+        "# HELP h x\n# TYPE h histogram\nh_bucket{a=\"\\\"\\n\\\\\",le=\"1\"} "
+        "1\nh_bucket{a=\"\\\"\\n\\\\\",le=\"+Inf\"} 1\n"
+        "h_sum{a=\"\\\"\\n\\\\\"} 0.5\nh_count{a=\"\\\"\\n\\\\\"} 1\n";
+    assert_int_equal(prom_parse(&e, good, strlen(good), PROM_GATEWAY), 0);
     assert_true(get(&e, "h_count", "a", "\"\n\\", NULL) == 1);
-    expo_free(&e);
+    prom_free(&e);
+}
+
+/* The format as anyone may write it (PROM_GATEWAY off). */
+static void test_parser_follows_the_format(void **state)
+{
+    (void)state;
+#define H "# TYPE h histogram\n"
+    static const char good[] =
+        "# HELP c_total A \\\\ counter\\n.\n# TYPE c_total counter\n"
+        "c_total{a=\"x\\\"y\\n\",b=\"\"} 1\nc_total{a=\"z\",} 2.5e3 1700000000000\n\n"
+        "# comment\n# TYPE g gauge\ng -Inf\ng{x=\"1\"} NaN\n" H
+        "h_bucket{le=\"0.1\"} 1\nh_bucket{le=\"+Inf\"} 2\nh_sum 0.3\nh_count 2\n";
+    static const char *const bad[] = {
+        "# TYPE c_total counter\nc_total 1",                    /* no final newline */
+        "c_total 1\n",                                          /* no TYPE */
+        "# TYPE c_total counter\nd_total 1\n",                  /* another family */
+        "# TYPE c_total counter\nc_total 1\nc_total 2\n",       /* duplicate series */
+        "# TYPE c_total counter\nc_total{a=\"1\",a=\"2\"} 1\n", /* label twice */
+        "# TYPE c_total counter\nc_total{a=\"\\x\"} 1\n",       /* bad escape */
+        "# TYPE c_total counter\nc_total{a=\"1} 1\n",           /* unterminated */
+        "# TYPE c_total counter\nc_total{1a=\"1\"} 1\n",        /* label name */
+        "# TYPE c_total counter\nc_total{__a=\"1\"} 1\n",       /* reserved */
+        "# TYPE c_total counter\nc_total 0x10\n",               /* hex value */
+        "# TYPE c_total counter\nc_total  1\n",                 /* two spaces */
+        "# TYPE c_total counter\nc_total -1\n",                 /* negative counter */
+        "# TYPE c_total counter\nc_total 1 x\n",                /* timestamp */
+        "# TYPE c_total counter\nc_total 1\r\n",                /* CR */
+        "# TYPE c_total counter\n# TYPE c_total counter\nc_total 1\n",
+        "# TYPE c_total counter\nc_total 1\n# TYPE g gauge\ng 1\nc_total{a=\"1\"} 1\n",
+        "# TYPE c_total counter\nc_total 1\n# HELP c_total late\n",
+        "# TYPE c_total countr\nc_total 1\n", /* unknown type */
+        "# HELP c_total x\\q\n# TYPE c_total counter\nc_total 1\n",
+        "# TYPE 9c counter\n",
+        H "h 1\n",                                      /* bare histogram name */
+        H "h_bucket 1\nh_sum 1\nh_count 1\n",           /* no le */
+        H "h_sum{le=\"1\"} 1\n",                        /* le off a bucket */
+        H "h_bucket{le=\"1\"} 1\nh_sum 1\nh_count 1\n", /* no +Inf */
+        H "h_bucket{le=\"1\"} 2\nh_bucket{le=\"+Inf\"} 1\nh_sum 1\nh_count 1\n",
+        H "h_bucket{le=\"2\"} 1\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 1\n"
+          "h_sum 1\nh_count 1\n",
+        H "h_bucket{le=\"+Inf\"} 2\nh_sum 1\nh_count 3\n", /* +Inf != _count */
+        H "h_bucket{le=\"+Inf\"} 2\nh_count 2\n",          /* no _sum */
+        H "h_bucket{le=\"+Inf\"} 2\nh_sum 1\nh_count 2\nh_count{a=\"1\"} 0\n",
+    };
+#undef H
+    struct prom e;
+    if (prom_parse(&e, good, strlen(good), 0) != 0) fail_msg("good text: %s", e.err);
+    assert_int_equal(e.n, 8);
+    assert_non_null(prom_find(&e, "c_total{a=\"x\"y\n\",b=\"\"}"));
+    assert_true(prom_value(&e, "c_total{a=\"z\"}", 0) == 2500);
+    prom_free(&e);
+    /* blank line, comment, timestamp, trailing comma, no HELP: not the
+     * gateway's layout */
+    assert_int_equal(prom_parse(&e, good, strlen(good), PROM_GATEWAY), -EINVAL);
+    prom_free(&e);
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        bool ok = prom_parse(&e, bad[i], strlen(bad[i]), 0) == 0;
+        prom_free(&e);
+        if (ok) fail_msg("accepted bad text %zu: %s", i, bad[i]);
+    }
 }
 
 /* ---- the renderer ---- */
@@ -445,7 +148,7 @@ static void test_parser_rejects(void **state)
 static void test_empty(void **state)
 {
     (void)state;
-    struct expo e;
+    struct prom e;
     render_parse(&e, NULL, 0, NULL);
     static const char *const families[] = {
         "gateway_requests_total",         "gateway_request_duration_seconds",
@@ -460,7 +163,7 @@ static void test_empty(void **state)
         "gateway_backend_attempts_total", "gateway_retry_budget_exhausted_total"};
     assert_int_equal(e.nf, 20);
     for (size_t i = 0; i < 20; i++)
-        assert_true(find_family(&e, families[i]) >= 0);
+        assert_non_null(prom_family(&e, families[i]));
     assert_true(get(&e, "gateway_upstream_connections_total", "transport", "native", "event",
                     "stale_retry", NULL) == 0);
     assert_true(get(&e, "gateway_upstream_idle_connections", NULL) == 0);
@@ -470,7 +173,7 @@ static void test_empty(void **state)
     assert_true(get(&e, "gateway_config_reloads_total", "result", "error", NULL) == 0);
     assert_true(get(&e, "gateway_spans_dropped_total", NULL) == 0);
     assert_true(get(&e, "gateway_store_entries", NULL) == 0);
-    expo_free(&e);
+    prom_free(&e);
 }
 
 /* gateway_cache_requests_total sums the workers per backend and result;
@@ -485,7 +188,7 @@ static void test_cache_counters(void **state)
     assert_int_equal(metrics_cache(w[0], "users", "miss"), 0);
     assert_int_equal(metrics_cache(w[0], "users", "stale"), -EINVAL);
     struct metrics_globals g = {.store_entries = 7, .store_bytes = 1234};
-    struct expo e;
+    struct prom e;
     render_parse(&e, w, 2, &g);
     assert_true(get(&e, "gateway_cache_requests_total", "backend", "users", "result", "hit",
                     NULL) == 2);
@@ -495,7 +198,7 @@ static void test_cache_counters(void **state)
                     "coalesced", NULL) == 1);
     assert_true(get(&e, "gateway_store_entries", NULL) == 7);
     assert_true(get(&e, "gateway_store_bytes", NULL) == 1234);
-    expo_free(&e);
+    prom_free(&e);
     metrics_free(w[0]);
     metrics_free(w[1]);
 }
@@ -510,7 +213,7 @@ static void test_attempts_summed(void **state)
     assert_int_equal(metrics_attempts(w[1], "users", 1, 0, 1), 0);
     assert_int_equal(metrics_attempts(w[1], "users", 1, 0, 0), 0);
     assert_int_equal(metrics_attempts(w[1], NULL, 1, 0, 0), -EINVAL);
-    struct expo e;
+    struct prom e;
     render_parse(&e, w, 2, NULL);
     assert_true(get(&e, "gateway_backend_attempts_total", "backend", "users", "kind", "first",
                     NULL) == 3);
@@ -518,7 +221,7 @@ static void test_attempts_summed(void **state)
                     NULL) == 2);
     assert_true(get(&e, "gateway_backend_attempts_total", "backend", "users", "kind", "hedge",
                     NULL) == 1);
-    expo_free(&e);
+    prom_free(&e);
     metrics_free(w[0]);
     metrics_free(w[1]);
 }
@@ -565,13 +268,13 @@ static void test_sum_three_workers(void **state)
     struct metrics_globals g = {
         .pools = pools, .npools = 4, .access_log_dropped = 17, .reloads_ok = 2, .reloads_error = 1,
         .spans_dropped = 5};
-    struct expo e;
+    struct prom e;
     render_parse(&e, w, 3, &g);
 
     assert_true(get(&e, "gateway_requests_total", "endpoint", "dash", "code", "200", NULL) == 10);
     assert_true(get(&e, "gateway_requests_total", "endpoint", "dash", "code", "504", NULL) == 1);
     assert_true(get(&e, "gateway_requests_total", "endpoint", "none", "code", "404", NULL) == 2);
-    assert_int_equal(count_samples(&e, "gateway_requests_total"), 3);
+    assert_int_equal(prom_count(&e, "gateway_requests_total"), 3);
 
     const char *u = "gateway_upstream_connections_total";
     assert_true(get(&e, u, "transport", "native", "event", "connect", NULL) == 2);
@@ -579,7 +282,7 @@ static void test_sum_three_workers(void **state)
     assert_true(get(&e, u, "transport", "native", "event", "stale_retry", NULL) == 1);
     assert_true(get(&e, u, "transport", "native", "event", "close", NULL) == 0);
     assert_true(get(&e, u, "transport", "curl", "event", "close", NULL) == 1);
-    assert_int_equal(count_samples(&e, u), 8);
+    assert_int_equal(prom_count(&e, u), 8);
     assert_true(get(&e, "gateway_upstream_idle_connections", NULL) == 2);
 
     const char *h = "gateway_request_duration_seconds";
@@ -603,7 +306,7 @@ static void test_sum_three_workers(void **state)
     assert_true(get(&e, b, "endpoint", "dash", "backend", "user", "outcome", "error", NULL) == 0);
     assert_true(get(&e, b, "endpoint", "dash", "backend", "recs", "outcome", "static", NULL) == 1);
     assert_true(get(&e, b, "endpoint", "dash", "backend", "recs", "outcome", "omitted", NULL) == 1);
-    assert_int_equal(count_samples(&e, b), 16); /* 2 pairs x 8 outcomes */
+    assert_int_equal(prom_count(&e, b), 16); /* 2 pairs x 8 outcomes */
     assert_true(get(&e, "gateway_backend_duration_seconds_count", "backend", "user", NULL) == 3);
     assert_true(get(&e, "gateway_backend_duration_seconds_bucket", "backend", "user", "le", "0.25",
                     NULL) == 1);
@@ -614,18 +317,18 @@ static void test_sum_three_workers(void **state)
     assert_true(get(&e, "gateway_pool_misses_total", "pool", "buf", NULL) == 5);
     assert_true(get(&e, "gateway_pool_hits_total", "pool", "curl", NULL) == 5);
     assert_true(get(&e, "gateway_pool_misses_total", "pool", "stack", NULL) == 4);
-    assert_int_equal(count_samples(&e, "gateway_pool_hits_total"), 3);
+    assert_int_equal(prom_count(&e, "gateway_pool_hits_total"), 3);
     assert_true(get(&e, "gateway_access_log_dropped_total", NULL) == 17);
     assert_true(get(&e, "gateway_spans_dropped_total", NULL) == 5);
     assert_true(get(&e, "gateway_config_reloads_total", "result", "ok", NULL) == 2);
     assert_true(get(&e, "gateway_config_reloads_total", "result", "error", NULL) == 1);
-    expo_free(&e);
+    prom_free(&e);
 
     /* A NULL worker slot is skipped. */
     struct metrics *some[] = {NULL, w[1]};
     render_parse(&e, some, 2, NULL);
     assert_true(get(&e, "gateway_requests_total", "endpoint", "dash", "code", "200", NULL) == 3);
-    expo_free(&e);
+    prom_free(&e);
     for (int i = 0; i < 3; i++)
         metrics_free(w[i]);
 }
@@ -639,12 +342,12 @@ static void test_labels_copied_and_escaped(void **state)
     assert_int_equal(metrics_request(m, ep, 200, 0.01), 0);
     strcpy(ep, "other"); /* the label was copied: a reload may free the config */
     assert_int_equal(metrics_request(m, ep, 200, 0.01), 0);
-    struct expo e;
+    struct prom e;
     render_parse(&e, &m, 1, NULL);
     assert_true(get(&e, "gateway_requests_total", "endpoint", "a\"b\\c\nd", "code", "200", NULL) ==
                 1);
     assert_true(get(&e, "gateway_requests_total", "endpoint", "other", "code", "200", NULL) == 1);
-    expo_free(&e);
+    prom_free(&e);
     metrics_free(m);
 }
 
@@ -661,10 +364,10 @@ static void test_many_series(void **state)
             assert_int_equal(metrics_request(m, name, 200 + i % 3, 0.001 * (i % 50)), 0);
             assert_int_equal(metrics_backend(m, name, "b", "ok", 0.01), 0);
         }
-    struct expo e;
+    struct prom e;
     render_parse(&e, &m, 1, NULL);
-    assert_int_equal(count_samples(&e, "gateway_requests_total"), N);
-    assert_int_equal(count_samples(&e, "gateway_request_duration_seconds_count"), N);
+    assert_int_equal(prom_count(&e, "gateway_requests_total"), N);
+    assert_int_equal(prom_count(&e, "gateway_request_duration_seconds_count"), N);
     for (int i = 0; i < N; i += 97) {
         char code[8];
         snprintf(name, sizeof name, "ep%d", i);
@@ -672,7 +375,7 @@ static void test_many_series(void **state)
         assert_true(get(&e, "gateway_requests_total", "endpoint", name, "code", code, NULL) == 2);
     }
     assert_true(get(&e, "gateway_backend_duration_seconds_count", "backend", "b", NULL) == 2 * N);
-    expo_free(&e);
+    prom_free(&e);
     metrics_free(m);
 }
 
@@ -726,10 +429,10 @@ static void *writer(void *p)
     return NULL;
 }
 
-static double total(const struct expo *e, const char *name)
+static double total(const struct prom *e, const char *name)
 {
     double t = 0;
-    for (int i = 0; i < e->ns; i++)
+    for (size_t i = 0; i < e->n; i++)
         if (strcmp(e->s[i].name, name) == 0) t += e->s[i].value;
     return t;
 }
@@ -751,7 +454,7 @@ static void test_concurrent_scrape(void **state)
     int scrapes = 0;
     /* At least a few scrapes, and keep scraping until both writers finish. */
     while (atomic_load(&r.done) < WRITERS || scrapes < 3) {
-        struct expo e;
+        struct prom e;
         render_parse(&e, r.w, WRITERS, NULL);
         double t = total(&e, "gateway_requests_total");
         assert_true(t >= last);
@@ -761,18 +464,18 @@ static void test_concurrent_scrape(void **state)
         last = t;
         scrapes++;
         atomic_store(&r.scrapes, scrapes);
-        expo_free(&e);
+        prom_free(&e);
     }
     for (int i = 0; i < WRITERS; i++)
         pthread_join(th[i], NULL);
-    struct expo e;
+    struct prom e;
     render_parse(&e, r.w, WRITERS, NULL);
     assert_true(total(&e, "gateway_requests_total") == WRITERS * ITERS);
     assert_true(total(&e, "gateway_request_duration_seconds_count") == WRITERS * ITERS);
-    assert_int_equal(count_samples(&e, "gateway_requests_total"), ITERS / NAMES_EVERY);
+    assert_int_equal(prom_count(&e, "gateway_requests_total"), ITERS / NAMES_EVERY);
     assert_true(get(&e, "gateway_backend_duration_seconds_count", "backend", "b0", NULL) == ITERS);
     assert_true(get(&e, "gateway_inflight_requests", NULL) == 0);
-    expo_free(&e);
+    prom_free(&e);
     for (int i = 0; i < WRITERS; i++)
         metrics_free(r.w[i]);
     pthread_barrier_destroy(&r.start);
@@ -781,7 +484,9 @@ static void test_concurrent_scrape(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_parser_rejects),    cmocka_unit_test(test_empty),
+        cmocka_unit_test(test_parser_rejects),
+        cmocka_unit_test(test_parser_follows_the_format),
+        cmocka_unit_test(test_empty),
         cmocka_unit_test(test_cache_counters),
         cmocka_unit_test(test_attempts_summed),
         cmocka_unit_test(test_sum_three_workers), cmocka_unit_test(test_labels_copied_and_escaped),

@@ -7,17 +7,22 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdint.h>
+
+#include <cmocka.h>
 #include <curl/curl.h>
 
 extern char **environ;
@@ -69,14 +74,77 @@ double h_bound_ms(double ms)
     return ms * h_time_scale();
 }
 
+void h_pause_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
 /* The short wait between two checks of a condition. */
 static void poll_pause(void)
 {
-    struct timespec ts = {0, POLL_STEP_MS * 1000000L};
-    nanosleep(&ts, NULL);
+    h_pause_ms(POLL_STEP_MS);
+}
+
+bool h_poll_step(double end)
+{
+    if (h_now_ms() >= end) return false;
+    poll_pause();
+    return true;
+}
+
+bool h_poll_until(bool (*pred)(void *arg), void *arg, int ms)
+{
+    return H_POLL_UNTIL(pred(arg), ms);
 }
 
 /* ---- processes ---- */
+
+/* In the child of spawn: asks for SIGKILL when the parent dies, and gives
+ * up if it already has (then getppid() is no longer parent); stdin from
+ * /dev/null, stdout and stderr on out and err (-1: inherited); execs argv.
+ * On failure writes errno to errfd. Async-signal-safe calls only (the
+ * parent may have threads). */
+__attribute__((noreturn)) static void child_exec(char *const argv[], int out, int err,
+                                                pid_t parent, int errfd)
+{
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent) _exit(127);
+    int null = open("/dev/null", O_RDONLY);
+    if (null >= 0 && dup2(null, STDIN_FILENO) >= 0 && (out < 0 || dup2(out, STDOUT_FILENO) >= 0) &&
+        (err < 0 || dup2(err, STDERR_FILENO) >= 0))
+        execve(argv[0], argv, environ);
+    int e = errno;
+    ssize_t n = write(errfd, &e, sizeof e);
+    (void)n;
+    _exit(127);
+}
+
+pid_t h_spawn(char *const argv[], int out, int err)
+{
+    pid_t parent = getpid();
+    int ep[2]; /* the child's errno if exec fails; EOF when it succeeded */
+    if (pipe2(ep, O_CLOEXEC) != 0) return -errno;
+    pid_t pid = fork();
+    if (pid == 0) child_exec(argv, out, err, parent, ep[1]);
+    int fork_errno = errno;
+    close(ep[1]);
+    if (pid < 0) {
+        close(ep[0]);
+        return -fork_errno;
+    }
+    int child_errno = 0;
+    ssize_t n;
+    while ((n = read(ep[0], &child_errno, sizeof child_errno)) < 0 && errno == EINTR) {
+    }
+    close(ep[0]);
+    if (n > 0) {
+        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
+        }
+        return -(child_errno ? child_errno : EIO);
+    }
+    return pid;
+}
 
 /* Waits for pid at most ms; returns the wait status or -1 when still
  * running. */
@@ -121,18 +189,13 @@ int h_mock_start_port(struct h_mock *m, int port)
     snprintf(port_s, sizeof port_s, "%d", port);
     int p[2];
     if (pipe2(p, O_CLOEXEC) != 0) return -errno;
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, p[1], STDOUT_FILENO);
     char *argv[] = {(char *)g_mock_bin, "--port", port_s, NULL};
-    pid_t pid;
-    int rc = posix_spawn(&pid, g_mock_bin, &fa, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
+    pid_t pid = h_spawn(argv, p[1], -1);
     close(p[1]);
-    if (rc != 0) {
+    if (pid < 0) {
         close(p[0]);
-        fprintf(stderr, "harness: cannot start %s: %s\n", g_mock_bin, strerror(rc));
-        return -rc;
+        fprintf(stderr, "harness: cannot start %s: %s\n", g_mock_bin, strerror(-pid));
+        return pid;
     }
     m->pid = pid;
 
@@ -283,20 +346,17 @@ void h_gateway_dump(const struct h_gateway *g)
 
 static int spawn_gateway(struct h_gateway *g)
 {
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, g->stderr_path,
-                                     O_WRONLY | O_APPEND | O_CREAT, 0600);
-    posix_spawn_file_actions_adddup2(&fa, STDOUT_FILENO, STDERR_FILENO);
-    posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+    int fd = open(g->stderr_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) return -errno;
     char *argv[] = {(char *)g_gateway_bin, "-c", g->conf_path, NULL};
-    int rc = posix_spawn(&g->pid, g_gateway_bin, &fa, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    if (rc != 0) {
-        fprintf(stderr, "harness: cannot start %s: %s\n", g_gateway_bin, strerror(rc));
+    pid_t pid = h_spawn(argv, fd, fd);
+    close(fd);
+    if (pid < 0) {
+        fprintf(stderr, "harness: cannot start %s: %s\n", g_gateway_bin, strerror(-pid));
         g->pid = 0;
-        return -rc;
+        return pid;
     }
+    g->pid = pid;
     return 0;
 }
 
@@ -380,24 +440,88 @@ int h_env_start(struct h_env *e, const char *tmpl)
     return rc;
 }
 
+/* Stops a gateway for good: a crash or a non-zero exit is reported and
+ * recorded for h_stop_failed. Returns 0 or -1. */
+static int gateway_stop_checked(struct h_gateway *g)
+{
+    if (!g->pid) return 0;
+    int rc = 0;
+    int st = stop_pid(g->pid, "gateway");
+    g->pid = 0;
+    bool ok = st != -1 && ((WIFEXITED(st) && WEXITSTATUS(st) == 0) ||
+                           (WIFSIGNALED(st) && WTERMSIG(st) == SIGTERM));
+    if (!ok) {
+        fprintf(stderr, "harness: gateway did not stop cleanly (wait status 0x%x)\n", st);
+        rc = -1;
+        g_stop_failed = true;
+    }
+    h_gateway_dump(g);
+    h_gateway_stop(g, false);
+    return rc;
+}
+
 int h_env_stop(struct h_env *e)
 {
-    int rc = 0;
-    if (e->gw.pid) {
-        int st = stop_pid(e->gw.pid, "gateway");
-        e->gw.pid = 0;
-        bool ok = st != -1 && ((WIFEXITED(st) && WEXITSTATUS(st) == 0) ||
-                               (WIFSIGNALED(st) && WTERMSIG(st) == SIGTERM));
-        if (!ok) {
-            fprintf(stderr, "harness: gateway did not stop cleanly (wait status 0x%x)\n", st);
-            rc = -1;
-            g_stop_failed = true;
-        }
-        h_gateway_dump(&e->gw);
-        h_gateway_stop(&e->gw, false);
-    }
+    int rc = gateway_stop_checked(&e->gw);
     if (e->mock.pid) h_mock_stop(&e->mock);
     return rc;
+}
+
+int h_env_start_mocks(struct h_gateway *g, struct h_mock *const *mocks, size_t n,
+                      const char *tmpl)
+{
+    if (n == 0 || n > 8) return -EINVAL;
+    memset(g, 0, sizeof *g);
+    for (size_t i = 0; i < n; i++)
+        memset(mocks[i], 0, sizeof *mocks[i]);
+    char *conf = strdup(tmpl);
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        rc = h_mock_start(mocks[i]);
+        char name[8], port[16];
+        snprintf(name, sizeof name, "@%c@", (char)('A' + i));
+        snprintf(port, sizeof port, "%d", mocks[i]->port);
+        char *next = h_replace(conf, name, port);
+        free(conf);
+        conf = next;
+    }
+    if (rc == 0) rc = h_gateway_start(g, conf, mocks[0]);
+    free(conf);
+    if (rc) h_env_stop_mocks(g, mocks, n);
+    return rc;
+}
+
+int h_env_stop_mocks(struct h_gateway *g, struct h_mock *const *mocks, size_t n)
+{
+    int rc = gateway_stop_checked(g);
+    for (size_t i = 0; i < n; i++)
+        if (mocks[i]->pid) h_mock_stop(mocks[i]);
+    return rc;
+}
+
+/* The env and template of the group h_group_run is running. */
+static struct h_env *g_group_env;
+static const char *g_group_tmpl;
+
+static int group_setup(void **state)
+{
+    (void)state;
+    return h_env_start(g_group_env, g_group_tmpl) == 0 ? 0 : -1;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    return h_env_stop(g_group_env);
+}
+
+int h_group_run(const char *name, const struct CMUnitTest *tests, size_t n, struct h_env *env,
+                const char *tmpl)
+{
+    g_group_env = env;
+    g_group_tmpl = tmpl;
+    int rc = _cmocka_run_group_tests(name, tests, n, group_setup, group_teardown);
+    return rc ? rc : h_stop_failed();
 }
 
 int h_run(char *const argv[], int timeout_ms, char **output)
@@ -405,16 +529,9 @@ int h_run(char *const argv[], int timeout_ms, char **output)
     char path[] = "/tmp/gw-itest-run-XXXXXX";
     int fd = mkstemp(path);
     if (fd < 0) return -1;
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, fd, STDOUT_FILENO);
-    posix_spawn_file_actions_adddup2(&fa, fd, STDERR_FILENO);
-    posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-    pid_t pid;
-    int rc = posix_spawn(&pid, argv[0], &fa, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
+    pid_t pid = h_spawn(argv, fd, fd);
     int code = -1;
-    if (rc == 0) {
+    if (pid > 0) {
         int st = wait_bounded(pid, timeout_ms);
         if (st == -1) {
             fprintf(stderr, "harness: %s did not exit within %d ms\n", argv[0], timeout_ms);
@@ -424,7 +541,7 @@ int h_run(char *const argv[], int timeout_ms, char **output)
             code = WEXITSTATUS(st);
         }
     } else {
-        fprintf(stderr, "harness: cannot run %s: %s\n", argv[0], strerror(rc));
+        fprintf(stderr, "harness: cannot run %s: %s\n", argv[0], strerror(-pid));
     }
     if (output) {
         struct stat sb;
@@ -568,6 +685,14 @@ cJSON *h_mock_log(const struct h_mock *m, const char *prefix)
     }
     h_resp_free(&r);
     return log;
+}
+
+int h_mock_count(const struct h_mock *m, const char *prefix)
+{
+    cJSON *log = h_mock_log(m, prefix);
+    int n = cJSON_IsArray(log) ? cJSON_GetArraySize(log) : -1;
+    cJSON_Delete(log);
+    return n;
 }
 
 static int mock_post(const struct h_mock *m, const char *path_query)

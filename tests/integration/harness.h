@@ -3,14 +3,22 @@
  * (tests/mock/mock_backend.c) for the integration tests, and talks to both
  * with libcurl.
  *
- * Processes are started with posix_spawn and stopped by PID (SIGTERM, a
- * bounded wait, then SIGKILL). Each test program starts its own processes on
+ * Processes are started with h_spawn and stopped by PID (SIGTERM, a
+ * bounded wait, then SIGKILL). Each one is killed by the kernel when the
+ * test program dies (PR_SET_PDEATHSIG), so a crashed or killed test leaves
+ * no mock or gateway behind; the signal comes when the *thread* that
+ * started the process ends, so start processes from the main thread. Each test program starts its own processes on
  * ephemeral ports, so programs can run in parallel. Every wait is a poll on
  * a condition with a bounded total time, never a fixed sleep.
  *
  * Failures in the harness itself (cannot spawn, gateway never healthy) are
  * reported on stderr and returned as negative errno values; the tests turn
  * them into assertion failures.
+ *
+ * What every program shares is here once: the group that runs the tests
+ * around one gateway and mock (H_GROUP_RUN), a gateway in front of several
+ * mocks (h_env_start_mocks), polling (h_poll_until, H_POLL_UNTIL), pacing
+ * (h_pause_ms) and counting the mock's log (h_mock_count).
  *
  * Every timeout a harness function takes (h_wait_log, h_gateway_log_wait,
  * h_gateway_wait_exit, h_read_response, h_wait_closed, and the harness's own
@@ -59,6 +67,12 @@ struct h_resp {
  * Initialises libcurl. Call once from main. */
 void h_init(int argc, char **argv);
 const char *h_gateway_bin(void);
+
+/* Starts argv[0] (a path) with argv, stdin from /dev/null, stdout and
+ * stderr on the fds out and err (-1: the test's own), as a child that gets
+ * SIGKILL when the calling thread ends (see the top). Returns its pid, or a
+ * negative errno value (exec failures included). */
+pid_t h_spawn(char *const argv[], int out, int err);
 
 /* Starts a mock backend on an ephemeral port and reads the port it prints.
  * Returns 0 or a negative errno value. */
@@ -228,5 +242,55 @@ bool h_raw_header(const char *raw, const char *name, char *val, size_t vlen);
 /* Waits at most timeout_ms for the peer to close fd (EOF or reset),
  * discarding anything it sends. Returns 0 when closed, -ETIMEDOUT else. */
 int h_wait_closed(int fd, int timeout_ms);
+
+/* ---- the shapes every test program shares ---- */
+
+/* Sleeps ms (not scaled). Only for pacing (a slow client, a load's rhythm)
+ * or for time that is itself the point; a wait for an outcome is a poll:
+ * h_poll_until or H_POLL_UNTIL. */
+void h_pause_ms(int ms);
+
+/* Polls pred(arg) every 10 ms until it returns true, at most
+ * h_bound_ms(ms). Returns whether it did (it is checked once more at the
+ * bound). */
+bool h_poll_until(bool (*pred)(void *arg), void *arg, int ms);
+/* The same for an expression (evaluated in the caller, so it may use
+ * locals): a bool, true when expr became true within h_bound_ms(ms). */
+#define H_POLL_UNTIL(expr, ms)                                                                     \
+    ({                                                                                             \
+        double h_end_ = h_now_ms() + h_bound_ms(ms);                                               \
+        bool h_ok_;                                                                                \
+        while (!(h_ok_ = (expr)) && h_poll_step(h_end_)) {                                         \
+        }                                                                                          \
+        h_ok_;                                                                                     \
+    })
+/* One step of a poll: false when h_now_ms() reached end, else pauses 10 ms
+ * and returns true. */
+bool h_poll_step(double end);
+
+/* The number of /_log entries whose path starts with prefix (NULL: all),
+ * or -1 when the log cannot be read. */
+int h_mock_count(const struct h_mock *m, const char *prefix);
+
+/* Starts n mocks (n <= 8), then a gateway from tmpl in which "@A@", "@B@",
+ * ... are replaced by the ports of mocks[0], mocks[1], ... (and ${BACKEND}
+ * by mocks[0]'s origin). Returns 0 or a negative errno value (everything
+ * started is stopped again). */
+int h_env_start_mocks(struct h_gateway *g, struct h_mock *const *mocks, size_t n,
+                      const char *tmpl);
+/* Stops the gateway like h_env_stop (a crash or a non-zero exit is
+ * reported, counted in h_stop_failed and returned as -1), then every mock
+ * still running. */
+int h_env_stop_mocks(struct h_gateway *g, struct h_mock *const *mocks, size_t n);
+
+/* Runs tests as one cmocka group named name around *env: the group setup
+ * starts it from tmpl (h_env_start), the teardown stops it (h_env_stop).
+ * Returns cmocka's count of failures, or 1 when there were none but a
+ * gateway did not stop cleanly (h_stop_failed): main returns it. */
+struct CMUnitTest;
+int h_group_run(const char *name, const struct CMUnitTest *tests, size_t n, struct h_env *env,
+                const char *tmpl);
+#define H_GROUP_RUN(name, tests, env, tmpl)                                                        \
+    h_group_run(name, tests, sizeof(tests) / sizeof((tests)[0]), env, tmpl)
 
 #endif

@@ -71,31 +71,25 @@ static int write_jwks(const char *text)
     return rename(tmp, jwks_path);
 }
 
-static int group_setup(void **state)
+/* The keys and the JWKS file the group's gateway reads: made before the
+ * group runs, removed after it. */
+static int keys_make(void)
 {
-    (void)state;
     rsa = tk_rsa(2048);
     rsa_new = tk_rsa(2048);
     ec = tk_ec();
     char *jwks = tk_jwks(rsa, "r1", ec, "e1");
     int rc = h_write_temp(jwks_path, sizeof jwks_path, jwks);
     free(jwks);
-    if (rc) return -1;
-    char *conf = h_replace(conf_tmpl, "${JWKS}", jwks_path);
-    rc = h_env_start(&env, conf);
-    free(conf);
     return rc;
 }
 
-static int group_teardown(void **state)
+static void keys_free(void)
 {
-    (void)state;
-    int rc = h_env_stop(&env);
     unlink(jwks_path);
     EVP_PKEY_free(rsa);
     EVP_PKEY_free(rsa_new);
     EVP_PKEY_free(ec);
-    return rc;
 }
 
 /* Claims valid now, with extra members. */
@@ -141,15 +135,6 @@ static const char *echoed(const struct h_resp *r, const char *lname)
     const cJSON *e = cJSON_GetObjectItem(r->json, "e");
     if (!e) e = cJSON_GetObjectItem(r->json, "u");
     return h_json_str(cJSON_GetObjectItem(e, "headers"), lname);
-}
-
-static int backend_calls(const char *prefix)
-{
-    cJSON *log = h_mock_log(&env.mock, prefix);
-    assert_non_null(log);
-    int n = cJSON_GetArraySize(log);
-    cJSON_Delete(log);
-    return n;
 }
 
 static void valid_tokens_reach_the_backend_with_claim_headers(void **state)
@@ -246,7 +231,7 @@ static void rejections_are_401_before_any_backend_call(void **state)
     h_resp_free(&r);
     free(huge);
     /* the answers were written before any call could start: none happened */
-    assert_int_equal(backend_calls("/echo/req"), 0);
+    assert_int_equal(h_mock_count(&env.mock, "/echo/req"), 0);
 }
 
 static void optional_auth_goes_on_without_claims(void **state)
@@ -272,7 +257,7 @@ static void optional_auth_goes_on_without_claims(void **state)
     assert_string_equal(h_header(&r, "WWW-Authenticate"), "Bearer error=\"invalid_token\"");
     h_resp_free(&r);
     free(t);
-    assert_int_equal(backend_calls("/echo/opt"), 0);
+    assert_int_equal(h_mock_count(&env.mock, "/echo/opt"), 0);
 }
 
 static void degraded_answers_are_not_shared_across_subs(void **state)
@@ -305,9 +290,7 @@ static void sighup_reloads_the_jwks_and_a_bad_one_keeps_the_keys(void **state)
     free(jwks);
     int before = h_gateway_log_count(&env.gw, "JWKS reloaded");
     assert_int_equal(kill(env.gw.pid, SIGHUP), 0);
-    double t0 = h_now_ms();
-    while (h_gateway_log_count(&env.gw, "JWKS reloaded") == before && h_now_ms() - t0 < WAIT_MS)
-        usleep(10000);
+    (void)H_POLL_UNTIL(h_gateway_log_count(&env.gw, "JWKS reloaded") != before, WAIT_MS);
     assert_int_equal(h_gateway_log_count(&env.gw, "JWKS reloaded"), before + 1);
     char *t = token(rsa_new, "RS256", "r2", "carol"), *old = token(rsa, "RS256", "r1", "carol");
     struct h_resp r;
@@ -362,6 +345,10 @@ int main(int argc, char **argv)
         cmocka_unit_test(sighup_reloads_the_jwks_and_a_bad_one_keeps_the_keys),
         cmocka_unit_test(check_reports_an_unusable_jwks),
     };
-    int rc = cmocka_run_group_tests_name("auth", tests, group_setup, group_teardown);
-    return rc ? rc : h_stop_failed();
+    if (keys_make()) return 1;
+    char *conf = h_replace(conf_tmpl, "${JWKS}", jwks_path);
+    int rc = H_GROUP_RUN("integration/auth", tests, &env, conf);
+    free(conf);
+    keys_free();
+    return rc;
 }

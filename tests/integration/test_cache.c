@@ -63,26 +63,10 @@ static const char conf[] =
 
 static struct h_env env;
 
-static int group_setup(void **state)
-{
-    (void)state;
-    return h_env_start(&env, conf) == 0 ? 0 : -1;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    return h_env_stop(&env);
-}
-
 /* Backend calls the mock has seen whose path starts with prefix. */
 static int calls(const char *prefix)
 {
-    cJSON *log = h_mock_log(&env.mock, prefix);
-    assert_non_null(log);
-    int n = cJSON_GetArraySize(log);
-    cJSON_Delete(log);
-    return n;
+    return h_mock_count(&env.mock, prefix);
 }
 
 static void get_ok(const char *path, const char *auth, struct h_resp *r)
@@ -115,7 +99,7 @@ static double second_call_after(const char *path, const char *prefix, double t0)
         int n = calls(prefix);
         assert_true(n <= 2);
         if (n == 2) return at - t0;
-        usleep(20 * 1000); /* a polling interval, not a wait for an outcome */
+        h_pause_ms(20); /* a polling interval, not a wait for an outcome */
     }
     fail_msg("no second backend call for %s within 8 s", path);
     return 0;
@@ -377,9 +361,7 @@ static void test_leader_hangs_up(void **state)
     for (int i = 0; i < N; i++)
         start_client(&c[i], path, NULL);
     /* all five parked on the shared call (1 + 5 + the scrape) */
-    double end = h_now_ms() + h_bound_ms(5000);
-    while (inflight() < 1 + N + 1 && h_now_ms() < end)
-        usleep(10 * 1000);
+    (void)H_POLL_UNTIL(inflight() >= 1 + N + 1, 5000);
     assert_true(inflight() >= 1 + N + 1);
     close(fd); /* the leader's client hangs up */
     for (int i = 0; i < N; i++) {
@@ -442,6 +424,5 @@ int main(int argc, char **argv)
         cmocka_unit_test(hit_before_the_attempt_loop),
         cmocka_unit_test(coalesced_calls_share_the_retry),
     };
-    int rc = cmocka_run_group_tests_name("integration/cache", tests, group_setup, group_teardown);
-    return rc ? rc : h_stop_failed();
+    return H_GROUP_RUN("integration/cache", tests, &env, conf);
 }

@@ -155,21 +155,6 @@ static char *make_conf(void)
     return out;
 }
 
-static int group_setup(void **state)
-{
-    (void)state;
-    char *conf = make_conf();
-    int rc = h_env_start(&env, conf);
-    free(conf);
-    return rc == 0 ? 0 : -1;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    return h_env_stop(&env);
-}
-
 static int reset_mock(void **state)
 {
     (void)state;
@@ -205,15 +190,6 @@ static double num(const cJSON *e, const char *name)
     const cJSON *v = cJSON_GetObjectItem(e, name);
     assert_true(cJSON_IsNumber(v));
     return v->valuedouble;
-}
-
-static size_t count_prefix(const char *prefix)
-{
-    cJSON *log = h_mock_log(&env.mock, prefix);
-    assert_non_null(log);
-    size_t n = (size_t)cJSON_GetArraySize(log);
-    cJSON_Delete(log);
-    return n;
 }
 
 static void child_starts_after_parent_sibling_at_once(void **state)
@@ -260,7 +236,7 @@ static void failing_parent_fails_its_children(void **state)
     assert_string_equal(h_json_str(r.json, "backend"), "c");
     assert_non_null(strstr(h_json_str(r.json, "error"), "dependency p failed"));
     h_resp_free(&r);
-    assert_int_equal(count_prefix("/users/never"), 0); /* never called */
+    assert_int_equal(h_mock_count(&env.mock, "/users/never"), 0); /* never called */
 }
 
 static void degraded_parent_feeds_its_child(void **state)
@@ -276,7 +252,7 @@ static void degraded_parent_feeds_its_child(void **state)
     assert_string_equal(h_header(&r, "X-Gateway-Degraded"), "p");
     assert_string_equal(h_json_str(r.json, "c"), "7"); /* target: orders/7's user_id */
     h_resp_free(&r);
-    assert_int_equal(count_prefix("/orders/7"), 2);
+    assert_int_equal(h_mock_count(&env.mock, "/orders/7"), 2);
 }
 
 static void foreach_keeps_input_order(void **state)
@@ -373,7 +349,7 @@ static void failed_item_cancels_its_siblings(void **state)
     /* item 0 was cancelled in flight (the mock saw the hang-up) or before
      * it was sent (the mock never saw it) */
     cJSON *e = h_wait_log(&env.mock, "/slow/4000/fast-a", h_pred_hung_up, NULL, 3000);
-    if (!e) assert_int_equal(count_prefix("/slow/4000/fast-a"), 0);
+    if (!e) assert_int_equal(h_mock_count(&env.mock, "/slow/4000/fast-a"), 0);
     cJSON_Delete(e);
 }
 
@@ -392,7 +368,7 @@ static void max_items_and_empty(void **state)
     assert_int_equal(cJSON_GetArraySize(items), 0);
     assert_null(cJSON_GetObjectItem(r.json, "bad")); /* {"l":[]} is not an array: omitted */
     h_resp_free(&r);
-    assert_int_equal(count_prefix("/b/"), 0);
+    assert_int_equal(h_mock_count(&env.mock, "/b/"), 0);
 }
 
 static void deadline_mid_chain_gives_504(void **state)
@@ -439,7 +415,7 @@ static void hang_up_mid_chain_aborts_all(void **state)
     get("/each", &r);
     assert_int_equal(r.status, 200);
     h_resp_free(&r);
-    assert_int_equal(count_prefix("/slow/10/hang-child"), 0);
+    assert_int_equal(h_mock_count(&env.mock, "/slow/10/hang-child"), 0);
 }
 
 static void conflict_error_names_member_and_backends(void **state)
@@ -470,6 +446,8 @@ int main(int argc, char **argv)
         T(conflict_error_names_member_and_backends),
     };
 #undef T
-    int rc = cmocka_run_group_tests_name("integration/compose", tests, group_setup, group_teardown);
-    return rc ? rc : h_stop_failed();
+    char *conf = make_conf();
+    int rc = H_GROUP_RUN("integration/compose", tests, &env, conf);
+    free(conf);
+    return rc;
 }

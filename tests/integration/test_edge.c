@@ -38,18 +38,6 @@ static const char conf[] =
 
 static struct h_env env;
 
-static int setup(void **state)
-{
-    (void)state;
-    return h_env_start(&env, conf);
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    return h_env_stop(&env);
-}
-
 static void get(const char *path, const char *const *hdrs, struct h_resp *r)
 {
     assert_int_equal(h_get(env.gw.base, path, hdrs, r), 0);
@@ -183,15 +171,6 @@ static void preflight(const char *path, const char *origin, const char *method,
     assert_int_equal(h_request("OPTIONS", url, h, NULL, 0, r), 0);
 }
 
-static size_t mock_calls(void)
-{
-    cJSON *log = h_mock_log(&env.mock, "/");
-    assert_non_null(log);
-    size_t n = (size_t)cJSON_GetArraySize(log);
-    cJSON_Delete(log);
-    return n;
-}
-
 /* Preflight for GET and POST routes: 204 with the CORS headers, no backend
  * called; a disallowed origin: 204 without them; no such route or method,
  * or no Access-Control-Request-Method: today's 404/405. */
@@ -220,7 +199,7 @@ static void test_cors_preflight(void **state)
     assert_false(has(&r, "Access-Control-Allow-Methods", NULL));
     assert_true(has(&r, "Vary", "Origin"));
     h_resp_free(&r);
-    assert_int_equal(mock_calls(), 0); /* no backend called */
+    assert_int_equal(h_mock_count(&env.mock, "/"), 0); /* no backend called */
     preflight("/api/echo/1", "https://app.example", "GET", &r); /* no GET route there */
     assert_int_equal(r.status, 405);
     h_resp_free(&r);
@@ -233,7 +212,7 @@ static void test_cors_preflight(void **state)
     assert_int_equal(h_request("OPTIONS", url, h, NULL, 0, &r), 0);
     assert_int_equal(r.status, 405);
     h_resp_free(&r);
-    assert_int_equal(mock_calls(), 0);
+    assert_int_equal(h_mock_count(&env.mock, "/"), 0);
 }
 
 /* Actual requests: an allowed origin is echoed with credentials; a
@@ -278,6 +257,5 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_gzip_small_and_errors), cmocka_unit_test(test_cors_preflight),
         cmocka_unit_test(test_cors_actual),
     };
-    int rc = cmocka_run_group_tests(tests, setup, teardown);
-    return rc ? rc : h_stop_failed();
+    return H_GROUP_RUN("integration/edge", tests, &env, conf);
 }

@@ -55,18 +55,6 @@ static const char conf[] =
 
 static struct h_env env;
 
-static int group_setup(void **state)
-{
-    (void)state;
-    return h_env_start(&env, conf) == 0 ? 0 : -1;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    return h_env_stop(&env);
-}
-
 /* The capped request: 504 not before the cap and well before the backend
  * would answer; the backend was told at most the cap. */
 static void expect_capped(const char *id, const char *const *hdrs)
@@ -157,7 +145,5 @@ int main(int argc, char **argv)
         cmocka_unit_test(endpoint_timeout_above_max_timeout_ms_is_capped),
         cmocka_unit_test(concurrency_1_runs_the_calls_one_after_the_other),
     };
-    int rc = cmocka_run_group_tests_name("integration/endpoint_limits", tests, group_setup,
-                                         group_teardown);
-    return rc ? rc : h_stop_failed();
+    return H_GROUP_RUN("integration/endpoint_limits", tests, &env, conf);
 }

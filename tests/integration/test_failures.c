@@ -28,18 +28,6 @@
 
 static struct h_env env;
 
-static int group_setup(void **state)
-{
-    (void)state;
-    return h_env_start(&env, h_conf_standard) == 0 ? 0 : -1;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    return h_env_stop(&env);
-}
-
 static int reset_mock(void **state)
 {
     (void)state;
@@ -216,7 +204,5 @@ int main(int argc, char **argv)
         T(client_hang_up_aborts_the_backend_calls),
     };
 #undef T
-    int rc =
-        cmocka_run_group_tests_name("integration/failures", tests, group_setup, group_teardown);
-    return rc ? rc : h_stop_failed();
+    return H_GROUP_RUN("integration/failures", tests, &env, h_conf_standard);
 }

@@ -47,18 +47,6 @@ static const char conf[] =
 static struct h_env env;
 static int seq; /* a fresh path per request */
 
-static int group_setup(void **state)
-{
-    (void)state;
-    return h_env_start(&env, conf) == 0 ? 0 : -1;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    return h_env_stop(&env);
-}
-
 /* Sends GET path with extra raw header bytes (may hold NUL, CR...) and
  * reads the answer. Returns the status; *raw gets the whole response. */
 static long raw_get(const char *path, const char *hdrs, size_t hdrs_len, char **raw)
@@ -319,6 +307,5 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_too_long),
         cmocka_unit_test(test_duplicate_members),
     };
-    int rc = cmocka_run_group_tests(tests, group_setup, group_teardown);
-    return rc ? rc : h_stop_failed();
+    return H_GROUP_RUN("integration/forward", tests, &env, conf);
 }

@@ -73,6 +73,8 @@ static char *conf_text(bool with_x, const char *interval_ms)
     return t4;
 }
 
+static struct h_mock *const mocks[] = {&A, &B};
+
 static int setup(void **state)
 {
     (void)state;
@@ -85,22 +87,10 @@ static int setup(void **state)
     return rc == 0 ? 0 : -1;
 }
 
-/* cmocka 1.1.5 returns 0 despite a failed group teardown: main checks this */
-static bool stop_failed;
-
 static int teardown(void **state)
 {
     (void)state;
-    int st = h_gateway_stop(&gw, true);
-    if (st != 0) {
-        fprintf(stderr, "gateway exit status %d (a sanitizer report?)\n", st);
-        h_gateway_dump(&gw);
-        stop_failed = true;
-    }
-    unlink(gw.stderr_path);
-    if (A.pid) h_mock_stop(&A);
-    if (B.pid) h_mock_stop(&B);
-    return st == 0 ? 0 : -1;
+    return h_env_stop_mocks(&gw, mocks, 2);
 }
 
 /* The value of the /metrics line that starts with key (labels included,
@@ -146,22 +136,13 @@ static bool wait_metric(const char *key, int want, double bound_ms)
 /* Polls until healthy(port) == want; returns the ms it took, or -1. */
 static double wait_healthy(int port, int want, double bound_ms)
 {
-    double t0 = h_now_ms(), end = t0 + h_bound_ms(bound_ms);
-    while (h_now_ms() < end) {
-        if (healthy(port) == want) return h_now_ms() - t0;
-        struct timespec ts = {0, 10 * 1000000};
-        nanosleep(&ts, NULL);
-    }
-    return -1;
+    double t0 = h_now_ms();
+    return H_POLL_UNTIL(healthy(port) == want, bound_ms) ? h_now_ms() - t0 : -1;
 }
 
 static int count(const struct h_mock *m)
 {
-    cJSON *log = h_mock_log(m, "/users/");
-    assert_non_null(log);
-    int n = cJSON_GetArraySize(log);
-    cJSON_Delete(log);
-    return n;
+    return h_mock_count(m, "/users/");
 }
 
 static void calls(int n, long want_status)
@@ -276,5 +257,5 @@ int main(int argc, char **argv)
         cmocka_unit_test(reload_keeps_the_state_of_kept_hosts_only),
     };
     int rc = cmocka_run_group_tests_name("integration/health", tests, setup, teardown);
-    return rc ? rc : stop_failed;
+    return rc ? rc : h_stop_failed();
 }

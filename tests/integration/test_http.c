@@ -57,28 +57,7 @@ static const char conf[] =
 
 static struct h_env env;
 
-static int group_setup(void **state)
-{
-    (void)state;
-    return h_env_start(&env, conf) == 0 ? 0 : -1;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    return h_env_stop(&env);
-}
-
 static const char HIDDEN[] = "GET /api/hidden/1 HTTP/1.1\r\nHost: x\r\n\r\n";
-
-static size_t log_count(const char *prefix)
-{
-    cJSON *log = h_mock_log(&env.mock, prefix);
-    assert_non_null(log);
-    size_t n = (size_t)cJSON_GetArraySize(log);
-    cJSON_Delete(log);
-    return n;
-}
 
 static int count_of(const char *hay, const char *needle)
 {
@@ -130,8 +109,8 @@ static void refused(const char *head, long status)
     assert_int_equal(closed, 0);
     assert_int_equal(lines, 1);
     /* anything the gateway executed was logged before it closed */
-    assert_int_equal(log_count("/echo/HIDDEN"), 0);
-    assert_int_equal(log_count("/echo/p"), 0);
+    assert_int_equal(h_mock_count(&env.mock, "/echo/HIDDEN"), 0);
+    assert_int_equal(h_mock_count(&env.mock, "/echo/p"), 0);
 }
 
 #define POST "POST /api/post/1 HTTP/1.1\r\nHost: x\r\n"
@@ -223,7 +202,7 @@ static void host_and_absolute_form(void **state)
     assert_int_equal(h_send_all(fd, v10, strlen(v10)), 0);
     assert_int_equal(h_read_response(fd, 10000, NULL), 200); /* HTTP/1.0 needs no Host */
     close(fd);
-    assert_int_equal(log_count("/recs/abs"), 1);
+    assert_int_equal(h_mock_count(&env.mock, "/recs/abs"), 1);
 }
 
 /* Reads until the end of a header block (no body expected). */
@@ -339,8 +318,8 @@ static void header_sizes(void **state)
         long st = h_read_response(fd, 10000, &raw);
         char prefix[32];
         snprintf(prefix, sizeof prefix, "/echo/p/s%zu", i);
-        size_t calls = log_count(prefix);
-        fprintf(stderr, "header block %zu bytes (%s request): %ld, backend calls %zu\n", sizes[i],
+        int calls = h_mock_count(&env.mock, prefix);
+        fprintf(stderr, "header block %zu bytes (%s request): %ld, backend calls %d\n", sizes[i],
                 later ? "later" : "first", st, calls);
         assert_non_null(raw);
         if (count_of(raw, "HTTP/1.1 ") != 1) fprintf(stderr, "%s\n", raw);
@@ -429,7 +408,7 @@ static void slow_headers_and_body_408(void **state)
     assert_true(ms >= HEADER_TIMEOUT_MS + 900);
     assert_int_equal(h_wait_closed(fd, 10000), 0);
     close(fd);
-    assert_int_equal(log_count("/echo/p"), 0);
+    assert_int_equal(h_mock_count(&env.mock, "/echo/p"), 0);
     assert_true(h_gateway_log_wait(&env.gw, "\"status\":408", 10000));
 }
 
@@ -535,6 +514,5 @@ int main(int argc, char **argv)
         cmocka_unit_test(half_close_is_499_without_blame),
         cmocka_unit_test(drain_accepts_backlog),
     };
-    int rc = cmocka_run_group_tests(tests, group_setup, group_teardown);
-    return rc ? rc : h_stop_failed();
+    return H_GROUP_RUN("integration/http", tests, &env, conf);
 }

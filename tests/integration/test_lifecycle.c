@@ -312,18 +312,20 @@ static void *run_loader(void *arg)
 
 /* Polls GET path until it answers want, at most ms. Returns the last
  * status. */
+static long status_of(const char *path)
+{
+    struct h_resp r;
+    h_get(env.gw.base, path, NULL, &r);
+    long st = r.status;
+    h_resp_free(&r);
+    return st;
+}
+
 static long poll_status(const char *path, long want, int ms)
 {
-    double end = h_now_ms() + h_bound_ms(ms);
-    for (;;) {
-        struct h_resp r;
-        h_get(env.gw.base, path, NULL, &r);
-        long st = r.status;
-        h_resp_free(&r);
-        if (st == want || h_now_ms() >= end) return st;
-        struct timespec ts = {0, 10 * 1000000L};
-        nanosleep(&ts, NULL);
-    }
+    long st = 0;
+    (void)H_POLL_UNTIL((st = status_of(path)) == want, ms);
+    return st;
 }
 
 static void write_conf(char *tmpl)
@@ -379,11 +381,7 @@ static void reload_under_load_loses_no_request(void **state)
     int before = h_gateway_log_count(&env.gw, "restart");
     write_conf(reload_tmpl(2, other, false));
     assert_int_equal(kill(env.gw.pid, SIGHUP), 0);
-    double end = h_now_ms() + h_bound_ms(5000);
-    while (h_gateway_log_count(&env.gw, "restart") <= before && h_now_ms() < end) {
-        struct timespec ts = {0, 10 * 1000000L};
-        nanosleep(&ts, NULL);
-    }
+    (void)H_POLL_UNTIL(h_gateway_log_count(&env.gw, "restart") > before, 5000);
     if (h_gateway_log_count(&env.gw, "restart") <= before)
         fprintf(stderr, "a changed server.listen was not reported as needing a restart\n");
     assert_true(h_gateway_log_count(&env.gw, "restart") > before);
@@ -394,8 +392,7 @@ static void reload_under_load_loses_no_request(void **state)
     write_conf(reload_tmpl(1, "${PORT}", false));
     for (int i = 0; h_now_ms() - start < 2000 || i < 3; i++) {
         assert_int_equal(kill(env.gw.pid, SIGHUP), 0);
-        struct timespec ts = {0, 50 * 1000000L};
-        nanosleep(&ts, NULL);
+        h_pause_ms(50);
     }
     assert_int_equal(poll_status("/api/new2/x", 404, 5000), 404);
     assert_int_equal(poll_status("/api/new1/x", 200, 0), 200);
@@ -503,18 +500,17 @@ static int keepalive_conn(const char *path)
     return fd;
 }
 
+static bool refused(int port)
+{
+    int fd = h_connect(port);
+    if (fd >= 0) close(fd);
+    return fd == -ECONNREFUSED;
+}
+
 /* Polls connect() until it is refused, at most ms. */
 static bool wait_refused(int port, int ms)
 {
-    double end = h_now_ms() + h_bound_ms(ms);
-    for (;;) {
-        int fd = h_connect(port);
-        if (fd == -ECONNREFUSED) return true;
-        if (fd >= 0) close(fd);
-        if (h_now_ms() >= end) return false;
-        struct timespec ts = {0, 5 * 1000000L};
-        nanosleep(&ts, NULL);
-    }
+    return H_POLL_UNTIL(refused(port), ms);
 }
 
 static void sigterm_lets_the_inflight_request_finish_and_exits_0(void **state)

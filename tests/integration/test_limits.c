@@ -63,31 +63,10 @@ static char *make_conf(const char *maxconn, const char *idle)
     return b;
 }
 
-static int group_setup(void **state)
-{
-    (void)state;
-    char *c = make_conf("1000", "1");
-    int rc = h_env_start(&env, c);
-    free(c);
-    return rc == 0 ? 0 : -1;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    return h_env_stop(&env);
-}
-
 static int reset_mock(void **state)
 {
     (void)state;
     return h_mock_reset(&env.mock);
-}
-
-static void pause_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
 }
 
 /* The gateway process is alive and a normal request gets 200. */
@@ -152,7 +131,7 @@ static void max_connections_answers_503_with_retry_after_and_closes(void **state
             held[n_held++] = fd;
         } else {
             close(fd);
-            pause_ms(10);
+            h_pause_ms(10);
         }
     }
     assert_int_equal(n_held, 4);
@@ -190,7 +169,7 @@ static void max_connections_answers_503_with_retry_after_and_closes(void **state
         again = h_read_response(f2, 5000, NULL);
         close(f2);
         if (again == 200) break;
-        pause_ms(10);
+        h_pause_ms(10);
     }
     assert_int_equal(again, 200);
     for (int i = 1; i < 4; i++)
@@ -533,7 +512,7 @@ static void *run_slowloris(void *arg)
     static const char head[] = "GET /api/ok/slowloris HTTP/1.1\r\nHost: gw\r\nX-Slow: ";
     if (h_send_all(fd, head, sizeof head - 1) == 0) {
         for (int i = 0; i < 10; i++) {
-            pause_ms(100); /* the slowness is the point */
+            h_pause_ms(100); /* the slowness is the point */
             if (h_send_all(fd, "s", 1) != 0) break;
         }
         if (h_send_all(fd, "\r\n\r\n", 4) == 0) s->status = h_read_response(fd, 4000, NULL);
@@ -625,7 +604,8 @@ int main(int argc, char **argv)
         T(flood_of_bad_requests_leaves_the_gateway_serving),
     };
 #undef T
-    int rc = cmocka_run_group_tests_name("integration/limits", tests, group_setup, group_teardown);
-    /* a gateway that crashed or reported at exit fails the program */
-    return rc ? rc : h_stop_failed();
+    char *conf = make_conf("1000", "1");
+    int rc = H_GROUP_RUN("integration/limits", tests, &env, conf);
+    free(conf);
+    return rc;
 }

@@ -21,18 +21,6 @@
 
 static struct h_env env;
 
-static int group_setup(void **state)
-{
-    (void)state;
-    return h_env_start(&env, h_conf_standard) == 0 ? 0 : -1;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    return h_env_stop(&env);
-}
-
 struct worker {
     pthread_t thread;
     int index;
@@ -102,6 +90,5 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(concurrent_requests_all_succeed_with_their_own_data),
     };
-    int rc = cmocka_run_group_tests_name("integration/load", tests, group_setup, group_teardown);
-    return rc ? rc : h_stop_failed();
+    return H_GROUP_RUN("integration/load", tests, &env, h_conf_standard);
 }

@@ -150,8 +150,7 @@ static void burst_memory_is_given_back(void **state)
 
     /* Given back within a few sweep intervals (3 s each); polled, generous. */
     long bound = base + (peak - base) * 4 / 10, now = peak;
-    for (double end = h_now_ms() + 60000; h_now_ms() < end; poll(NULL, 0, 200))
-        if ((now = rss_kib(g.pid)) <= bound) break;
+    (void)H_POLL_UNTIL((now = rss_kib(g.pid)) <= bound, 60000);
     fprintf(stderr, "memory: RSS %ld KiB when idle (bound %ld)\n", now, bound);
     assert_true(now <= bound);
 

@@ -231,6 +231,31 @@ static void mock_notices_client_hang_up(void **state)
     cJSON_Delete(e);
 }
 
+/* A client that has the whole answer finds its request finished in /_log
+ * at once: the mock records the answer before it sends it (a test that read
+ * /_log right after the gateway answered used to see finished:false now
+ * and then on a busy machine). Many rounds, since the old window was short. */
+static void mock_log_has_the_answer_before_the_client_does(void **state)
+{
+    (void)state;
+    for (int i = 0; i < 300; i++) {
+        char path[64];
+        snprintf(path, sizeof path, i % 10 ? "/users/%d" : "/drip/0?n=%d", i);
+        struct h_resp r;
+        get(path, &r);
+        assert_int_equal(r.status, 200);
+        h_resp_free(&r);
+        *strchrnul(path, '?') = 0;
+        cJSON *log = h_mock_log(&g_mock, path);
+        assert_non_null(log);
+        assert_int_equal(cJSON_GetArraySize(log), i % 10 ? 1 : i / 10 + 1);
+        cJSON *e = cJSON_GetArrayItem(log, cJSON_GetArraySize(log) - 1);
+        assert_true(cJSON_IsTrue(cJSON_GetObjectItem(e, "finished")));
+        assert_int_equal(cJSON_GetObjectItem(e, "status")->valueint, 200);
+        cJSON_Delete(log);
+    }
+}
+
 int main(int argc, char **argv)
 {
     h_init(argc, argv);
@@ -242,6 +267,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup(mock_log_records_raw_paths_not_control, reset),
         cmocka_unit_test_setup(mock_notices_client_hang_up, reset),
         cmocka_unit_test_setup(mock_healthz_answers_and_is_not_logged, reset),
+        cmocka_unit_test_setup(mock_log_has_the_answer_before_the_client_does, reset),
     };
     return cmocka_run_group_tests_name("integration/mock_backend", tests, group_setup,
                                        group_teardown);

@@ -173,22 +173,30 @@ static int listen_any(int *port)
     return fd;
 }
 
-/* Copies of the received spans of trace (hex), once at least n arrived. */
+/* Copies of the spans of trace (hex) received so far. */
+static cJSON *spans_of(const char *trace)
+{
+    cJSON *out = cJSON_CreateArray();
+    pthread_mutex_lock(&col.mu);
+    const cJSON *s;
+    cJSON_ArrayForEach(s, col.spans)
+    if (strcmp(h_json_str(s, "traceId"), trace) == 0)
+        cJSON_AddItemToArray(out, cJSON_Duplicate(s, 1));
+    pthread_mutex_unlock(&col.mu);
+    return out;
+}
+
+/* Copies of the received spans of trace, once at least n arrived (or what
+ * arrived within WAIT_MS). */
 static cJSON *wait_spans(const char *trace, int n)
 {
-    double t0 = h_now_ms();
-    for (;;) {
-        cJSON *out = cJSON_CreateArray();
-        pthread_mutex_lock(&col.mu);
-        const cJSON *s;
-        cJSON_ArrayForEach(s, col.spans)
-        if (strcmp(h_json_str(s, "traceId"), trace) == 0)
-            cJSON_AddItemToArray(out, cJSON_Duplicate(s, 1));
-        pthread_mutex_unlock(&col.mu);
-        if (cJSON_GetArraySize(out) >= n || h_now_ms() - t0 > WAIT_MS) return out;
+    cJSON *out = spans_of(trace);
+    double end = h_now_ms() + h_bound_ms(WAIT_MS);
+    while (cJSON_GetArraySize(out) < n && h_poll_step(end)) {
         cJSON_Delete(out);
-        usleep(20000);
+        out = spans_of(trace);
     }
+    return out;
 }
 
 static int count_spans(const char *trace)
@@ -483,9 +491,7 @@ static void collector_down_costs_requests_nothing(void **state)
         request(&e1, NULL, NULL, &r); /* asserts 200 */
         h_resp_free(&r);
     }
-    double t0 = h_now_ms();
-    while (dropped(&e1) < 4 * N && h_now_ms() - t0 < WAIT_MS)
-        usleep(20000);
+    (void)H_POLL_UNTIL(dropped(&e1) >= 4 * N, WAIT_MS);
     assert_int_equal(dropped(&e1), 4 * N); /* 1 server + 3 client spans each */
 #undef e1
 }
@@ -518,9 +524,7 @@ static void slow_collector_costs_requests_nothing(void **state)
         h_resp_free(&r);
     }
     /* the stuck batch times out on the exporter thread and is counted */
-    double t0 = h_now_ms();
-    while (dropped(&e2) < 4 && h_now_ms() - t0 < WAIT_MS)
-        usleep(20000);
+    (void)H_POLL_UNTIL(dropped(&e2) >= 4, WAIT_MS);
     assert_true(dropped(&e2) >= 4);
     close(c);
     close(lfd);

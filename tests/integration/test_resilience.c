@@ -62,18 +62,6 @@ static const char conf[] =
 
 static struct h_env env;
 
-static int group_setup(void **state)
-{
-    (void)state;
-    return h_env_start(&env, conf) == 0 ? 0 : -1;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    return h_env_stop(&env);
-}
-
 static int reset_mock(void **state)
 {
     (void)state;
@@ -382,8 +370,5 @@ int main(int argc, char **argv)
         T(deadline_with_a_slow_degraded_backend_serves_the_stored_body),
     };
 #undef T
-    int rc =
-        cmocka_run_group_tests_name("integration/resilience", tests, group_setup, group_teardown);
-    /* a gateway that crashed or reported at exit fails the program */
-    return rc ? rc : h_stop_failed();
+    return H_GROUP_RUN("integration/resilience", tests, &env, conf);
 }

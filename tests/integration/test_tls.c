@@ -15,7 +15,6 @@
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stddef.h>
@@ -29,8 +28,6 @@
 #include <cmocka.h>
 
 #include "harness.h"
-
-extern char **environ;
 
 static char dir[64], conf_path[128], log_path[128], cert[128], key[128];
 static int port;
@@ -98,12 +95,7 @@ static bool log_has(const char *needle, int times)
 
 static bool wait_log(const char *needle, int times)
 {
-    double end = h_now_ms() + h_bound_ms(20000);
-    while (!log_has(needle, times)) {
-        if (h_now_ms() > end) return false;
-        poll(NULL, 0, 20);
-    }
-    return true;
+    return H_POLL_UNTIL(log_has(needle, times), 20000);
 }
 
 static int free_port(void)
@@ -141,20 +133,16 @@ static int setup(void **state)
             " \"url\": \"http://127.0.0.1:1/\"}]}]}",
             port, cert, key);
     fclose(f);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, log_path, O_WRONLY | O_CREAT, 0600);
-    posix_spawn_file_actions_adddup2(&fa, STDOUT_FILENO, STDERR_FILENO);
+    int fd = open(log_path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) return -1;
     char *argv[] = {(char *)h_gateway_bin(), "-c", conf_path, NULL};
-    int rc = posix_spawn(&gw, h_gateway_bin(), &fa, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    if (rc) return -1;
-    double end = h_now_ms() + h_bound_ms(20000);
-    while (https_get("one.crt", 0) != 200) {
-        if (h_now_ms() > end || waitpid(gw, NULL, WNOHANG) == gw) return -1;
-        poll(NULL, 0, 50);
-    }
-    return 0;
+    gw = h_spawn(argv, fd, fd);
+    close(fd);
+    if (gw < 0) return -1;
+    bool exited = false;
+    bool up = H_POLL_UNTIL(
+        https_get("one.crt", 0) == 200 || (exited = waitpid(gw, NULL, WNOHANG) == gw), 20000);
+    return up && !exited ? 0 : -1;
 }
 
 static int teardown(void **state)

@@ -70,41 +70,18 @@ static const char conf[] =
 static struct h_mock A, B, C;
 static struct h_gateway gw;
 
+static struct h_mock *const mocks[] = {&A, &B, &C};
+
 static int group_setup(void **state)
 {
     (void)state;
-    if (h_mock_start(&A) || h_mock_start(&B) || h_mock_start(&C)) return -1;
-    char pa[16], pb[16], pc[16];
-    snprintf(pa, sizeof pa, "%d", A.port);
-    snprintf(pb, sizeof pb, "%d", B.port);
-    snprintf(pc, sizeof pc, "%d", C.port);
-    char *t1 = h_replace(conf, "@A@", pa);
-    char *t2 = h_replace(t1, "@B@", pb);
-    char *t3 = h_replace(t2, "@C@", pc);
-    int rc = h_gateway_start(&gw, t3, &A);
-    free(t1);
-    free(t2);
-    free(t3);
-    return rc == 0 ? 0 : -1;
+    return h_env_start_mocks(&gw, mocks, 3, conf) == 0 ? 0 : -1;
 }
-
-/* cmocka 1.1.5 returns 0 despite a failed group teardown: main checks this */
-static bool stop_failed;
 
 static int group_teardown(void **state)
 {
     (void)state;
-    int st = h_gateway_stop(&gw, true);
-    if (st != 0) {
-        fprintf(stderr, "gateway exit status %d (a sanitizer report?)\n", st);
-        h_gateway_dump(&gw);
-        stop_failed = true;
-    }
-    unlink(gw.stderr_path);
-    h_mock_stop(&A);
-    h_mock_stop(&B);
-    h_mock_stop(&C);
-    return st == 0 ? 0 : -1;
+    return h_env_stop_mocks(&gw, mocks, 3);
 }
 
 static int reset_mocks(void **state)
@@ -115,11 +92,7 @@ static int reset_mocks(void **state)
 
 static int log_count(const struct h_mock *m, const char *prefix)
 {
-    cJSON *log = h_mock_log(m, prefix);
-    assert_non_null(log);
-    int n = cJSON_GetArraySize(log);
-    cJSON_Delete(log);
-    return n;
+    return h_mock_count(m, prefix);
 }
 
 static void get_ok(const char *path, struct h_resp *r)
@@ -333,8 +306,7 @@ static void breaker_opens_then_lets_one_probe_through(void **state)
         snprintf(path, sizeof path, "/api/brk/w%d", k++);
         get_ok(path, &r);
         h_resp_free(&r);
-        struct timespec ts = {0, 20 * 1000000};
-        nanosleep(&ts, NULL);
+        h_pause_ms(20); /* the rhythm of the requests, not a wait */
     }
     assert_int_equal(log_count(&C, "/fail/500"), 4);
     assert_true(h_now_ms() - opened >= 1000); /* not before open_ms */
@@ -416,5 +388,5 @@ int main(int argc, char **argv)
 #undef T
     int rc = cmocka_run_group_tests_name("integration/upstreams", tests, group_setup,
                                          group_teardown);
-    return rc ? rc : stop_failed;
+    return rc ? rc : h_stop_failed();
 }

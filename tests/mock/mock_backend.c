@@ -48,8 +48,11 @@
  *         "started_ms","finished_ms","status","finished","client_hung_up"}
  *        started_ms/finished_ms are milliseconds since the mock started;
  *        finished: the mock is done with the request (answered, reset, or
- *        gave up); client_hung_up: the client closed its connection before
- *        the whole response was sent
+ *        gave up); an answer is recorded just before its last bytes are
+ *        sent, so a client that has read the answer finds the entry
+ *        finished (finished_ms is then the time the send began);
+ *        client_hung_up: the client closed its connection before the whole
+ *        response was sent (may turn true after finished did)
  *   POST /_log/clear
  * SIGTERM / SIGINT: exit 0.
  */
@@ -191,16 +194,21 @@ static uint64_t log_start(char *json_head)
     return seq;
 }
 
+/* Marks entry seq finished (0: a control request, not logged). A second
+ * call keeps the first status and time and only adds a hang-up: the answer
+ * is recorded before it is sent, a failed send is recorded after. */
 static void log_finish(uint64_t seq, int status, bool hung_up)
 {
     if (!seq) return;
     pthread_mutex_lock(&g_log_mu);
     struct log_entry *e = &g_log[seq % LOG_CAP];
     if (e->seq == seq) { /* not yet overwritten by a newer entry */
-        e->finished = true;
-        e->finished_ms = since_start_ms();
-        e->status = status;
-        e->hung_up = hung_up;
+        if (!e->finished) {
+            e->finished = true;
+            e->finished_ms = since_start_ms();
+            e->status = status;
+        }
+        e->hung_up = e->hung_up || hung_up;
     }
     pthread_mutex_unlock(&g_log_mu);
 }
@@ -591,13 +599,15 @@ static bool wait_or_hangup(int fd, int ms)
 }
 
 struct outcome {
+    uint64_t seq; /* the request's log entry, 0 for a control request */
     int status;
     bool hung_up;
     bool close; /* close the connection after this request */
 };
 
-/* Sends a complete response. Records a hang-up when the client left before
- * it (or while it) was sent. */
+/* Sends a complete response. Records it in the log before sending it (see
+ * log_finish), and a hang-up when the client left before (or while) it was
+ * sent. */
 static void respond(int fd, const struct req *r, int status, const char *body, size_t len,
                     struct outcome *out)
 {
@@ -616,6 +626,7 @@ static void respond(int fd, const struct req *r, int status, const char *body, s
     extra_headers(&s, r->query);
     sb_printf(&s, "Connection: %s\r\n\r\n", r->keep_alive ? "keep-alive" : "close");
     if (status != 204 && status != 304) sb_add(&s, body, len);
+    log_finish(out->seq, status, false); /* before the client can have it */
     if (!send_all(fd, s.p, s.len)) {
         out->hung_up = true;
         out->close = true;
@@ -711,7 +722,9 @@ static void route_drip(int fd, const struct req *r, int ms, struct outcome *out)
     out->status = 200;
     if (!send_all(fd, head, (size_t)n)) goto hung_up;
     for (size_t i = 0; i < sizeof body - 1; i++) {
-        if (wait_or_hangup(fd, ms) || !send_all(fd, body + i, 1)) goto hung_up;
+        if (wait_or_hangup(fd, ms)) goto hung_up;
+        if (i == sizeof body - 2) log_finish(out->seq, 200, false); /* see respond */
+        if (!send_all(fd, body + i, 1)) goto hung_up;
     }
     return;
 hung_up:
@@ -981,9 +994,9 @@ static void *conn_main(void *arg)
         if (strncmp(r.path, "/_", 2) == 0) {
             control(c->fd, &r, &out);
         } else {
-            uint64_t seq = log_start(render_head(&r));
+            out.seq = log_start(render_head(&r));
             route(c->fd, &r, &out);
-            log_finish(seq, out.status, out.hung_up);
+            log_finish(out.seq, out.status, out.hung_up);
         }
         bool keep = r.keep_alive && !out.close;
         req_free(&r);

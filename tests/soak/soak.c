@@ -220,12 +220,6 @@ static int rnd_in(uint64_t *s, int lo, int hi)
     return lo + (int)(rnd(s) % (uint64_t)(hi - lo + 1));
 }
 
-static void pause_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 static bool status_allowed(long code)
 {
     for (size_t i = 0; i < sizeof allowed / sizeof allowed[0]; i++)
@@ -547,7 +541,7 @@ static void *chaos_main(void *arg)
     static const int statuses[] = {500, 503, 404, 429, 302, 204, 201};
     double until[NPREFIX] = {0}; /* 0: no fault on that prefix */
     while (!atomic_load(&g_stop)) {
-        pause_ms(rnd_in(&s, 30, 300));
+        h_pause_ms(rnd_in(&s, 30, 300));
         char q[256];
         int active = 0;
         for (int i = 0; i < NPREFIX; i++) {
@@ -630,7 +624,7 @@ static void *flap_main(void *arg)
 {
     struct flap *f = arg;
     while (!atomic_load(&g_stop)) {
-        pause_ms(rnd_in(&f->seed, 300, 1500));
+        h_pause_ms(rnd_in(&f->seed, 300, 1500));
         if (f->flappy.pid) {
             h_mock_stop(&f->flappy);
             f->stops++;
@@ -770,7 +764,7 @@ static bool settle(struct scrape *s)
         /* the scrape counts itself in flight; the previous one is in total */
         if (s->ok && s->inflight == 1 && s->total - before == prev_total) return true;
         prev_total = s->ok && s->inflight == 1 ? s->total - before : -1;
-        pause_ms(100);
+        h_pause_ms(100);
     }
     return false;
 }
@@ -817,7 +811,7 @@ static void soak(void **state)
     g_flap.running = true;
 
     double start = h_now_ms();
-    pause_ms(WARMUP_MS);
+    h_pause_ms(WARMUP_MS);
     long rss_warm = proc_rss_kb(pid);
     int fds_warm = proc_fds(pid);
     struct scrape warm;
@@ -826,7 +820,7 @@ static void soak(void **state)
            fds_warm, warm.total, warm.inflight);
     fflush(stdout);
     double left = (double)seconds * 1000 - (h_now_ms() - start);
-    if (left > 0) pause_ms((int)left);
+    if (left > 0) h_pause_ms((int)left);
     atomic_store(&g_stop, true);
     for (long i = 0; i < nclients; i++)
         pthread_join(cl[i].thread, NULL);
