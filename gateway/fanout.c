@@ -41,17 +41,7 @@ const char *outcome_name(enum outcome o)
 
 static int json_escape(buf_t *out, const char *s)
 {
-    int rc = buf_putc(out, '"');
-    for (; *s && !rc; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\')
-            rc = buf_putc(out, '\\') || buf_putc(out, (char)ch);
-        else if (ch < 0x20)
-            rc = buf_printf(out, "\\u%04x", ch);
-        else
-            rc = buf_putc(out, (char)ch);
-    }
-    return rc ? rc : buf_putc(out, '"');
+    return json_buf_string(out, s, strlen(s));
 }
 
 void fanout_error_body(buf_t *out, const char *msg, const char *backend, const char *request_id)
