@@ -14,6 +14,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "core/container_of.h"
 #include "core/mpsc.h"
 #include "gateway/json.h"
 
@@ -271,7 +272,7 @@ static size_t drain(struct accesslog *a, char *batch)
     size_t total = 0, used = 0, lines = 0;
     struct mpsc_node *n;
     while ((n = mpsc_pop(&a->q))) {
-        struct rec *r = (struct rec *)((char *)n - offsetof(struct rec, node));
+        struct rec *r = container_of(n, struct rec, node);
         if (used + r->len > BATCH_BYTES && used) {
             if (!write_all(a->fd, batch, used))
                 atomic_fetch_add_explicit(&a->dropped, lines, memory_order_relaxed);

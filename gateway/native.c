@@ -36,7 +36,7 @@
 #include "gateway/metrics.h"
 #include "gateway/resolver.h"
 
-#define container_of(p, type, member) ((type *)((char *)(p)-offsetof(type, member)))
+#include "core/container_of.h"
 
 /* One read: a typical JSON answer arrives in one. */
 #define READ_BUF 16384

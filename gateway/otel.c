@@ -13,11 +13,10 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/container_of.h"
 #include "core/loop.h"
 #include "gateway/fanout.h"
 #include "gateway/json.h"
-
-#define container_of(p, type, member) ((type *)((char *)(p)-offsetof(type, member)))
 
 struct otel {
     struct mpsc_queue q;

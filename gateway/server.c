@@ -32,7 +32,7 @@
 #include "gateway/tls.h"
 #include "gateway/upstream.h"
 
-#define container_of(p, type, member) ((type *)((char *)(p)-offsetof(type, member)))
+#include "core/container_of.h"
 
 /* ctx_cancel causes: the client hung up (logged as 499), shutdown. */
 #define CAUSE_CLIENT_GONE 499

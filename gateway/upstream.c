@@ -12,7 +12,7 @@
 #include "gateway/metrics.h"
 #include "gateway/native.h"
 
-#define container_of(p, type, member) ((type *)((char *)(p)-offsetof(type, member)))
+#include "core/container_of.h"
 
 /* Easy handles kept per worker: enough for the transfers of a busy worker. */
 #define EASY_POOL_MAX 1024
