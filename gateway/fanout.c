@@ -32,13 +32,6 @@ const char fanout_key_request_id[] = "request_id";
 /* errgroup error for "backend i failed": i + 1, so 0 stays success. */
 #define CALL_FAILED(i) ((int)(i) + 1)
 
-const char *outcome_name(enum outcome o)
-{
-    static const char *const names[] = {"ok",       "error",  "timeout", "cancelled", "open",
-                                        "degraded", "static", "omitted"};
-    return names[o];
-}
-
 static int json_escape(buf_t *out, const char *s)
 {
     return json_buf_string(out, s, strlen(s));
@@ -454,7 +447,7 @@ static void call_ended(struct backend_call *c)
     struct request *r = c->req;
     c->ended = true;
     c->dur_ns = loop_now(loop_current()) - c->t0;
-    metrics_backend(r->metrics, r->ep->name, c->b->name, outcome_name(c->outcome),
+    metrics_backend(r->metrics, r->ep->name, c->b->name, c->outcome,
                     (double)c->dur_ns / 1e9);
     if (c->b->n_children) {
         if (graph_sched_ended(&r->sched, r->ep, (size_t)(c - r->calls)) != 0)
@@ -667,7 +660,7 @@ static int run_item(struct backend_call *c, uint32_t k)
             do_call(c, c->items_ctx, &it->path, 0, NULL, &resp);
             item_classify(c, it, &resp);
         }
-        metrics_item(r->metrics, r->ep->name, c->b->name, outcome_name(it->outcome));
+        metrics_item(r->metrics, r->ep->name, c->b->name, it->outcome);
         if (it->outcome != OUT_OK && c->b->item_failure == ITEM_FAIL && !c->items_failed) {
             /* the backend has failed: its other items in flight stop now */
             c->items_failed = true;
@@ -795,7 +788,7 @@ static void mark_unended(struct request *r)
         c->outcome = OUT_CANCELLED;
         c->why = "cancelled";
         if (c->started) c->dur_ns = loop_now(loop_current()) - c->t0;
-        metrics_backend(r->metrics, r->ep->name, c->b->name, "cancelled",
+        metrics_backend(r->metrics, r->ep->name, c->b->name, OUT_CANCELLED,
                         c->started ? (double)c->dur_ns / 1e9 : -1);
     }
 }

@@ -404,9 +404,9 @@ size_t json_string_decode(const char *raw, size_t raw_len, char *out)
 /* For bytes below 0x80 that json_put_string escapes: the letter after the
  * backslash, or 'u' for \u00XX. 0 for bytes copied as they are. */
 static const char ascii_escape[128] = {
-    [0x00 ... 0x07] = 'u', ['\b'] = 'b', ['\t'] = 't', ['\n'] = 'n', [0x0b] = 'u',
-    ['\f'] = 'f',         ['\r'] = 'r', [0x0e ... 0x1f] = 'u',      ['"'] = '"',
-    ['\\'] = '\\',         [0x7f] = 'u',
+    [0x00 ... 0x07] = 'u', ['\b'] = 'b',  ['\t'] = 't', ['\n'] = 'n',
+    [0x0b] = 'u',          ['\f'] = 'f',  ['\r'] = 'r', [0x0e ... 0x1f] = 'u',
+    ['"'] = '"',           ['\\'] = '\\', [0x7f] = 'u',
 };
 
 /* The escape for the byte at s (s < e) that is not copied as it is: writes

@@ -15,9 +15,7 @@
 
 enum family { T_REQ, T_REQ_HIST, T_BACKEND, T_BACKEND_HIST, T_CACHE, T_ITEMS, T_COUNT };
 
-static const char *const OUTCOMES[] = {"ok",   "error",    "timeout", "cancelled",
-                                       "open", "degraded", "static",  "omitted"};
-#define NOUTCOMES (sizeof OUTCOMES / sizeof OUTCOMES[0])
+#define NOUTCOMES ((size_t)OUTCOME_COUNT) /* gateway/outcome.h */
 
 static const char *const CACHE_RESULTS[] = {"hit", "miss", "coalesced"};
 #define NCACHE_RESULTS (sizeof CACHE_RESULTS / sizeof CACHE_RESULTS[0])
@@ -274,11 +272,10 @@ int metrics_request(struct metrics *m, const char *endpoint, int code, double se
 }
 
 int metrics_backend(struct metrics *m, const char *endpoint, const char *backend,
-                    const char *outcome, double seconds)
+                    enum outcome outcome, double seconds)
 {
-    if (!backend || !outcome) return -EINVAL;
-    size_t o = name_index(OUTCOMES, NOUTCOMES, outcome);
-    if (o == NOUTCOMES) return -EINVAL;
+    size_t o = (size_t)outcome;
+    if (!backend || o >= NOUTCOMES) return -EINVAL;
     if (!endpoint || !*endpoint) endpoint = METRICS_NO_ENDPOINT;
     int err = count(m, T_BACKEND, endpoint, backend, o);
     if (err || !(seconds >= 0)) return err;
@@ -309,11 +306,10 @@ int metrics_cache(struct metrics *m, const char *backend, const char *result)
 }
 
 int metrics_item(struct metrics *m, const char *endpoint, const char *backend,
-                 const char *outcome)
+                 enum outcome outcome)
 {
-    if (!backend || !outcome) return -EINVAL;
-    size_t o = name_index(OUTCOMES, NOUTCOMES, outcome);
-    if (o == NOUTCOMES) return -EINVAL;
+    size_t o = (size_t)outcome;
+    if (!backend || o >= NOUTCOMES) return -EINVAL;
     if (!endpoint || !*endpoint) endpoint = METRICS_NO_ENDPOINT;
     return count(m, T_ITEMS, endpoint, backend, o);
 }
@@ -475,7 +471,7 @@ static int render_counters(buf_t *out, const struct merge *mg, enum family f)
                                             : "gateway_backend_requests_total{");
             if (!rc) rc = put_label(out, "endpoint", e->a, true);
             if (!rc) rc = put_label(out, "backend", e->b, false);
-            if (!rc) rc = put_label(out, "outcome", OUTCOMES[o], false);
+            if (!rc) rc = put_label(out, "outcome", outcome_name((enum outcome)o), false);
             if (!rc) rc = buf_printf(out, "} %" PRIu64 "\n", e->v[o]);
         }
     }

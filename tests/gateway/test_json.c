@@ -305,11 +305,11 @@ static void test_escape_bad_utf8(void **state)
     (void)state;
     check_put("\xff", 1, "\"\\ufffd\"");
     check_put("\xc3(", 2, "\"\\ufffd(\"");
-    check_put("\xc0\xaf", 2, "\"\\ufffd\\ufffd\"");                  /* overlong */
-    check_put("\xed\xa0\x80", 3, "\"\\ufffd\\ufffd\\ufffd\"");        /* surrogate */
+    check_put("\xc0\xaf", 2, "\"\\ufffd\\ufffd\"");                       /* overlong */
+    check_put("\xed\xa0\x80", 3, "\"\\ufffd\\ufffd\\ufffd\"");            /* surrogate */
     check_put("\xf4\x90\x80\x80", 4, "\"\\ufffd\\ufffd\\ufffd\\ufffd\""); /* > U+10FFFF */
-    check_put("\xe2\x82", 2, "\"\\ufffd\\ufffd\"");                  /* cut short */
-    check_put("\xc3\xa9\xc3", 3, "\"\xc3\xa9\\ufffd\"");              /* cut by n */
+    check_put("\xe2\x82", 2, "\"\\ufffd\\ufffd\"");                       /* cut short */
+    check_put("\xc3\xa9\xc3", 3, "\"\xc3\xa9\\ufffd\"");                  /* cut by n */
     /* the worst case reaches the bound */
     check_put("\x80\x80", 2, "\"\\ufffd\\ufffd\"");
     assert_int_equal(json_escape_len("\x80\x80", 2), JSON_STRING_MAX(2));
@@ -421,11 +421,11 @@ static void test_mutations(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_table),  cmocka_unit_test(test_reads_only_n_bytes),
-        cmocka_unit_test(test_depth),  cmocka_unit_test(test_object_members),
-        cmocka_unit_test(test_iter),   cmocka_unit_test(test_string_equals),
-        cmocka_unit_test(test_escape), cmocka_unit_test(test_escape_bad_utf8),
-        cmocka_unit_test(test_utf8_len), cmocka_unit_test(test_buf_string),
+        cmocka_unit_test(test_table),     cmocka_unit_test(test_reads_only_n_bytes),
+        cmocka_unit_test(test_depth),     cmocka_unit_test(test_object_members),
+        cmocka_unit_test(test_iter),      cmocka_unit_test(test_string_equals),
+        cmocka_unit_test(test_escape),    cmocka_unit_test(test_escape_bad_utf8),
+        cmocka_unit_test(test_utf8_len),  cmocka_unit_test(test_buf_string),
         cmocka_unit_test(test_mutations),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
