@@ -25,6 +25,8 @@
 #include "gateway/jpath.h"
 #include "gateway/shape.h"
 #include "gateway/router.h"
+#include "gateway/upstream.h"
+#include "gateway/urlbuild.h"
 
 #include <arpa/inet.h>
 #include <cJSON.h>
@@ -427,6 +429,33 @@ static bool placeholder_field(const char *name, size_t n)
     return memchr(name, '.', n) && jpath_valid(name, n);
 }
 
+/* The lengths the transports take (upstream.h, urlbuild.h): an origin u[0..
+ * p) of at most UPSTREAM_ORIGIN_MAX bytes, and a path (p up to the query)
+ * under URLBUILD_PATH_MAX bytes even with every placeholder empty, else
+ * every call would fail ("bad URL") or be the client's 414. */
+static bool url_lengths_ok(struct loader *L, const char *path, const char *u, const char *p)
+{
+    size_t olen = (size_t)(p - u), plen = 0;
+    if (olen > UPSTREAM_ORIGIN_MAX) {
+        cfg_err(L, path, "the origin (scheme://host:port) is %zu bytes, at most %d", olen,
+                UPSTREAM_ORIGIN_MAX);
+        return false;
+    }
+    for (; *p && *p != '?'; p++) {
+        const char *close = *p == '{' ? strchr(p, '}') : NULL;
+        if (close)
+            p = close;
+        else
+            plen++;
+    }
+    if (plen >= URLBUILD_PATH_MAX) {
+        cfg_err(L, path, "the path is %zu bytes without its placeholders, at most %d", plen,
+                URLBUILD_PATH_MAX - 1);
+        return false;
+    }
+    return true;
+}
+
 /* Validates a backend URL template and splits it into be->parts. Placeholder
  * names are checked against the endpoint's params only when its route was
  * valid (route_ok), so one bad path does not cascade. */
@@ -465,6 +494,7 @@ static void parse_url(struct loader *L, const char *path, const char *u,
         cfg_err(L, path, "needs a path starting with '/' after the host in \"%s\"", u);
         return;
     }
+    if (!url_lengths_ok(L, path, u, a + alen)) return;
     /* at most one param part and one literal part per '{', plus a tail */
     size_t n_open = 0;
     for (const char *c = u; *c; c++)

@@ -25,6 +25,9 @@
 #define OWN_HEADERS 3
 /* ... and after the forwarded ones: tracestate, claim headers (auth.c) */
 #define EDGE_HEADERS (1 + AUTH_MAX_CLAIM_HDRS)
+/* + 1: attempt.c adds X-Gateway-Attempt; none may be dropped or refused. */
+_Static_assert(OWN_HEADERS + FWD_MAX + EDGE_HEADERS + 1 <= UPSTREAM_MAX_HEADERS,
+               "a backend call's header lines must fit the transports");
 
 const char fanout_key_trace[] = "trace";
 const char fanout_key_request_id[] = "request_id";

@@ -20,8 +20,8 @@
 #define MAX_IDLE_CONNECTIONS 1024
 /* curl's receive buffer per easy handle. */
 #define RECV_BUFFER 4096
-/* Most header lines one call sends (forwarded + trace + timeout). */
-#define MAX_HEADERS 40
+/* Most header lines one call sends (upstream.h). */
+#define MAX_HEADERS UPSTREAM_MAX_HEADERS
 /* A backend's response header block (status line, fields, and trailers)
  * beyond this is refused: JSON services send a few hundred bytes. */
 #define MAX_RESPONSE_HEADER_BYTES (64 * 1024)
@@ -53,7 +53,7 @@ struct upstream {
 struct easy {
     CURL *e;
     CURLU *u;
-    char origin[256];
+    char origin[UPSTREAM_ORIGIN_MAX + 1];
 };
 
 /* What on_header has seen of the current response's header block. */

@@ -34,6 +34,18 @@ struct upstream;
 struct resolver;
 struct metrics;
 
+/* Most header lines one call may carry (upstream_req.n_headers); both
+ * transports send this many. Every call the configuration allows fits: the
+ * gateway's own lines (traceparent, X-Request-Timeout-Ms, X-Request-Id,
+ * tracestate, X-Gateway-Attempt), at most FWD_MAX forward_headers lines and
+ * at most AUTH_MAX_CLAIM_HDRS claim headers (fanout.c asserts the sum at
+ * compile time). */
+#define UPSTREAM_MAX_HEADERS 56
+/* Longest origin ("scheme://host[:port]", NUL excluded) a call may name:
+ * both transports keep it in a field of this + 1 bytes. config.c and
+ * config_resil.c refuse longer ones with --check. */
+#define UPSTREAM_ORIGIN_MAX 255
+
 enum upstream_result {
     UP_OK,       /* a response arrived (any status) */
     UP_ERROR,    /* transport error: connect, reset, malformed HTTP */
