@@ -1,3 +1,8 @@
+/*
+ * avalue: the atomic snapshot pointer (avalue.h): publication, pinned and
+ * quick reads, and the deferred free of replaced snapshots once no reader
+ * can still hold them.
+ */
 #include "core/avalue.h"
 
 #include <stdalign.h>

@@ -1,3 +1,10 @@
+/*
+ * config_load: the loader's machinery (config_load.h): the arena that owns a
+ * whole config snapshot, the string sets for duplicate checks, the error
+ * lines with their JSON paths and the typed getters, and the pass over the
+ * raw text that finds strings cJSON would accept but the gateway refuses
+ * (invalid UTF-8, \u0000). Everything it allocates lives in the arena.
+ */
 #include "gateway/config_load.h"
 
 #include <math.h>

@@ -1,5 +1,5 @@
 /* config_resil: parsing and validation of the resilience keys; see
- * config_resil.h and ../shared/DESIGN.md "Resilience". */
+ * config_resil.h and README.md "Upstream groups". */
 #include "gateway/config_resil.h"
 
 #include <cJSON.h>

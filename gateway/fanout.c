@@ -1,3 +1,10 @@
+/*
+ * fanout: one request's backend calls and its answer (fanout.h): the checks
+ * of what the client sent before any call, the call graph and its errgroup,
+ * call_finish (the failure table: fallback or fail the group), foreach
+ * items, the merge into the response and the error body. Owns the request's
+ * calls from fanout_check to the answer; never touches libmicrohttpd.
+ */
 #include "gateway/fanout.h"
 
 #include <errno.h>

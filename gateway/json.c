@@ -1,3 +1,8 @@
+/*
+ * json: the strict validator, the member iterator, string decoding and the
+ * one JSON string writer and UTF-8 check of the gateway (json.h). Reads only
+ * the bytes it is given and allocates nothing (json_buf_string excepted).
+ */
 #include "gateway/json.h"
 
 #include <errno.h>

@@ -3,7 +3,7 @@
  * the response path.
  *
  * Backend bodies are validated here and then spliced into the response as raw
- * bytes (../shared/PERF-NOTES.md: cJSON validation costs ~4 ns per byte plus a
+ * bytes (docs/perf.md K8: cJSON validation costs ~4 ns per byte plus a
  * malloc per node; this costs no allocation and touches each byte once).
  *
  * Strict RFC 8259: one value with optional surrounding whitespace; numbers per

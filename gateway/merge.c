@@ -1,3 +1,8 @@
+/*
+ * merge: the response object out of the backends' parts (merge.h): checks a
+ * body once, then copies raw members and keys, resolving duplicate names by
+ * the endpoint's on_conflict. Writes only to the output buffer it is given.
+ */
 #include "gateway/merge.h"
 
 #include <errno.h>

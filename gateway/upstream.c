@@ -1,3 +1,9 @@
+/*
+ * upstream: the curl transport (upstream.h): one curl multi handle per
+ * worker on the worker's loop, its sockets and timer, the pooled easy
+ * handles, and upstream_call, which hands native calls to native.c. Owns
+ * every curl object of its worker; nothing here is shared across threads.
+ */
 #include "gateway/upstream.h"
 
 #include <curl/curl.h>
@@ -49,7 +55,7 @@ struct upstream {
 
 /* A pooled easy handle and its URL handle. The URL is given to curl as a
  * prebuilt CURLU whose origin is set only when it changes and whose path and
- * query are set per call (PERF-NOTES knob 6: cheaper than CURLOPT_URL). */
+ * query are set per call (docs/perf.md K6: cheaper than CURLOPT_URL). */
 struct easy {
     CURL *e;
     CURLU *u;
@@ -148,7 +154,7 @@ static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *s
     struct upstream *up = userp;
     struct usock *us = sock_lookup(up, s);
     if (what == CURL_POLL_REMOVE) {
-        /* Unregistered at once, not lazily (PERF-NOTES knob 5 saves two
+        /* Unregistered at once, not lazily (docs/perf.md K5 saves two
          * epoll_ctl per transfer by keeping idle sockets registered): this
          * libcurl closes some sockets without calling CLOSESOCKETFUNCTION
          * (seen for transfers aborted while connecting), and a registration

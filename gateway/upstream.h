@@ -6,10 +6,11 @@
  * curl's sockets are watched by the loop (socket callback -> loop_io) and its
  * single timer lives on the loop's heap; a 0 ms timer request, which curl
  * makes about once per transfer, is served by a prepare hook in the same
- * iteration instead of a timer syscall (PERF-NOTES knob 2). Sockets curl
- * stops watching stay registered until an event arrives on them or curl
- * closes them ("lazy removal", knob 5), so a reused keep-alive connection
- * costs no epoll_ctl to go idle.
+ * iteration instead of a timer syscall (docs/perf.md K2). A socket curl
+ * stops watching (CURL_POLL_REMOVE) is unregistered at once, not lazily:
+ * this libcurl may close a socket without telling, and a kept registration
+ * would act on the next fd with that number (docs/perf.md K5), so a keep-
+ * alive connection pays its epoll_ctl pair per transfer.
  *
  * upstream_call() reads as blocking code: it adds the transfer and parks the
  * calling coroutine until the transfer ends or ctx is done; in the latter

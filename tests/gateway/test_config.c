@@ -1088,7 +1088,7 @@ static void test_shipped_configs_load(void **state)
 
 
 /* upstreams, breakers, retries, hedging: the parsed forms and every error
- * with its JSON path (../shared/DESIGN.md "Resilience"). */
+ * with its JSON path (README.md "Upstream groups"). */
 #define UPS(groups) "'upstreams':{" groups "}"
 static void test_resilience(void **state)
 {
