@@ -456,20 +456,20 @@ static bool url_lengths_ok(struct loader *L, const char *path, const char *u, co
     return true;
 }
 
-/* Validates a backend URL template and splits it into be->parts. Placeholder
- * names are checked against the endpoint's params only when its route was
- * valid (route_ok), so one bad path does not cascade. */
-static void parse_url(struct loader *L, const char *path, const char *u,
-                      const struct endpoint_conf *ep, bool route_ok, struct backend_conf *be)
+/* The origin part of a backend URL template u: no whitespace, control
+ * characters or fragment anywhere, http:// or https://, a valid host and
+ * port without placeholders, then a '/'. Returns where the path starts, or
+ * NULL after reporting what is wrong. */
+static const char *url_origin(struct loader *L, const char *path, const char *u)
 {
     for (const char *c = u; *c; c++) {
         if ((unsigned char)*c <= 0x20 || *c == 0x7f) {
             cfg_err(L, path, "must not contain whitespace or control characters");
-            return;
+            return NULL;
         }
         if (*c == '#') {
             cfg_err(L, path, "must not contain a fragment ('#')");
-            return;
+            return NULL;
         }
     }
     const char *a;
@@ -479,28 +479,73 @@ static void parse_url(struct loader *L, const char *path, const char *u,
         a = u + 8;
     else {
         cfg_err(L, path, "must start with http:// or https://, got \"%s\"", u);
-        return;
+        return NULL;
     }
     size_t alen = strcspn(a, "/?");
     if (memchr(a, '{', alen) || memchr(a, '}', alen)) {
         cfg_err(L, path, "placeholders are only allowed in the path and query of \"%s\"", u);
-        return;
+        return NULL;
     }
     if (!valid_authority(a, alen)) {
         cfg_err(L, path, "bad host or port in \"%s\"", u);
-        return;
+        return NULL;
     }
     if (a[alen] != '/') {
         cfg_err(L, path, "needs a path starting with '/' after the host in \"%s\"", u);
-        return;
+        return NULL;
     }
-    if (!url_lengths_ok(L, path, u, a + alen)) return;
+    return a + alen;
+}
+
+/* Appends the literal part lit[0..end) to be->parts (nothing when empty). */
+static void add_literal(struct backend_conf *be, const char *lit, const char *end)
+{
+    if (end <= lit) return;
+    be->parts[be->n_parts].literal = lit;
+    be->parts[be->n_parts].literal_len = (size_t)(end - lit);
+    be->parts[be->n_parts].backend = -1;
+    be->parts[be->n_parts++].param = -1;
+}
+
+/* Appends the placeholder {name[0..nlen)} to be->parts: a route param, or a
+ * field resolved later by graph_resolve ({backend.path}, {item...}). */
+static void add_placeholder(struct loader *L, const char *path, const char *name, size_t nlen,
+                            const struct endpoint_conf *ep, bool route_ok, struct backend_conf *be)
+{
+    int idx = -1;
+    const char *field = NULL;
+    if (placeholder_field(name, nlen)) {
+        /* {backend.path} or {item...}: resolved by graph_resolve */
+        if (!is_ident(name, nlen) || !route_ok || param_index(ep, name, nlen) < 0)
+            field = cfg_strndup(L, name, nlen);
+        else
+            idx = param_index(ep, name, nlen);
+    } else if (!is_ident(name, nlen)) {
+        cfg_err(L, path, "bad placeholder {%.*s} (expected {param}, {backend.field} or {item.field})",
+                (int)nlen, name);
+    } else if (route_ok && (idx = param_index(ep, name, nlen)) < 0) {
+        cfg_err(L, path, "{%.*s} is not a parameter of %s", (int)nlen, name, ep->path);
+    }
+    be->parts[be->n_parts].literal = NULL;
+    be->parts[be->n_parts].backend = -1;
+    be->parts[be->n_parts].field = field;
+    be->parts[be->n_parts++].param = idx;
+}
+
+/* Validates a backend URL template and splits it into be->parts. Placeholder
+ * names are checked against the endpoint's params only when its route was
+ * valid (route_ok), so one bad path does not cascade. */
+static void parse_url(struct loader *L, const char *path, const char *u,
+                      const struct endpoint_conf *ep, bool route_ok, struct backend_conf *be)
+{
+    const char *c = url_origin(L, path, u);
+    if (!c || !url_lengths_ok(L, path, u, c)) return;
     /* at most one param part and one literal part per '{', plus a tail */
     size_t n_open = 0;
-    for (const char *c = u; *c; c++)
-        n_open += *c == '{';
+    for (const char *k = u; *k; k++)
+        n_open += *k == '{';
     be->parts = cfg_alloc(L, (2 * n_open + 1) * sizeof(*be->parts));
-    const char *lit = u, *c = a + alen;
+    const char *lit = u;
     while (*c) {
         if (*c == '}') {
             cfg_err(L, path, "unbalanced '}' in \"%s\"", u);
@@ -516,41 +561,11 @@ static void parse_url(struct loader *L, const char *path, const char *u,
             cfg_err(L, path, "unbalanced '{' in \"%s\"", u);
             return;
         }
-        const char *name = c + 1;
-        size_t nlen = (size_t)(close - name);
-        int idx = -1;
-        const char *field = NULL;
-        if (placeholder_field(name, nlen)) {
-            /* {backend.path} or {item...}: resolved by graph_resolve */
-            if (!is_ident(name, nlen) || !route_ok || param_index(ep, name, nlen) < 0)
-                field = cfg_strndup(L, name, nlen);
-            else
-                idx = param_index(ep, name, nlen);
-        } else if (!is_ident(name, nlen)) {
-            cfg_err(L, path,
-                    "bad placeholder {%.*s} (expected {param}, {backend.field} or {item.field})",
-                    (int)nlen, name);
-        } else if (route_ok && (idx = param_index(ep, name, nlen)) < 0) {
-            cfg_err(L, path, "{%.*s} is not a parameter of %s", (int)nlen, name, ep->path);
-        }
-        if (c > lit) {
-            be->parts[be->n_parts].literal = lit;
-            be->parts[be->n_parts].literal_len = (size_t)(c - lit);
-            be->parts[be->n_parts].backend = -1;
-            be->parts[be->n_parts++].param = -1;
-        }
-        be->parts[be->n_parts].literal = NULL;
-        be->parts[be->n_parts].backend = -1;
-        be->parts[be->n_parts].field = field;
-        be->parts[be->n_parts++].param = idx;
+        add_literal(be, lit, c);
+        add_placeholder(L, path, c + 1, (size_t)(close - c - 1), ep, route_ok, be);
         c = lit = close + 1;
     }
-    if (c > lit) {
-        be->parts[be->n_parts].literal = lit;
-        be->parts[be->n_parts].literal_len = (size_t)(c - lit);
-        be->parts[be->n_parts].backend = -1;
-        be->parts[be->n_parts++].param = -1;
-    }
+    add_literal(be, lit, c);
 }
 
 /* ---- endpoints and backends ---- */

@@ -191,6 +191,30 @@ static ptr scan_word(ptr s, ptr e, const char *w, size_t n)
     return s + n;
 }
 
+/* Validates one string, literal or number at s (s < e). Returns the byte
+ * after it and its type in *type, or NULL. */
+static ptr scan_scalar(ptr s, ptr e, enum json_type *type)
+{
+    switch (*s) {
+    case '"':
+        *type = JSON_STRING;
+        return scan_string(s, e);
+    case 't':
+        *type = JSON_TRUE;
+        return scan_word(s, e, "true", 4);
+    case 'f':
+        *type = JSON_FALSE;
+        return scan_word(s, e, "false", 5);
+    case 'n':
+        *type = JSON_NULL;
+        return scan_word(s, e, "null", 4);
+    default:
+        *type = JSON_NUMBER;
+        if (*s != '-' && (*s < '0' || *s > '9')) return NULL;
+        return scan_number(s, e);
+    }
+}
+
 /*
  * Validates one value starting at s (no leading whitespace skipped). Returns
  * the byte after it and its type in *type, or NULL. Iterative: the open
@@ -220,27 +244,12 @@ value:
         }
         if (stack[depth - 1] == '}') goto member;
         goto value;
-    case '"':
-        s = scan_string(s, e);
-        if (first) *type = JSON_STRING;
+    default: {
+        enum json_type t;
+        s = scan_scalar(s, e, &t);
+        if (first) *type = t;
         break;
-    case 't':
-        s = scan_word(s, e, "true", 4);
-        if (first) *type = JSON_TRUE;
-        break;
-    case 'f':
-        s = scan_word(s, e, "false", 5);
-        if (first) *type = JSON_FALSE;
-        break;
-    case 'n':
-        s = scan_word(s, e, "null", 4);
-        if (first) *type = JSON_NULL;
-        break;
-    default:
-        if (*s != '-' && (*s < '0' || *s > '9')) return NULL;
-        s = scan_number(s, e);
-        if (first) *type = JSON_NUMBER;
-        break;
+    }
     }
     first = false;
     if (!s) return NULL;
