@@ -237,7 +237,8 @@ static const char *const DEGRADED_KEYS[] = {"max_entries", "max_stale_s", "snaps
                                             "snapshot_interval_s", NULL};
 static const char *const ACCESS_LOG_KEYS[] = {"path", NULL};
 
-static void parse_globals(struct loader *L, const cJSON *root, struct config *cfg)
+/* "server": the listener and connection limits, with their defaults. */
+static void parse_server(struct loader *L, const cJSON *root, struct config *cfg)
 {
     struct server_conf *sv = &cfg->server;
     sv->listen = "0.0.0.0:8080";
@@ -274,14 +275,18 @@ static void parse_globals(struct loader *L, const cJSON *root, struct config *cf
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         sv->workers = n > 0 ? (int)n : 1;
     }
+}
 
+/* "defaults" (with the resilience defaults) and "upstream". */
+static void parse_defaults(struct loader *L, const cJSON *root, struct config *cfg)
+{
     struct defaults_conf *d = &cfg->defaults;
     d->timeout_ms = 1000;
     d->max_timeout_ms = 10000;
     d->backend_timeout_ms = 1000;
     d->max_response_bytes = 8388608;
     d->concurrency = 16;
-    o = cfg_section(L, root, "", "defaults", DEFAULTS_KEYS);
+    const cJSON *o = cfg_section(L, root, "", "defaults", DEFAULTS_KEYS);
     if (o) {
         CFG_GET_INT(L, o, "defaults", "timeout_ms", 1, INT_LIMIT, d->timeout_ms);
         CFG_GET_INT(L, o, "defaults", "max_timeout_ms", 1, INT_LIMIT, d->max_timeout_ms);
@@ -293,13 +298,17 @@ static void parse_globals(struct loader *L, const cJSON *root, struct config *cf
     }
     parse_upstream(L, root, &cfg->upstream);
     cfg_resil_defaults(L, o, d);
+}
 
+/* "degraded" and "access_log". */
+static void parse_store_and_log(struct loader *L, const cJSON *root, struct config *cfg)
+{
     struct degraded_conf *g = &cfg->degraded;
     g->max_entries = 100000;
     g->max_stale_s = 3600;
     g->snapshot_path = NULL;
     g->snapshot_interval_s = 30;
-    o = cfg_section(L, root, "", "degraded", DEGRADED_KEYS);
+    const cJSON *o = cfg_section(L, root, "", "degraded", DEGRADED_KEYS);
     if (o) {
         CFG_GET_INT(L, o, "degraded", "max_entries", 0, INT_LIMIT, g->max_entries);
         CFG_GET_INT(L, o, "degraded", "max_stale_s", 0, INT_LIMIT, g->max_stale_s);
@@ -313,6 +322,15 @@ static void parse_globals(struct loader *L, const cJSON *root, struct config *cf
         const char *p = cfg_get_str(L, o, "access_log", "path", false);
         if (p) cfg->access_log_path = p;
     }
+}
+
+/* The top-level sections other than endpoints, auth, tracing and upstreams,
+ * in the order their errors are reported. */
+static void parse_globals(struct loader *L, const cJSON *root, struct config *cfg)
+{
+    parse_server(L, root, cfg);
+    parse_defaults(L, root, cfg);
+    parse_store_and_log(L, root, cfg);
 }
 
 /* ---- routes and URL templates ---- */

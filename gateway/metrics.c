@@ -574,53 +574,55 @@ static int render_pools(buf_t *out, const struct metrics_globals *g)
     return rc;
 }
 
-int metrics_render(buf_t *out, struct metrics *const *w, size_t nw, const struct metrics_globals *g)
+/* The per-worker families, in exposition order. label: the histogram's
+ * label (NULL for counters). help NULL: built from the outcome names. */
+static const struct family_doc {
+    enum family f;
+    const char *name, *type, *help, *label;
+} FAMILY_DOCS[] = {
+    {T_REQ, "gateway_requests_total", "counter", "Requests answered, by endpoint and status code.",
+     NULL},
+    {T_REQ_HIST, "gateway_request_duration_seconds", "histogram",
+     "Time from a request's arrival to its response, by endpoint.", "endpoint"},
+    {T_BACKEND, "gateway_backend_requests_total", "counter", NULL, NULL},
+    {T_ITEMS, "gateway_backend_items_total", "counter",
+     "Item calls of foreach backends by endpoint, backend and outcome.", NULL},
+    {T_BACKEND_HIST, "gateway_backend_duration_seconds", "histogram",
+     "Duration of backend calls, by backend.", "backend"},
+    {T_CACHE, "gateway_cache_requests_total", "counter",
+     "Cached backend calls by backend and result (hit, miss, coalesced).", NULL},
+};
+
+/* The HELP of gateway_backend_requests_total, naming every outcome. */
+static void outcomes_help(char *help, size_t cap)
 {
+    size_t n = (size_t)snprintf(help, cap, "Backend calls by endpoint, backend and outcome (");
+    for (size_t o = 0; o < NOUTCOMES && n < cap; o++)
+        n += (size_t)snprintf(help + n, cap - n, "%s%s", o ? ", " : "",
+                              outcome_name((enum outcome)o));
+    if (n < cap) snprintf(help + n, cap - n, ").");
+}
+
+/* One per-worker family: its header, then its series summed over workers. */
+static int render_family(buf_t *out, struct metrics *const *w, size_t nw,
+                         const struct family_doc *d)
+{
+    char help[256];
+    if (!d->help) outcomes_help(help, sizeof help);
+    int rc = header(out, d->name, d->type, d->help ? d->help : help);
     struct merge mg;
-    int rc = header(out, "gateway_requests_total", "counter",
-                    "Requests answered, by endpoint and status code.");
-    if (!rc && !(rc = merge_family(&mg, w, nw, T_REQ))) {
-        rc = render_counters(out, &mg, T_REQ);
+    if (!rc && !(rc = merge_family(&mg, w, nw, d->f))) {
+        rc = d->label ? render_hists(out, &mg, d->name, d->label) : render_counters(out, &mg, d->f);
         merge_free(&mg);
     }
-    if (!rc)
-        rc = header(out, "gateway_request_duration_seconds", "histogram",
-                    "Time from a request's arrival to its response, by endpoint.");
-    if (!rc && !(rc = merge_family(&mg, w, nw, T_REQ_HIST))) {
-        rc = render_hists(out, &mg, "gateway_request_duration_seconds", "endpoint");
-        merge_free(&mg);
-    }
-    if (!rc)
-        rc = header(out, "gateway_backend_requests_total", "counter",
-                    "Backend calls by endpoint, backend and outcome "
-                    "(ok, error, timeout, cancelled, open, degraded, static, omitted).");
-    if (!rc && !(rc = merge_family(&mg, w, nw, T_BACKEND))) {
-        rc = render_counters(out, &mg, T_BACKEND);
-        merge_free(&mg);
-    }
-    if (!rc)
-        rc = header(out, "gateway_backend_items_total", "counter",
-                    "Item calls of foreach backends by endpoint, backend and outcome.");
-    if (!rc && !(rc = merge_family(&mg, w, nw, T_ITEMS))) {
-        rc = render_counters(out, &mg, T_ITEMS);
-        merge_free(&mg);
-    }
-    if (!rc)
-        rc = header(out, "gateway_backend_duration_seconds", "histogram",
-                    "Duration of backend calls, by backend.");
-    if (!rc && !(rc = merge_family(&mg, w, nw, T_BACKEND_HIST))) {
-        rc = render_hists(out, &mg, "gateway_backend_duration_seconds", "backend");
-        merge_free(&mg);
-    }
-    if (!rc)
-        rc = header(out, "gateway_cache_requests_total", "counter",
-                    "Cached backend calls by backend and result (hit, miss, coalesced).");
-    if (!rc && !(rc = merge_family(&mg, w, nw, T_CACHE))) {
-        rc = render_counters(out, &mg, T_CACHE);
-        merge_free(&mg);
-    }
-    if (!rc)
-        rc = header(out, "gateway_store_entries", "gauge",
+    return rc;
+}
+
+/* The store gauges and the in-flight gauge summed over workers. */
+static int render_gauges(buf_t *out, struct metrics *const *w, size_t nw,
+                         const struct metrics_globals *g)
+{
+    int rc = header(out, "gateway_store_entries", "gauge",
                     "Answers held by the store the cache and the degraded fallback share.");
     if (!rc)
         rc = buf_printf(out, "gateway_store_entries %" PRIu64 "\n", g ? g->store_entries : 0);
@@ -635,11 +637,13 @@ int metrics_render(buf_t *out, struct metrics *const *w, size_t nw, const struct
         rc = header(out, "gateway_inflight_requests", "gauge", "Requests being served now.");
         if (!rc) rc = buf_printf(out, "gateway_inflight_requests %" PRId64 "\n", inflight);
     }
-    if (!rc) rc = render_upstream(out, w, nw);
-    if (!rc) rc = render_pools(out, g);
-    if (!rc) rc = ugroup_render(out);
-    if (!rc)
-        rc = header(out, "gateway_access_log_dropped_total", "counter",
+    return rc;
+}
+
+/* The process-wide counters of g: access log, reloads, spans. */
+static int render_process(buf_t *out, const struct metrics_globals *g)
+{
+    int rc = header(out, "gateway_access_log_dropped_total", "counter",
                     "Access-log records dropped because the writer's queue was full.");
     if (!rc)
         rc = buf_printf(out, "gateway_access_log_dropped_total %" PRIu64 "\n",
@@ -658,5 +662,18 @@ int metrics_render(buf_t *out, struct metrics *const *w, size_t nw, const struct
     if (!rc)
         rc = buf_printf(out, "gateway_spans_dropped_total %" PRIu64 "\n",
                         g ? g->spans_dropped : 0);
+    return rc;
+}
+
+int metrics_render(buf_t *out, struct metrics *const *w, size_t nw, const struct metrics_globals *g)
+{
+    int rc = 0;
+    for (size_t i = 0; !rc && i < sizeof FAMILY_DOCS / sizeof FAMILY_DOCS[0]; i++)
+        rc = render_family(out, w, nw, &FAMILY_DOCS[i]);
+    if (!rc) rc = render_gauges(out, w, nw, g);
+    if (!rc) rc = render_upstream(out, w, nw);
+    if (!rc) rc = render_pools(out, g);
+    if (!rc) rc = ugroup_render(out);
+    if (!rc) rc = render_process(out, g);
     return rc;
 }
