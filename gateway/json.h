@@ -1,6 +1,7 @@
 /*
  * json: a strict, non-allocating JSON validator and a member iterator for
- * the response path.
+ * the response path, and the gateway's one JSON string writer and UTF-8
+ * check (below).
  *
  * Backend bodies are validated here and then spliced into the response as raw
  * bytes (docs/perf.md K8: cJSON validation costs ~4 ns per byte plus a
