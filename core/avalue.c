@@ -1,3 +1,8 @@
+/*
+ * avalue: the atomic snapshot pointer (avalue.h): publication, pinned and
+ * quick reads, and the deferred free of replaced snapshots once no reader
+ * can still hold them.
+ */
 #include "core/avalue.h"
 
 #include <stdalign.h>
@@ -8,6 +13,7 @@
 
 #include <urcu-bp.h>
 
+#include "core/container_of.h"
 #include "core/sanitizer.h"
 #ifdef CORE_TSAN
 #define AV_TSAN 1
@@ -62,7 +68,7 @@ static inline void snap_put(avalue_t *v, av_snap_t *s)
 
 static void owner_drop_cb(struct rcu_head *h)
 {
-    av_snap_t *s = (av_snap_t *)(void *)((char *)h - offsetof(av_snap_t, rcu_));
+    av_snap_t *s = container_of(h, av_snap_t, rcu_);
     tsan_acquire(s);             /* the call_rcu hand-off */
     tsan_acquire(&grace_period); /* every reader that could see s has left */
     avalue_t *v = s->owner_;

@@ -1,3 +1,7 @@
+/*
+ * buf: the growable byte buffer (buf.h): growth from a pool block to
+ * malloc, always NUL-terminated; a failed call leaves the buffer unchanged.
+ */
 #include "core/buf.h"
 
 #include <errno.h>

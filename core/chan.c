@@ -1,3 +1,7 @@
+/*
+ * chan: bounded channels between the coroutines of one loop (chan.h): the
+ * ring buffer and the FIFO queues of parked senders and receivers.
+ */
 #include "core/chan.h"
 
 #include <errno.h>

@@ -30,6 +30,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 
+#include "core/container_of.h"
 #include "core/coro.h"
 #include "core/loop.h"
 
@@ -178,7 +179,7 @@ static void cancel_with(ctx_t *c, int err, int cause)
 static void deadline_fired(loop_t *loop, loop_timer_t *t)
 {
     (void)loop;
-    ctx_t *c = (ctx_t *)((char *)t - offsetof(ctx_t, timer));
+    ctx_t *c = container_of(t, ctx_t, timer);
     cancel_with(c, CTX_DEADLINE_EXCEEDED, CTX_DEADLINE_EXCEEDED);
 }
 

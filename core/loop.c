@@ -24,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/container_of.h"
 #include "core/mpsc.h"
 
 #define MAX_EVENTS 256
@@ -366,7 +367,7 @@ static void make_ready(loop_t *loop, struct park *p, int result)
 
 static void park_timeout(loop_t *loop, loop_timer_t *t)
 {
-    struct park *p = (struct park *)((char *)t - offsetof(struct park, timer));
+    struct park *p = container_of(t, struct park, timer);
     make_ready(loop, p, -ETIMEDOUT);
 }
 

@@ -37,7 +37,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-/* Embed in your item; recover the item with container_of / offsetof. */
+/* Embed in your item; recover the item with container_of (core/container_of.h). */
 struct mpsc_node {
     _Atomic(struct mpsc_node *) next; /* private */
 };

@@ -1,3 +1,7 @@
+/*
+ * pool: per-thread object and block caches (pool.h): get/put without a
+ * lock, the hit and miss counts, and the idle trimming a worker runs.
+ */
 #include "core/pool.h"
 
 #include <stdatomic.h>

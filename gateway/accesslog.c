@@ -14,7 +14,9 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "core/container_of.h"
 #include "core/mpsc.h"
+#include "gateway/json.h"
 
 #define BATCH_BYTES  65536
 #define BUSY_WAIT_MS 10
@@ -67,90 +69,18 @@ static void puts_(struct out *o, const char *s)
     put(o, s, strlen(s));
 }
 
-/* Length of the well-formed UTF-8 sequence at s (1..4), or 0 (Unicode
- * Table 3-7: no overlongs, no surrogates, nothing above U+10FFFF). s is
- * NUL-terminated, so reading past a truncated sequence stops at the NUL. */
-static int utf8_len(const unsigned char *s)
-{
-    unsigned char c = s[0];
-    unsigned char lo = 0x80, hi = 0xbf;
-    int n;
-    if (c >= 0xc2 && c <= 0xdf)
-        n = 2;
-    else if (c >= 0xe0 && c <= 0xef) {
-        n = 3;
-        if (c == 0xe0) lo = 0xa0;
-        if (c == 0xed) hi = 0x9f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        n = 4;
-        if (c == 0xf0) lo = 0x90;
-        if (c == 0xf4) hi = 0x8f;
-    } else
-        return 0;
-    if (s[1] < lo || s[1] > hi) return 0;
-    for (int i = 2; i < n; i++)
-        if (s[i] < 0x80 || s[i] > 0xbf) return 0;
-    return n;
-}
-
-/* A JSON string, or null for NULL. */
+/* A JSON string (gateway/json.h's rules), or null for NULL. */
 static void str(struct out *o, const char *s)
 {
     if (!s) {
         puts_(o, "null");
         return;
     }
-    put(o, "\"", 1);
-    const unsigned char *p = (const unsigned char *)s;
-    while (*p) {
-        /* Copy the run that needs no escaping in one go. */
-        const unsigned char *run = p;
-        while (*p >= 0x20 && *p < 0x80 && *p != '"' && *p != '\\')
-            p++;
-        if (p > run) put(o, (const char *)run, (size_t)(p - run));
-        if (!*p) break;
-        unsigned char c = *p;
-        if (c >= 0x80) {
-            int n = utf8_len(p);
-            if (n) {
-                put(o, (const char *)p, (size_t)n);
-                p += n;
-            } else {
-                put(o, "\\ufffd", 6);
-                p++;
-            }
-            continue;
-        }
-        char esc[8];
-        switch (c) {
-        case '"':
-            put(o, "\\\"", 2);
-            break;
-        case '\\':
-            put(o, "\\\\", 2);
-            break;
-        case '\n':
-            put(o, "\\n", 2);
-            break;
-        case '\r':
-            put(o, "\\r", 2);
-            break;
-        case '\t':
-            put(o, "\\t", 2);
-            break;
-        case '\b':
-            put(o, "\\b", 2);
-            break;
-        case '\f':
-            put(o, "\\f", 2);
-            break;
-        default:
-            snprintf(esc, sizeof esc, "\\u%04x", c);
-            put(o, esc, 6);
-        }
-        p++;
-    }
-    put(o, "\"", 1);
+    size_t n = strlen(s);
+    if (o->p)
+        o->n += json_put_string(o->p + o->n, s, n);
+    else
+        o->n += json_escape_len(s, n);
 }
 
 /* The scalar fields, formatted once into fixed buffers before measuring. */
@@ -342,7 +272,7 @@ static size_t drain(struct accesslog *a, char *batch)
     size_t total = 0, used = 0, lines = 0;
     struct mpsc_node *n;
     while ((n = mpsc_pop(&a->q))) {
-        struct rec *r = (struct rec *)((char *)n - offsetof(struct rec, node));
+        struct rec *r = container_of(n, struct rec, node);
         if (used + r->len > BATCH_BYTES && used) {
             if (!write_all(a->fd, batch, used))
                 atomic_fetch_add_explicit(&a->dropped, lines, memory_order_relaxed);

@@ -1,6 +1,6 @@
 /*
- * attempt: one backend call as a series of attempts (../shared/DESIGN.md
- * "Resilience"): picks a group's host, asks the host's breaker, calls, tells
+ * attempt: one backend call as a series of attempts (README.md "Upstream
+ * groups"): picks a group's host, asks the host's breaker, calls, tells
  * the breaker what happened, and retries (GET/HEAD, retry_on, backoff
  * 10 ms x 2^n with jitter, bounded by the time left, under the process's
  * retry budget) or hedges (a second attempt after hedge_after_ms; the first

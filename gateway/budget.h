@@ -1,6 +1,6 @@
 /*
  * budget: the per-process retry budget, a token bucket that retries and
- * hedges draw on (../shared/DESIGN.md "Retries and hedging").
+ * hedges draw on (README.md, defaults.retry_budget_percent).
  *
  * Every first attempt adds percent/100 of a token, BUDGET_REFILL_PER_S
  * tokens are added per second, the bucket holds at most BUDGET_CAP tokens

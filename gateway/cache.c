@@ -21,10 +21,9 @@
 #include <string.h>
 
 #include "core/avalue.h"
+#include "core/container_of.h"
 #include "gateway/cachectl.h"
 #include "gateway/degraded.h"
-
-#define container_of(p, type, member) ((type *)((char *)(p)-offsetof(type, member)))
 
 /* Buckets of the flight table: flights in progress on one worker are few
  * (one per distinct key being fetched), so a fixed table keeps chains short

@@ -26,6 +26,8 @@
 #include "gateway/jpath.h"
 #include "gateway/shape.h"
 #include "gateway/router.h"
+#include "gateway/upstream.h"
+#include "gateway/urlbuild.h"
 
 #include <arpa/inet.h>
 #include <cJSON.h>
@@ -236,7 +238,8 @@ static const char *const DEGRADED_KEYS[] = {"max_entries", "max_stale_s", "snaps
                                             "snapshot_interval_s", NULL};
 static const char *const ACCESS_LOG_KEYS[] = {"path", NULL};
 
-static void parse_globals(struct loader *L, const cJSON *root, struct config *cfg)
+/* "server": the listener and connection limits, with their defaults. */
+static void parse_server(struct loader *L, const cJSON *root, struct config *cfg)
 {
     struct server_conf *sv = &cfg->server;
     sv->listen = "0.0.0.0:8080";
@@ -273,14 +276,18 @@ static void parse_globals(struct loader *L, const cJSON *root, struct config *cf
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         sv->workers = n > 0 ? (int)n : 1;
     }
+}
 
+/* "defaults" (with the resilience defaults) and "upstream". */
+static void parse_defaults(struct loader *L, const cJSON *root, struct config *cfg)
+{
     struct defaults_conf *d = &cfg->defaults;
     d->timeout_ms = 1000;
     d->max_timeout_ms = 10000;
     d->backend_timeout_ms = 1000;
     d->max_response_bytes = 8388608;
     d->concurrency = 16;
-    o = cfg_section(L, root, "", "defaults", DEFAULTS_KEYS);
+    const cJSON *o = cfg_section(L, root, "", "defaults", DEFAULTS_KEYS);
     if (o) {
         CFG_GET_INT(L, o, "defaults", "timeout_ms", 1, INT_LIMIT, d->timeout_ms);
         CFG_GET_INT(L, o, "defaults", "max_timeout_ms", 1, INT_LIMIT, d->max_timeout_ms);
@@ -292,13 +299,17 @@ static void parse_globals(struct loader *L, const cJSON *root, struct config *cf
     }
     parse_upstream(L, root, &cfg->upstream);
     cfg_resil_defaults(L, o, d);
+}
 
+/* "degraded" and "access_log". */
+static void parse_store_and_log(struct loader *L, const cJSON *root, struct config *cfg)
+{
     struct degraded_conf *g = &cfg->degraded;
     g->max_entries = 100000;
     g->max_stale_s = 3600;
     g->snapshot_path = NULL;
     g->snapshot_interval_s = 30;
-    o = cfg_section(L, root, "", "degraded", DEGRADED_KEYS);
+    const cJSON *o = cfg_section(L, root, "", "degraded", DEGRADED_KEYS);
     if (o) {
         CFG_GET_INT(L, o, "degraded", "max_entries", 0, INT_LIMIT, g->max_entries);
         CFG_GET_INT(L, o, "degraded", "max_stale_s", 0, INT_LIMIT, g->max_stale_s);
@@ -312,6 +323,15 @@ static void parse_globals(struct loader *L, const cJSON *root, struct config *cf
         const char *p = cfg_get_str(L, o, "access_log", "path", false);
         if (p) cfg->access_log_path = p;
     }
+}
+
+/* The top-level sections other than endpoints, auth, tracing and upstreams,
+ * in the order their errors are reported. */
+static void parse_globals(struct loader *L, const cJSON *root, struct config *cfg)
+{
+    parse_server(L, root, cfg);
+    parse_defaults(L, root, cfg);
+    parse_store_and_log(L, root, cfg);
 }
 
 /* ---- routes and URL templates ---- */
@@ -428,20 +448,47 @@ static bool placeholder_field(const char *name, size_t n)
     return memchr(name, '.', n) && jpath_valid(name, n);
 }
 
-/* Validates a backend URL template and splits it into be->parts. Placeholder
- * names are checked against the endpoint's params only when its route was
- * valid (route_ok), so one bad path does not cascade. */
-static void parse_url(struct loader *L, const char *path, const char *u,
-                      const struct endpoint_conf *ep, bool route_ok, struct backend_conf *be)
+/* The lengths the transports take (upstream.h, urlbuild.h): an origin u[0..
+ * p) of at most UPSTREAM_ORIGIN_MAX bytes, and a path (p up to the query)
+ * under URLBUILD_PATH_MAX bytes even with every placeholder empty, else
+ * every call would fail ("bad URL") or be the client's 414. */
+static bool url_lengths_ok(struct loader *L, const char *path, const char *u, const char *p)
+{
+    size_t olen = (size_t)(p - u), plen = 0;
+    if (olen > UPSTREAM_ORIGIN_MAX) {
+        cfg_err(L, path, "the origin (scheme://host:port) is %zu bytes, at most %d", olen,
+                UPSTREAM_ORIGIN_MAX);
+        return false;
+    }
+    for (; *p && *p != '?'; p++) {
+        const char *close = *p == '{' ? strchr(p, '}') : NULL;
+        if (close)
+            p = close;
+        else
+            plen++;
+    }
+    if (plen >= URLBUILD_PATH_MAX) {
+        cfg_err(L, path, "the path is %zu bytes without its placeholders, at most %d", plen,
+                URLBUILD_PATH_MAX - 1);
+        return false;
+    }
+    return true;
+}
+
+/* The origin part of a backend URL template u: no whitespace, control
+ * characters or fragment anywhere, http:// or https://, a valid host and
+ * port without placeholders, then a '/'. Returns where the path starts, or
+ * NULL after reporting what is wrong. */
+static const char *url_origin(struct loader *L, const char *path, const char *u)
 {
     for (const char *c = u; *c; c++) {
         if ((unsigned char)*c <= 0x20 || *c == 0x7f) {
             cfg_err(L, path, "must not contain whitespace or control characters");
-            return;
+            return NULL;
         }
         if (*c == '#') {
             cfg_err(L, path, "must not contain a fragment ('#')");
-            return;
+            return NULL;
         }
     }
     const char *a;
@@ -451,27 +498,73 @@ static void parse_url(struct loader *L, const char *path, const char *u,
         a = u + 8;
     else {
         cfg_err(L, path, "must start with http:// or https://, got \"%s\"", u);
-        return;
+        return NULL;
     }
     size_t alen = strcspn(a, "/?");
     if (memchr(a, '{', alen) || memchr(a, '}', alen)) {
         cfg_err(L, path, "placeholders are only allowed in the path and query of \"%s\"", u);
-        return;
+        return NULL;
     }
     if (!valid_authority(a, alen)) {
         cfg_err(L, path, "bad host or port in \"%s\"", u);
-        return;
+        return NULL;
     }
     if (a[alen] != '/') {
         cfg_err(L, path, "needs a path starting with '/' after the host in \"%s\"", u);
-        return;
+        return NULL;
     }
+    return a + alen;
+}
+
+/* Appends the literal part lit[0..end) to be->parts (nothing when empty). */
+static void add_literal(struct backend_conf *be, const char *lit, const char *end)
+{
+    if (end <= lit) return;
+    be->parts[be->n_parts].literal = lit;
+    be->parts[be->n_parts].literal_len = (size_t)(end - lit);
+    be->parts[be->n_parts].backend = -1;
+    be->parts[be->n_parts++].param = -1;
+}
+
+/* Appends the placeholder {name[0..nlen)} to be->parts: a route param, or a
+ * field resolved later by graph_resolve ({backend.path}, {item...}). */
+static void add_placeholder(struct loader *L, const char *path, const char *name, size_t nlen,
+                            const struct endpoint_conf *ep, bool route_ok, struct backend_conf *be)
+{
+    int idx = -1;
+    const char *field = NULL;
+    if (placeholder_field(name, nlen)) {
+        /* {backend.path} or {item...}: resolved by graph_resolve */
+        if (!is_ident(name, nlen) || !route_ok || param_index(ep, name, nlen) < 0)
+            field = cfg_strndup(L, name, nlen);
+        else
+            idx = param_index(ep, name, nlen);
+    } else if (!is_ident(name, nlen)) {
+        cfg_err(L, path, "bad placeholder {%.*s} (expected {param}, {backend.field} or {item.field})",
+                (int)nlen, name);
+    } else if (route_ok && (idx = param_index(ep, name, nlen)) < 0) {
+        cfg_err(L, path, "{%.*s} is not a parameter of %s", (int)nlen, name, ep->path);
+    }
+    be->parts[be->n_parts].literal = NULL;
+    be->parts[be->n_parts].backend = -1;
+    be->parts[be->n_parts].field = field;
+    be->parts[be->n_parts++].param = idx;
+}
+
+/* Validates a backend URL template and splits it into be->parts. Placeholder
+ * names are checked against the endpoint's params only when its route was
+ * valid (route_ok), so one bad path does not cascade. */
+static void parse_url(struct loader *L, const char *path, const char *u,
+                      const struct endpoint_conf *ep, bool route_ok, struct backend_conf *be)
+{
+    const char *c = url_origin(L, path, u);
+    if (!c || !url_lengths_ok(L, path, u, c)) return;
     /* at most one param part and one literal part per '{', plus a tail */
     size_t n_open = 0;
-    for (const char *c = u; *c; c++)
-        n_open += *c == '{';
+    for (const char *k = u; *k; k++)
+        n_open += *k == '{';
     be->parts = cfg_alloc(L, (2 * n_open + 1) * sizeof(*be->parts));
-    const char *lit = u, *c = a + alen;
+    const char *lit = u;
     while (*c) {
         if (*c == '}') {
             cfg_err(L, path, "unbalanced '}' in \"%s\"", u);
@@ -487,41 +580,11 @@ static void parse_url(struct loader *L, const char *path, const char *u,
             cfg_err(L, path, "unbalanced '{' in \"%s\"", u);
             return;
         }
-        const char *name = c + 1;
-        size_t nlen = (size_t)(close - name);
-        int idx = -1;
-        const char *field = NULL;
-        if (placeholder_field(name, nlen)) {
-            /* {backend.path} or {item...}: resolved by graph_resolve */
-            if (!is_ident(name, nlen) || !route_ok || param_index(ep, name, nlen) < 0)
-                field = cfg_strndup(L, name, nlen);
-            else
-                idx = param_index(ep, name, nlen);
-        } else if (!is_ident(name, nlen)) {
-            cfg_err(L, path,
-                    "bad placeholder {%.*s} (expected {param}, {backend.field} or {item.field})",
-                    (int)nlen, name);
-        } else if (route_ok && (idx = param_index(ep, name, nlen)) < 0) {
-            cfg_err(L, path, "{%.*s} is not a parameter of %s", (int)nlen, name, ep->path);
-        }
-        if (c > lit) {
-            be->parts[be->n_parts].literal = lit;
-            be->parts[be->n_parts].literal_len = (size_t)(c - lit);
-            be->parts[be->n_parts].backend = -1;
-            be->parts[be->n_parts++].param = -1;
-        }
-        be->parts[be->n_parts].literal = NULL;
-        be->parts[be->n_parts].backend = -1;
-        be->parts[be->n_parts].field = field;
-        be->parts[be->n_parts++].param = idx;
+        add_literal(be, lit, c);
+        add_placeholder(L, path, c + 1, (size_t)(close - c - 1), ep, route_ok, be);
         c = lit = close + 1;
     }
-    if (c > lit) {
-        be->parts[be->n_parts].literal = lit;
-        be->parts[be->n_parts].literal_len = (size_t)(c - lit);
-        be->parts[be->n_parts].backend = -1;
-        be->parts[be->n_parts++].param = -1;
-    }
+    add_literal(be, lit, c);
 }
 
 /* ---- endpoints and backends ---- */

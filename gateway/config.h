@@ -1,6 +1,6 @@
 /*
- * config: the gateway's configuration (schema in ../shared/DESIGN.md and
- * conf/README.md), loaded from JSON into one immutable snapshot.
+ * config: the gateway's configuration (schema in README.md "Configuration"
+ * and conf/README.md), loaded from JSON into one immutable snapshot.
  *
  * A snapshot is built once by config_load / config_parse, never changed
  * afterwards, and shared read-only by every worker through an atomic value
@@ -80,7 +80,7 @@ struct cache_conf {
     bool coalesce;      /* identical calls in flight on a worker share one */
 };
 
-/* Resilience (../shared/DESIGN.md "Resilience"; parsed by config_resil.c). */
+/* Resilience (README.md "Upstream groups"; parsed by config_resil.c). */
 struct breaker_conf {
     uint32_t consecutive_failures; /* 0: no breaker */
     uint32_t open_ms;

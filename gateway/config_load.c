@@ -1,3 +1,10 @@
+/*
+ * config_load: the loader's machinery (config_load.h): the arena that owns a
+ * whole config snapshot, the string sets for duplicate checks, the error
+ * lines with their JSON paths and the typed getters, and the pass over the
+ * raw text that finds strings cJSON would accept but the gateway refuses
+ * (invalid UTF-8, \u0000). Everything it allocates lives in the arena.
+ */
 #include "gateway/config_load.h"
 
 #include <math.h>
@@ -5,6 +12,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "gateway/json.h"
 
 /* ---- arena ---- */
 
@@ -328,31 +337,6 @@ const char **cfg_get_str_array(struct loader *L, const cJSON *obj, const char *p
 
 /* ---- strings in the raw text: UTF-8 and \u0000 ---- */
 
-/* Length of the valid UTF-8 sequence at s (RFC 3629: no overlong forms, no
- * surrogates, nothing above U+10FFFF), or 0 when it is not one. */
-static size_t utf8_len(const unsigned char *s, const unsigned char *end)
-{
-    size_t n;
-    unsigned lo = 0x80, hi = 0xbf; /* range of the second byte */
-    if (s[0] < 0x80) return 1;
-    if (s[0] >= 0xc2 && s[0] <= 0xdf)
-        n = 2;
-    else if (s[0] >= 0xe0 && s[0] <= 0xef) {
-        n = 3;
-        if (s[0] == 0xe0) lo = 0xa0;
-        if (s[0] == 0xed) hi = 0x9f;
-    } else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
-        n = 4;
-        if (s[0] == 0xf0) lo = 0x90;
-        if (s[0] == 0xf4) hi = 0x8f;
-    } else
-        return 0;
-    if ((size_t)(end - s) < n || s[1] < lo || s[1] > hi) return 0;
-    for (size_t i = 2; i < n; i++)
-        if (s[i] < 0x80 || s[i] > 0xbf) return 0;
-    return n;
-}
-
 enum { STR_BAD_UTF8 = 1, STR_NUL = 2 };
 
 /* The JSON string whose opening quote is at p: sets *flags (STR_*), writes
@@ -373,7 +357,7 @@ static const char *scan_string(const char *p, const char *end, int *flags, char 
             if (n == 6 && e - s >= 6 && memcmp(s + 2, "0000", 4) == 0) *flags |= STR_NUL;
             plain = false;
         } else if (*s >= 0x80) {
-            plain = (n = utf8_len(s, e)) != 0;
+            plain = (n = json_utf8_len((const char *)s, (size_t)(e - s))) != 0;
             if (!plain) {
                 *flags |= STR_BAD_UTF8;
                 n = 1;

@@ -1,11 +1,13 @@
 /* config_resil: parsing and validation of the resilience keys; see
- * config_resil.h and ../shared/DESIGN.md "Resilience". */
+ * config_resil.h and README.md "Upstream groups". */
 #include "gateway/config_resil.h"
 
 #include <cJSON.h>
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "gateway/upstream.h"
 
 #define RETRIES_MAX 5
 
@@ -138,6 +140,9 @@ static void parse_group(struct loader *L, const cJSON *g, const char *path,
     for (size_t i = 0; u->hosts && i < u->n_hosts; i++)
         if (!valid_host_port(u->hosts[i]))
             cfg_err(L, cfg_index_path(q, p, i), "\"%s\" is not host:port", u->hosts[i]);
+        else if (strlen(u->hosts[i]) > UPSTREAM_ORIGIN_MAX - 8) /* "https://" + it: upstream.h */
+            cfg_err(L, cfg_index_path(q, p, i), "is %zu bytes, at most %d", strlen(u->hosts[i]),
+                    UPSTREAM_ORIGIN_MAX - 8);
     const char *bal = cfg_get_str(L, g, path, "balance", false);
     if (bal && strcmp(bal, "round_robin") == 0)
         u->balance = BALANCE_ROUND_ROBIN;

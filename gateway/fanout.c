@@ -1,3 +1,10 @@
+/*
+ * fanout: one request's backend calls and its answer (fanout.h): the checks
+ * of what the client sent before any call, the call graph and its errgroup,
+ * call_finish (the failure table: fallback or fail the group), foreach
+ * items, the merge into the response and the error body. Owns the request's
+ * calls from fanout_check to the answer; never touches libmicrohttpd.
+ */
 #include "gateway/fanout.h"
 
 #include <errno.h>
@@ -26,6 +33,9 @@
 #define OWN_HEADERS 2
 /* ... and after the forwarded ones: tracestate, claim headers (auth.c) */
 #define EDGE_HEADERS (1 + AUTH_MAX_CLAIM_HDRS)
+/* + 1: attempt.c adds X-Gateway-Attempt; none may be dropped or refused. */
+_Static_assert(OWN_HEADERS + FWD_MAX + EDGE_HEADERS + 1 <= UPSTREAM_MAX_HEADERS,
+               "a backend call's header lines must fit the transports");
 
 const char fanout_key_trace[] = "trace";
 const char fanout_key_request_id[] = "request_id";
@@ -33,26 +43,9 @@ const char fanout_key_request_id[] = "request_id";
 /* errgroup error for "backend i failed": i + 1, so 0 stays success. */
 #define CALL_FAILED(i) ((int)(i) + 1)
 
-const char *outcome_name(enum outcome o)
-{
-    static const char *const names[] = {"ok",       "error",  "timeout", "cancelled", "open",
-                                        "degraded", "static", "omitted"};
-    return names[o];
-}
-
 static int json_escape(buf_t *out, const char *s)
 {
-    int rc = buf_putc(out, '"');
-    for (; *s && !rc; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\')
-            rc = buf_putc(out, '\\') || buf_putc(out, (char)ch);
-        else if (ch < 0x20)
-            rc = buf_printf(out, "\\u%04x", ch);
-        else
-            rc = buf_putc(out, (char)ch);
-    }
-    return rc ? rc : buf_putc(out, '"');
+    return json_buf_string(out, s, strlen(s));
 }
 
 void fanout_error_body(buf_t *out, const char *msg, const char *backend, const char *request_id)
@@ -461,7 +454,7 @@ static void call_ended(struct backend_call *c)
     struct request *r = c->req;
     c->ended = true;
     c->dur_ns = loop_now(loop_current()) - c->t0;
-    metrics_backend(r->metrics, r->ep->name, c->b->name, outcome_name(c->outcome),
+    metrics_backend(r->metrics, r->ep->name, c->b->name, c->outcome,
                     (double)c->dur_ns / 1e9);
     if (c->b->n_children) {
         if (graph_sched_ended(&r->sched, r->ep, (size_t)(c - r->calls)) != 0)
@@ -677,7 +670,7 @@ static int run_item(struct backend_call *c, uint32_t k)
             do_call(c, c->items_ctx, &it->path, 0, NULL, &resp);
             item_classify(c, it, &resp);
         }
-        metrics_item(r->metrics, r->ep->name, c->b->name, outcome_name(it->outcome));
+        metrics_item(r->metrics, r->ep->name, c->b->name, it->outcome);
         if (it->outcome != OUT_OK && c->b->item_failure == ITEM_FAIL && !c->items_failed) {
             /* the backend has failed: its other items in flight stop now */
             c->items_failed = true;
@@ -839,7 +832,7 @@ static void mark_unended(struct request *r)
         c->outcome = OUT_CANCELLED;
         c->why = "cancelled";
         if (c->started) c->dur_ns = loop_now(loop_current()) - c->t0;
-        metrics_backend(r->metrics, r->ep->name, c->b->name, "cancelled",
+        metrics_backend(r->metrics, r->ep->name, c->b->name, OUT_CANCELLED,
                         c->started ? (double)c->dur_ns / 1e9 : -1);
     }
 }

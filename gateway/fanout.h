@@ -21,6 +21,7 @@
 #include "gateway/config.h"
 #include "gateway/fwdhdr.h"
 #include "gateway/graph.h"
+#include "gateway/outcome.h"
 #include "gateway/router.h"
 #include "gateway/trace.h"
 
@@ -29,18 +30,6 @@ struct upstream;
 struct degraded;
 struct degraded_entry;
 
-/* What became of one backend call (also a metrics label). */
-enum outcome {
-    OUT_OK,
-    OUT_ERROR,
-    OUT_TIMEOUT,
-    OUT_CANCELLED,
-    OUT_OPEN, /* the host's breaker is open: nothing was sent */
-    OUT_DEGRADED,
-    OUT_STATIC,
-    OUT_OMITTED,
-};
-const char *outcome_name(enum outcome o);
 
 /* One element's call of a foreach backend. */
 struct item_call {

@@ -1,3 +1,8 @@
+/*
+ * fwdhdr: the forwarded client headers of one request (fwdhdr.h): checks
+ * each value, joins repeated headers and builds the "Name: value" lines.
+ * Owns f->lines and f->vals until fwd_free.
+ */
 #include "gateway/fwdhdr.h"
 
 #include <errno.h>

@@ -1,7 +1,15 @@
+/*
+ * json: the strict validator, the member iterator, string decoding and the
+ * one JSON string writer and UTF-8 check of the gateway (json.h). Reads only
+ * the bytes it is given and allocates nothing (json_buf_string excepted).
+ */
 #include "gateway/json.h"
 
+#include <errno.h>
 #include <stdint.h>
 #include <string.h>
+
+#include "core/buf.h"
 
 typedef const unsigned char *ptr;
 
@@ -90,35 +98,36 @@ static ptr escape(ptr s, ptr e, uint32_t *cp)
     return s + 6;
 }
 
-/* Validates one UTF-8 sequence starting with a byte >= 0x80 (RFC 3629
- * table 3.7). Returns its end, or NULL. */
-static ptr utf8_seq(ptr s, ptr e)
+size_t json_utf8_len(const char *str, size_t n)
 {
+    ptr s = (ptr)str;
+    if (n == 0) return 0;
     unsigned char c = *s;
     unsigned char lo = 0x80, hi = 0xBF;
-    int more;
+    size_t len;
+    if (c < 0x80) return 1;
     if (c >= 0xC2 && c <= 0xDF) {
-        more = 1;
+        len = 2;
     } else if (c >= 0xE0 && c <= 0xEF) {
-        more = 2;
+        len = 3;
         if (c == 0xE0)
             lo = 0xA0; /* overlong */
         else if (c == 0xED)
             hi = 0x9F; /* UTF-16 surrogates */
     } else if (c >= 0xF0 && c <= 0xF4) {
-        more = 3;
+        len = 4;
         if (c == 0xF0)
             lo = 0x90; /* overlong */
         else if (c == 0xF4)
             hi = 0x8F; /* above U+10FFFF */
     } else {
-        return NULL;
+        return 0;
     }
-    if (e - s <= more) return NULL;
-    if (s[1] < lo || s[1] > hi) return NULL;
-    for (int i = 2; i <= more; i++)
-        if (s[i] < 0x80 || s[i] > 0xBF) return NULL;
-    return s + more + 1;
+    if (n < len) return 0;
+    if (s[1] < lo || s[1] > hi) return 0;
+    for (size_t i = 2; i < len; i++)
+        if (s[i] < 0x80 || s[i] > 0xBF) return 0;
+    return len;
 }
 
 /* s at the opening quote; returns the byte after the closing quote. */
@@ -138,8 +147,9 @@ static ptr scan_string(ptr s, ptr e)
         } else if (c < 0x20) {
             return NULL;
         } else {
-            s = utf8_seq(s, e);
-            if (!s) return NULL;
+            size_t k = json_utf8_len((const char *)s, (size_t)(e - s));
+            if (!k) return NULL;
+            s += k;
         }
     }
 }
@@ -181,6 +191,30 @@ static ptr scan_word(ptr s, ptr e, const char *w, size_t n)
     return s + n;
 }
 
+/* Validates one string, literal or number at s (s < e). Returns the byte
+ * after it and its type in *type, or NULL. */
+static ptr scan_scalar(ptr s, ptr e, enum json_type *type)
+{
+    switch (*s) {
+    case '"':
+        *type = JSON_STRING;
+        return scan_string(s, e);
+    case 't':
+        *type = JSON_TRUE;
+        return scan_word(s, e, "true", 4);
+    case 'f':
+        *type = JSON_FALSE;
+        return scan_word(s, e, "false", 5);
+    case 'n':
+        *type = JSON_NULL;
+        return scan_word(s, e, "null", 4);
+    default:
+        *type = JSON_NUMBER;
+        if (*s != '-' && (*s < '0' || *s > '9')) return NULL;
+        return scan_number(s, e);
+    }
+}
+
 /*
  * Validates one value starting at s (no leading whitespace skipped). Returns
  * the byte after it and its type in *type, or NULL. Iterative: the open
@@ -210,27 +244,12 @@ value:
         }
         if (stack[depth - 1] == '}') goto member;
         goto value;
-    case '"':
-        s = scan_string(s, e);
-        if (first) *type = JSON_STRING;
+    default: {
+        enum json_type t;
+        s = scan_scalar(s, e, &t);
+        if (first) *type = t;
         break;
-    case 't':
-        s = scan_word(s, e, "true", 4);
-        if (first) *type = JSON_TRUE;
-        break;
-    case 'f':
-        s = scan_word(s, e, "false", 5);
-        if (first) *type = JSON_FALSE;
-        break;
-    case 'n':
-        s = scan_word(s, e, "null", 4);
-        if (first) *type = JSON_NULL;
-        break;
-    default:
-        if (*s != '-' && (*s < '0' || *s > '9')) return NULL;
-        s = scan_number(s, e);
-        if (first) *type = JSON_NUMBER;
-        break;
+    }
     }
     first = false;
     if (!s) return NULL;
@@ -394,27 +413,86 @@ size_t json_string_decode(const char *raw, size_t raw_len, char *out)
     return (size_t)(o - (unsigned char *)out);
 }
 
-size_t json_escape_string(char *out, const char *str, size_t n)
+/* ---- the string writer (rules in json.h) ---- */
+
+/* For bytes below 0x80 that json_put_string escapes: the letter after the
+ * backslash, or 'u' for \u00XX. 0 for bytes copied as they are. */
+static const char ascii_escape[128] = {
+    [0x00 ... 0x07] = 'u', ['\b'] = 'b',  ['\t'] = 't', ['\n'] = 'n',
+    [0x0b] = 'u',          ['\f'] = 'f',  ['\r'] = 'r', [0x0e ... 0x1f] = 'u',
+    ['"'] = '"',           ['\\'] = '\\', [0x7f] = 'u',
+};
+
+/* The escape for the byte at s (s < e) that is not copied as it is: writes
+ * it to esc (6 bytes room) and returns its length, or 0 when s starts a
+ * well-formed UTF-8 sequence, whose length goes to *copy. */
+static size_t escape_one(ptr s, ptr e, char *esc, size_t *copy)
 {
     static const char hex[] = "0123456789abcdef";
-    char *o = out;
-    *o++ = '"';
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)str[i];
-        if (c == '"' || c == '\\') {
-            *o++ = '\\';
-            *o++ = (char)c;
-        } else if (c < 0x20 || c == 0x7f) {
-            *o++ = '\\';
-            *o++ = 'u';
-            *o++ = '0';
-            *o++ = '0';
-            *o++ = hex[c >> 4];
-            *o++ = hex[c & 15];
+    unsigned char c = *s;
+    if (c >= 0x80) {
+        *copy = json_utf8_len((const char *)s, (size_t)(e - s));
+        if (*copy) return 0;
+        memcpy(esc, "\\ufffd", 6);
+        return 6;
+    }
+    esc[0] = '\\';
+    if (ascii_escape[c] != 'u') {
+        esc[1] = ascii_escape[c];
+        return 2;
+    }
+    memcpy(esc + 1, "u00", 3);
+    esc[4] = hex[c >> 4];
+    esc[5] = hex[c & 15];
+    return 6;
+}
+
+/* The string's contents, without the quotes, to out (NULL: only counted).
+ * Returns the length. */
+static size_t put_contents(char *out, const char *str, size_t n)
+{
+    ptr s = (ptr)str, e = s + n;
+    size_t k = 0;
+    while (s < e) {
+        ptr run = s; /* the run copied as it is */
+        while (s < e && *s < 0x80 && !ascii_escape[*s])
+            s++;
+        if (out && s > run) memcpy(out + k, run, (size_t)(s - run));
+        k += (size_t)(s - run);
+        if (s >= e) break;
+        char esc[6];
+        size_t copy = 0, m = escape_one(s, e, esc, &copy);
+        if (m) {
+            if (out) memcpy(out + k, esc, m);
+            k += m;
+            s++;
         } else {
-            *o++ = (char)c;
+            if (out) memcpy(out + k, s, copy);
+            k += copy;
+            s += copy;
         }
     }
-    *o++ = '"';
-    return (size_t)(o - out);
+    return k;
+}
+
+size_t json_escape_len(const char *s, size_t n)
+{
+    return put_contents(NULL, s, n) + 2;
+}
+
+size_t json_put_string(char *out, const char *s, size_t n)
+{
+    out[0] = '"';
+    size_t k = 1 + put_contents(out + 1, s, n);
+    out[k++] = '"';
+    return k;
+}
+
+int json_buf_string(struct buf *b, const char *s, size_t n)
+{
+    size_t len = json_escape_len(s, n);
+    if (buf_reserve(b, len)) return -ENOMEM;
+    b->len += json_put_string(b->data + b->len, s, n);
+    b->data[b->len] = '\0';
+    return 0;
 }

@@ -1,9 +1,10 @@
 /*
  * json: a strict, non-allocating JSON validator and a member iterator for
- * the response path.
+ * the response path, and the gateway's one JSON string writer and UTF-8
+ * check (below).
  *
  * Backend bodies are validated here and then spliced into the response as raw
- * bytes (../shared/PERF-NOTES.md: cJSON validation costs ~4 ns per byte plus a
+ * bytes (docs/perf.md K8: cJSON validation costs ~4 ns per byte plus a
  * malloc per node; this costs no allocation and touches each byte once).
  *
  * Strict RFC 8259: one value with optional surrounding whitespace; numbers per
@@ -86,10 +87,42 @@ bool json_string_equals(const char *raw, size_t raw_len, const char *s, size_t n
  * malformed escape. Not NUL-terminated. */
 size_t json_string_decode(const char *raw, size_t raw_len, char *out);
 
-/* Appends s[0..n) to out as a JSON string, quotes included: escapes '"',
- * '\\' and control characters (bytes >= 0x80 are copied as they are).
- * Returns the number of bytes written, which is at most 6 * n + 2; out must
- * have room for that. */
-size_t json_escape_string(char *out, const char *s, size_t n);
+/* ---- the one JSON string writer and the one UTF-8 check ----
+ *
+ * Every JSON string the gateway writes (error bodies, access-log lines,
+ * renamed or merged keys, trace exports) goes through these, with one set of
+ * rules:
+ *   - '"' and '\\' are escaped with a backslash; \b \f \n \r \t use their
+ *     short escapes; every other byte below 0x20, and 0x7f, becomes \u00XX
+ *     (lowercase hex);
+ *   - well-formed UTF-8 (json_utf8_len) is copied as it is;
+ *   - every byte that does not start a well-formed sequence becomes \ufffd
+ *     (U+FFFD REPLACEMENT CHARACTER), one per byte, so the output is always
+ *     valid JSON whatever the input.
+ * The output is at most JSON_STRING_MAX(n) bytes, quotes included.
+ */
+
+/* Bytes json_put_string may write for n input bytes: 6 per byte plus the
+ * quotes. */
+#define JSON_STRING_MAX(n) (6 * (n) + 2)
+
+/* Length of the well-formed UTF-8 sequence at s[0..n): 1 for any byte below
+ * 0x80, 2..4 for a multi-byte sequence, 0 when s does not start one (Unicode
+ * Table 3-7: no overlong forms, no encoded surrogates, nothing above
+ * U+10FFFF, not cut short by n) or n is 0. */
+size_t json_utf8_len(const char *s, size_t n);
+
+/* The exact number of bytes json_put_string writes for s[0..n). */
+size_t json_escape_len(const char *s, size_t n);
+
+/* Writes s[0..n) to out as a JSON string, quotes included, by the rules
+ * above. out needs json_escape_len(s, n) bytes (JSON_STRING_MAX(n) is always
+ * enough). Returns the number of bytes written. Not NUL-terminated. */
+size_t json_put_string(char *out, const char *s, size_t n);
+
+struct buf;
+/* Appends s[0..n) to b as a JSON string (json_put_string). Returns 0 or
+ * -ENOMEM (b unchanged). */
+int json_buf_string(struct buf *b, const char *s, size_t n);
 
 #endif

@@ -43,11 +43,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/container_of.h"
 #include "gateway/accesslog.h"
 #include "gateway/httpcheck.h"
 #include "gateway/metrics.h"
-
-#define container_of(p, type, member) ((type *)((char *)(p)-offsetof(type, member)))
 
 /* Accepts per wake-up, so one busy listener cannot starve the loop. */
 #define ACCEPT_BATCH 64

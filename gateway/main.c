@@ -34,7 +34,9 @@ static void usage(FILE *f)
                "SIGTERM and SIGINT drain and exit.\n");
 }
 
-int main(int argc, char **argv)
+/* Parses the command line into *path and *check. Returns -1 to go on, or
+ * the exit code (0 after --help or --version, 2 on a usage error). */
+static int parse_args(int argc, char **argv, const char **path, bool *check)
 {
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'},
@@ -43,16 +45,14 @@ int main(int argc, char **argv)
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
-    const char *path = DEFAULT_CONFIG;
-    bool check = false;
     int c;
     while ((c = getopt_long(argc, argv, "c:hV", opts, NULL)) != -1) {
         switch (c) {
         case 'c':
-            path = optarg;
+            *path = optarg;
             break;
         case 'k':
-            check = true;
+            *check = true;
             break;
         case 'h':
             usage(stdout);
@@ -69,25 +69,73 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    return -1;
+}
+
+/* --check after the config loaded: the checks that need more than the
+ * config itself (the JWKS file). Frees cfg; returns the exit code. */
+static int check_only(const char *path, struct config *cfg)
+{
+    int bad = auth_check_config(cfg);
+    config_free(cfg);
+    if (bad) return 1;
+    printf("%s: ok\n", path);
+    return 0;
+}
+
+/* Ignores SIGPIPE and blocks the signals main waits for, before any thread
+ * starts, so that every thread inherits the mask. */
+static void block_signals(sigset_t *sigs)
+{
+    signal(SIGPIPE, SIG_IGN);
+    sigemptyset(sigs);
+    sigaddset(sigs, SIGTERM);
+    sigaddset(sigs, SIGINT);
+    sigaddset(sigs, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, sigs, NULL);
+}
+
+/* Waits for signals until SIGTERM or SIGINT: SIGHUP asks for a reload and
+ * reopens the access log; a wait that times out writes the degraded
+ * store's snapshot when one is configured. */
+static void wait_for_stop(struct gateway *gw, struct reloader *reloader, const sigset_t *sigs)
+{
+    for (;;) {
+        struct config *cur = av_acquire(&gw->config);
+        uint32_t every = cur->degraded.snapshot_path ? cur->degraded.snapshot_interval_s : 0;
+        av_release(&gw->config, cur);
+        struct timespec ts = {.tv_sec = every ? every : 3600};
+        int sig = sigtimedwait(sigs, NULL, &ts);
+        if (sig < 0) {
+            if (errno == EAGAIN && every) server_snapshot(gw);
+            continue;
+        }
+        if (sig == SIGHUP) {
+            if (!reloader || reloader_request(reloader) != 0)
+                atomic_fetch_add(&gw->reloads_error, 1);
+            int rc = accesslog_reopen(gw->log); /* after logrotate */
+            if (rc < 0)
+                fprintf(stderr, "gateway: cannot reopen the access log: %s\n", strerror(-rc));
+            continue;
+        }
+        fprintf(stderr, "gateway: %s, draining\n", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+        return;
+    }
+}
+
+int main(int argc, char **argv)
+{
+    const char *path = DEFAULT_CONFIG;
+    bool check = false;
+    int rc = parse_args(argc, argv, &path, &check);
+    if (rc >= 0) return rc;
 
     struct config *cfg = reload_load(path);
     if (!cfg) return 1;
-    if (check) {
-        int bad = auth_check_config(cfg);
-        config_free(cfg);
-        if (bad) return 1;
-        printf("%s: ok\n", path);
-        return 0;
-    }
+    if (check) return check_only(path, cfg);
 
-    signal(SIGPIPE, SIG_IGN);
     sigset_t sigs;
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGTERM);
-    sigaddset(&sigs, SIGINT);
-    sigaddset(&sigs, SIGHUP);
-    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-
+    block_signals(&sigs);
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0) {
         fprintf(stderr, "gateway: curl_global_init failed\n");
         config_free(cfg);
@@ -106,28 +154,7 @@ int main(int argc, char **argv)
     /* Reloads run on their own thread: this one only waits for signals, so
      * a SIGTERM during a slow reload is acted on at once. */
     struct reloader *reloader = reloader_new(&gw, path);
-
-    for (;;) {
-        struct config *cur = av_acquire(&gw.config);
-        uint32_t every = cur->degraded.snapshot_path ? cur->degraded.snapshot_interval_s : 0;
-        av_release(&gw.config, cur);
-        struct timespec ts = {.tv_sec = every ? every : 3600};
-        int sig = sigtimedwait(&sigs, NULL, &ts);
-        if (sig < 0) {
-            if (errno == EAGAIN && every) server_snapshot(&gw);
-            continue;
-        }
-        if (sig == SIGHUP) {
-            if (!reloader || reloader_request(reloader) != 0)
-                atomic_fetch_add(&gw.reloads_error, 1);
-            int rc = accesslog_reopen(gw.log); /* after logrotate */
-            if (rc < 0)
-                fprintf(stderr, "gateway: cannot reopen the access log: %s\n", strerror(-rc));
-            continue;
-        }
-        fprintf(stderr, "gateway: %s, draining\n", sig == SIGTERM ? "SIGTERM" : "SIGINT");
-        break;
-    }
+    wait_for_stop(&gw, reloader, &sigs);
     reloader_stop(reloader); /* a reload still running no longer touches gw */
     health_stop(health);
     server_stop(&gw);

@@ -1,3 +1,8 @@
+/*
+ * merge: the response object out of the backends' parts (merge.h): checks a
+ * body once, then copies raw members and keys, resolving duplicate names by
+ * the endpoint's on_conflict. Writes only to the output buffer it is given.
+ */
 #include "gateway/merge.h"
 
 #include <errno.h>
@@ -31,13 +36,8 @@ static int sep(buf_t *out, bool *first)
 
 static int put_key(buf_t *out, const char *key)
 {
-    size_t n = strlen(key);
-    if (n > (SIZE_MAX / 2 - out->len) / 6 - 2) return -ENOMEM;
-    if (buf_reserve(out, 6 * n + 3)) return -ENOMEM;
-    out->len += json_escape_string(out->data + out->len, key, n);
-    out->data[out->len++] = ':';
-    out->data[out->len] = '\0';
-    return 0;
+    int rc = json_buf_string(out, key, strlen(key));
+    return rc ? rc : buf_putc(out, ':');
 }
 
 static bool allowed(const struct backend_conf *b, const struct json_member *m)

@@ -8,7 +8,7 @@
  *
  * Nothing is re-encoded: the bodies' raw bytes (validated by merge_check) are
  * copied, so numbers and strings arrive exactly as the backend wrote them
- * (../shared/PERF-NOTES.md: a cJSON print costs ~12 us and rewrites 64.0 as
+ * (docs/perf.md K8: a cJSON print costs ~12 us and rewrites 64.0 as
  * 64). allow filtering walks the members with gateway/json.h's iterator and
  * copies the kept ones raw, also without a parse tree or an allocation.
  *

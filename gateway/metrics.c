@@ -15,9 +15,7 @@
 
 enum family { T_REQ, T_REQ_HIST, T_BACKEND, T_BACKEND_HIST, T_CACHE, T_ITEMS, T_ATTEMPTS, T_COUNT };
 
-static const char *const OUTCOMES[] = {"ok",   "error",    "timeout", "cancelled",
-                                       "open", "degraded", "static",  "omitted"};
-#define NOUTCOMES (sizeof OUTCOMES / sizeof OUTCOMES[0])
+#define NOUTCOMES ((size_t)OUTCOME_COUNT) /* gateway/outcome.h */
 
 static const char *const CACHE_RESULTS[] = {"hit", "miss", "coalesced"};
 #define NCACHE_RESULTS (sizeof CACHE_RESULTS / sizeof CACHE_RESULTS[0])
@@ -278,11 +276,10 @@ int metrics_request(struct metrics *m, const char *endpoint, int code, double se
 }
 
 int metrics_backend(struct metrics *m, const char *endpoint, const char *backend,
-                    const char *outcome, double seconds)
+                    enum outcome outcome, double seconds)
 {
-    if (!backend || !outcome) return -EINVAL;
-    size_t o = name_index(OUTCOMES, NOUTCOMES, outcome);
-    if (o == NOUTCOMES) return -EINVAL;
+    size_t o = (size_t)outcome;
+    if (!backend || o >= NOUTCOMES) return -EINVAL;
     if (!endpoint || !*endpoint) endpoint = METRICS_NO_ENDPOINT;
     int err = count(m, T_BACKEND, endpoint, backend, o);
     if (err || !(seconds >= 0)) return err;
@@ -326,11 +323,10 @@ int metrics_attempts(struct metrics *m, const char *backend, unsigned first, uns
 }
 
 int metrics_item(struct metrics *m, const char *endpoint, const char *backend,
-                 const char *outcome)
+                 enum outcome outcome)
 {
-    if (!backend || !outcome) return -EINVAL;
-    size_t o = name_index(OUTCOMES, NOUTCOMES, outcome);
-    if (o == NOUTCOMES) return -EINVAL;
+    size_t o = (size_t)outcome;
+    if (!backend || o >= NOUTCOMES) return -EINVAL;
     if (!endpoint || !*endpoint) endpoint = METRICS_NO_ENDPOINT;
     return count(m, T_ITEMS, endpoint, backend, o);
 }
@@ -498,7 +494,7 @@ static int render_counters(buf_t *out, const struct merge *mg, enum family f)
                                             : "gateway_backend_requests_total{");
             if (!rc) rc = put_label(out, "endpoint", e->a, true);
             if (!rc) rc = put_label(out, "backend", e->b, false);
-            if (!rc) rc = put_label(out, "outcome", OUTCOMES[o], false);
+            if (!rc) rc = put_label(out, "outcome", outcome_name((enum outcome)o), false);
             if (!rc) rc = buf_printf(out, "} %" PRIu64 "\n", e->v[o]);
         }
     }
@@ -601,60 +597,57 @@ static int render_pools(buf_t *out, const struct metrics_globals *g)
     return rc;
 }
 
-int metrics_render(buf_t *out, struct metrics *const *w, size_t nw, const struct metrics_globals *g)
+/* The per-worker families, in exposition order. label: the histogram's
+ * label (NULL for counters). help NULL: built from the outcome names. */
+static const struct family_doc {
+    enum family f;
+    const char *name, *type, *help, *label;
+} FAMILY_DOCS[] = {
+    {T_REQ, "gateway_requests_total", "counter", "Requests answered, by endpoint and status code.",
+     NULL},
+    {T_REQ_HIST, "gateway_request_duration_seconds", "histogram",
+     "Time from a request's arrival to its response, by endpoint.", "endpoint"},
+    {T_BACKEND, "gateway_backend_requests_total", "counter", NULL, NULL},
+    {T_ITEMS, "gateway_backend_items_total", "counter",
+     "Item calls of foreach backends by endpoint, backend and outcome.", NULL},
+    {T_BACKEND_HIST, "gateway_backend_duration_seconds", "histogram",
+     "Duration of backend calls, by backend.", "backend"},
+    {T_CACHE, "gateway_cache_requests_total", "counter",
+     "Cached backend calls by backend and result (hit, miss, coalesced).", NULL},
+    {T_ATTEMPTS, "gateway_backend_attempts_total", "counter",
+     "Backend attempts by backend and kind (first, retry, hedge).", NULL},
+};
+
+/* The HELP of gateway_backend_requests_total, naming every outcome. */
+static void outcomes_help(char *help, size_t cap)
 {
+    size_t n = (size_t)snprintf(help, cap, "Backend calls by endpoint, backend and outcome (");
+    for (size_t o = 0; o < NOUTCOMES && n < cap; o++)
+        n += (size_t)snprintf(help + n, cap - n, "%s%s", o ? ", " : "",
+                              outcome_name((enum outcome)o));
+    if (n < cap) snprintf(help + n, cap - n, ").");
+}
+
+/* One per-worker family: its header, then its series summed over workers. */
+static int render_family(buf_t *out, struct metrics *const *w, size_t nw,
+                         const struct family_doc *d)
+{
+    char help[256];
+    if (!d->help) outcomes_help(help, sizeof help);
+    int rc = header(out, d->name, d->type, d->help ? d->help : help);
     struct merge mg;
-    int rc = header(out, "gateway_requests_total", "counter",
-                    "Requests answered, by endpoint and status code.");
-    if (!rc && !(rc = merge_family(&mg, w, nw, T_REQ))) {
-        rc = render_counters(out, &mg, T_REQ);
+    if (!rc && !(rc = merge_family(&mg, w, nw, d->f))) {
+        rc = d->label ? render_hists(out, &mg, d->name, d->label) : render_counters(out, &mg, d->f);
         merge_free(&mg);
     }
-    if (!rc)
-        rc = header(out, "gateway_request_duration_seconds", "histogram",
-                    "Time from a request's arrival to its response, by endpoint.");
-    if (!rc && !(rc = merge_family(&mg, w, nw, T_REQ_HIST))) {
-        rc = render_hists(out, &mg, "gateway_request_duration_seconds", "endpoint");
-        merge_free(&mg);
-    }
-    if (!rc)
-        rc = header(out, "gateway_backend_requests_total", "counter",
-                    "Backend calls by endpoint, backend and outcome "
-                    "(ok, error, timeout, cancelled, open, degraded, static, omitted).");
-    if (!rc && !(rc = merge_family(&mg, w, nw, T_BACKEND))) {
-        rc = render_counters(out, &mg, T_BACKEND);
-        merge_free(&mg);
-    }
-    if (!rc)
-        rc = header(out, "gateway_backend_items_total", "counter",
-                    "Item calls of foreach backends by endpoint, backend and outcome.");
-    if (!rc && !(rc = merge_family(&mg, w, nw, T_ITEMS))) {
-        rc = render_counters(out, &mg, T_ITEMS);
-        merge_free(&mg);
-    }
-    if (!rc)
-        rc = header(out, "gateway_backend_duration_seconds", "histogram",
-                    "Duration of backend calls, by backend.");
-    if (!rc && !(rc = merge_family(&mg, w, nw, T_BACKEND_HIST))) {
-        rc = render_hists(out, &mg, "gateway_backend_duration_seconds", "backend");
-        merge_free(&mg);
-    }
-    if (!rc)
-        rc = header(out, "gateway_cache_requests_total", "counter",
-                    "Cached backend calls by backend and result (hit, miss, coalesced).");
-    if (!rc && !(rc = merge_family(&mg, w, nw, T_CACHE))) {
-        rc = render_counters(out, &mg, T_CACHE);
-        merge_free(&mg);
-    }
-    if (!rc)
-        rc = header(out, "gateway_backend_attempts_total", "counter",
-                    "Backend attempts by backend and kind (first, retry, hedge).");
-    if (!rc && !(rc = merge_family(&mg, w, nw, T_ATTEMPTS))) {
-        rc = render_counters(out, &mg, T_ATTEMPTS);
-        merge_free(&mg);
-    }
-    if (!rc)
-        rc = header(out, "gateway_store_entries", "gauge",
+    return rc;
+}
+
+/* The store gauges and the in-flight gauge summed over workers. */
+static int render_gauges(buf_t *out, struct metrics *const *w, size_t nw,
+                         const struct metrics_globals *g)
+{
+    int rc = header(out, "gateway_store_entries", "gauge",
                     "Answers held by the store the cache and the degraded fallback share.");
     if (!rc)
         rc = buf_printf(out, "gateway_store_entries %" PRIu64 "\n", g ? g->store_entries : 0);
@@ -669,11 +662,13 @@ int metrics_render(buf_t *out, struct metrics *const *w, size_t nw, const struct
         rc = header(out, "gateway_inflight_requests", "gauge", "Requests being served now.");
         if (!rc) rc = buf_printf(out, "gateway_inflight_requests %" PRId64 "\n", inflight);
     }
-    if (!rc) rc = render_upstream(out, w, nw);
-    if (!rc) rc = render_pools(out, g);
-    if (!rc) rc = ugroup_render(out);
-    if (!rc)
-        rc = header(out, "gateway_access_log_dropped_total", "counter",
+    return rc;
+}
+
+/* The process-wide counters of g: access log, reloads, spans. */
+static int render_process(buf_t *out, const struct metrics_globals *g)
+{
+    int rc = header(out, "gateway_access_log_dropped_total", "counter",
                     "Access-log records dropped because the writer's queue was full.");
     if (!rc)
         rc = buf_printf(out, "gateway_access_log_dropped_total %" PRIu64 "\n",
@@ -692,5 +687,18 @@ int metrics_render(buf_t *out, struct metrics *const *w, size_t nw, const struct
     if (!rc)
         rc = buf_printf(out, "gateway_spans_dropped_total %" PRIu64 "\n",
                         g ? g->spans_dropped : 0);
+    return rc;
+}
+
+int metrics_render(buf_t *out, struct metrics *const *w, size_t nw, const struct metrics_globals *g)
+{
+    int rc = 0;
+    for (size_t i = 0; !rc && i < sizeof FAMILY_DOCS / sizeof FAMILY_DOCS[0]; i++)
+        rc = render_family(out, w, nw, &FAMILY_DOCS[i]);
+    if (!rc) rc = render_gauges(out, w, nw, g);
+    if (!rc) rc = render_upstream(out, w, nw);
+    if (!rc) rc = render_pools(out, g);
+    if (!rc) rc = ugroup_render(out);
+    if (!rc) rc = render_process(out, g);
     return rc;
 }

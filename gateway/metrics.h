@@ -47,6 +47,7 @@
 #include <stdint.h>
 
 #include "core/buf.h"
+#include "gateway/outcome.h"
 
 /* The Content-Type of metrics_render's output. */
 #define METRICS_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
@@ -90,12 +91,12 @@ void metrics_free(struct metrics *m);
 int metrics_request(struct metrics *m, const char *endpoint, int code, double seconds);
 
 /* Counts one backend call: backend_requests_total{endpoint,backend,outcome}
- * and backend_duration_seconds{backend}. outcome is one of ok, error,
- * timeout, cancelled, degraded, static, omitted. seconds < 0 or NaN skips the
+ * and backend_duration_seconds{backend}. The outcome is the index of its
+ * counter (gateway/outcome.h; no name lookup). seconds < 0 or NaN skips the
  * histogram (e.g. a call that never started). Owner thread only. Returns 0,
- * -EINVAL for an unknown outcome or a NULL name, -ENOMEM or -ENOSPC. */
+ * -EINVAL for an outcome out of range or a NULL name, -ENOMEM or -ENOSPC. */
 int metrics_backend(struct metrics *m, const char *endpoint, const char *backend,
-                    const char *outcome, double seconds);
+                    enum outcome outcome, double seconds);
 
 /* Counts one call of a cached backend: cache_requests_total{backend,result},
  * result one of hit, miss, coalesced. Owner thread only. Returns 0,
@@ -112,7 +113,7 @@ int metrics_attempts(struct metrics *m, const char *backend, unsigned first, uns
  * backend_items_total{endpoint,backend,outcome} (the backend itself is
  * counted once by metrics_backend). Same returns as metrics_backend. */
 int metrics_item(struct metrics *m, const char *endpoint, const char *backend,
-                 const char *outcome);
+                 enum outcome outcome);
 
 /* Adds delta to the in-flight gauge (+1 when a request starts, -1 when it
  * ends, on the same worker). Owner thread only. */

@@ -36,13 +36,13 @@
 #include "gateway/metrics.h"
 #include "gateway/resolver.h"
 
-#define container_of(p, type, member) ((type *)((char *)(p)-offsetof(type, member)))
+#include "core/container_of.h"
 
 /* One read: a typical JSON answer arrives in one. */
 #define READ_BUF 16384
 /* iovecs of one request: line (3) + Host (3) + 2 per header + CL + body. */
-#define MAX_IOV  84
-#define MAX_HDRS ((MAX_IOV - 8) / 2)
+#define MAX_IOV  (8 + 2 * UPSTREAM_MAX_HEADERS)
+#define MAX_HDRS UPSTREAM_MAX_HEADERS
 /* Connection objects kept for reuse after a close. */
 #define CONN_POOL_MAX 256
 /* How often the idle sweep runs while any connection is idle. */
@@ -78,7 +78,7 @@ struct conn {
 };
 
 struct origin {
-    char key[256];         /* "http://host:port" as the call gives it */
+    char key[UPSTREAM_ORIGIN_MAX + 1]; /* "http://host:port" as the call gives it */
     char host[256];        /* without brackets */
     const char *authority; /* into key: the Host header value */
     size_t authority_len;

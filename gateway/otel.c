@@ -13,10 +13,10 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/container_of.h"
 #include "core/loop.h"
 #include "gateway/fanout.h"
-
-#define container_of(p, type, member) ((type *)((char *)(p)-offsetof(type, member)))
+#include "gateway/json.h"
 
 struct otel {
     struct mpsc_queue q;
@@ -47,17 +47,7 @@ uint8_t otel_sample_flags(const struct tracing_conf *t)
 
 static int put_str(buf_t *out, const char *s)
 {
-    int rc = buf_putc(out, '"');
-    for (; *s && !rc; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\')
-            rc = buf_putc(out, '\\') || buf_putc(out, (char)c);
-        else if (c < 0x20)
-            rc = buf_printf(out, "\\u%04x", c);
-        else
-            rc = buf_putc(out, (char)c);
-    }
-    return rc ? rc : buf_putc(out, '"');
+    return json_buf_string(out, s, strlen(s));
 }
 
 static int put_hex(buf_t *out, const uint8_t *id, size_t n)

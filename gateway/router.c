@@ -1,3 +1,8 @@
+/*
+ * router: the route table of one config snapshot and the match of a raw
+ * path against it (router.h), plus percent-decoding helpers. The table is
+ * immutable once built and read by every worker without a lock.
+ */
 #include "gateway/router.h"
 
 #include <errno.h>

@@ -1,3 +1,9 @@
+/*
+ * server: the HTTP side of a request (server.h): libmicrohttpd on the
+ * worker's loop, request setup and routing, the built-in endpoints, header
+ * and body deadlines, suspend/resume around the fan-out, and the access-log
+ * record. Everything here runs on the worker's thread.
+ */
 #include "gateway/server.h"
 #include "gateway/worker.h"
 
@@ -33,7 +39,7 @@
 #include "gateway/tls.h"
 #include "gateway/upstream.h"
 
-#define container_of(p, type, member) ((type *)((char *)(p)-offsetof(type, member)))
+#include "core/container_of.h"
 
 /* ctx_cancel causes: the client hung up (logged as 499), shutdown. */
 #define CAUSE_CLIENT_GONE 499
@@ -122,7 +128,7 @@ static void on_mhd_timer(loop_t *loop, loop_timer_t *t)
 }
 
 /* libmicrohttpd neither wakes its epoll fd on MHD_resume_connection nor
- * counts resumed connections in MHD_get_timeout (PERF-NOTES knob 4): run it
+ * counts resumed connections in MHD_get_timeout (docs/perf.md K4): run it
  * in the same iteration, once for every connection resumed in it. */
 static void on_mhd_prepare(loop_t *loop, loop_hook_t *h)
 {
@@ -743,7 +749,7 @@ static bool expects_body(const struct conn_state *cs)
  * when a body follows: queued in this first call, libmicrohttpd sends no
  * 100 Continue, never reads the body and closes the connection after the
  * answer. Without a body it waits for the next call, which keeps the
- * connection alive (PERF-NOTES knob 3). */
+ * connection alive (docs/perf.md K3). */
 static enum MHD_Result first_call(struct worker *w, struct conn_state *cs)
 {
     struct conn_watch *cw = watch_of(cs->conn);

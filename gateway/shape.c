@@ -51,12 +51,8 @@ static int put_name(buf_t *out, const struct walk *w, size_t depth, const struct
             struct json_member cmp = *m;
             if (!jpath_seg_matches(from, fl, &cmp, false, 0)) continue;
             const char *to = w->sh->rename_to[i];
-            size_t tl = strlen(to);
-            if (buf_reserve(out, 6 * tl + 3)) return -ENOMEM;
-            out->len += json_escape_string(out->data + out->len, to, tl);
-            out->data[out->len++] = ':';
-            out->data[out->len] = '\0';
-            return 0;
+            int rc = json_buf_string(out, to, strlen(to));
+            return rc ? rc : buf_putc(out, ':');
         }
     }
     int rc = buf_putc(out, '"');

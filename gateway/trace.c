@@ -1,3 +1,8 @@
+/*
+ * trace: traceparent parsing and formatting, X-Request-Id and
+ * X-Request-Timeout-Ms checks, and the per-thread id generator (trace.h).
+ * Pure functions apart from the generator's thread-local state.
+ */
 #include "gateway/trace.h"
 
 #include <errno.h>

@@ -1,3 +1,9 @@
+/*
+ * upstream: the curl transport (upstream.h): one curl multi handle per
+ * worker on the worker's loop, its sockets and timer, the pooled easy
+ * handles, and upstream_call, which hands native calls to native.c. Owns
+ * every curl object of its worker; nothing here is shared across threads.
+ */
 #include "gateway/upstream.h"
 
 #include <curl/curl.h>
@@ -12,7 +18,7 @@
 #include "gateway/metrics.h"
 #include "gateway/native.h"
 
-#define container_of(p, type, member) ((type *)((char *)(p)-offsetof(type, member)))
+#include "core/container_of.h"
 
 /* Easy handles kept per worker: enough for the transfers of a busy worker. */
 #define EASY_POOL_MAX 1024
@@ -20,8 +26,8 @@
 #define MAX_IDLE_CONNECTIONS 1024
 /* curl's receive buffer per easy handle. */
 #define RECV_BUFFER 4096
-/* Most header lines one call sends (forwarded + trace + timeout). */
-#define MAX_HEADERS 40
+/* Most header lines one call sends (upstream.h). */
+#define MAX_HEADERS UPSTREAM_MAX_HEADERS
 /* A backend's response header block (status line, fields, and trailers)
  * beyond this is refused: JSON services send a few hundred bytes. */
 #define MAX_RESPONSE_HEADER_BYTES (64 * 1024)
@@ -49,11 +55,11 @@ struct upstream {
 
 /* A pooled easy handle and its URL handle. The URL is given to curl as a
  * prebuilt CURLU whose origin is set only when it changes and whose path and
- * query are set per call (PERF-NOTES knob 6: cheaper than CURLOPT_URL). */
+ * query are set per call (docs/perf.md K6: cheaper than CURLOPT_URL). */
 struct easy {
     CURL *e;
     CURLU *u;
-    char origin[256];
+    char origin[UPSTREAM_ORIGIN_MAX + 1];
 };
 
 /* What on_header has seen of the current response's header block. */
@@ -148,7 +154,7 @@ static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *s
     struct upstream *up = userp;
     struct usock *us = sock_lookup(up, s);
     if (what == CURL_POLL_REMOVE) {
-        /* Unregistered at once, not lazily (PERF-NOTES knob 5 saves two
+        /* Unregistered at once, not lazily (docs/perf.md K5 saves two
          * epoll_ctl per transfer by keeping idle sockets registered): this
          * libcurl closes some sockets without calling CLOSESOCKETFUNCTION
          * (seen for transfers aborted while connecting), and a registration

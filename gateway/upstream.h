@@ -6,10 +6,11 @@
  * curl's sockets are watched by the loop (socket callback -> loop_io) and its
  * single timer lives on the loop's heap; a 0 ms timer request, which curl
  * makes about once per transfer, is served by a prepare hook in the same
- * iteration instead of a timer syscall (PERF-NOTES knob 2). Sockets curl
- * stops watching stay registered until an event arrives on them or curl
- * closes them ("lazy removal", knob 5), so a reused keep-alive connection
- * costs no epoll_ctl to go idle.
+ * iteration instead of a timer syscall (docs/perf.md K2). A socket curl
+ * stops watching (CURL_POLL_REMOVE) is unregistered at once, not lazily:
+ * this libcurl may close a socket without telling, and a kept registration
+ * would act on the next fd with that number (docs/perf.md K5), so a keep-
+ * alive connection pays its epoll_ctl pair per transfer.
  *
  * upstream_call() reads as blocking code: it adds the transfer and parks the
  * calling coroutine until the transfer ends or ctx is done; in the latter
@@ -34,6 +35,18 @@
 struct upstream;
 struct resolver;
 struct metrics;
+
+/* Most header lines one call may carry (upstream_req.n_headers); both
+ * transports send this many. Every call the configuration allows fits: the
+ * gateway's own lines (traceparent, X-Request-Timeout-Ms, X-Request-Id,
+ * tracestate, X-Gateway-Attempt), at most FWD_MAX forward_headers lines and
+ * at most AUTH_MAX_CLAIM_HDRS claim headers (fanout.c asserts the sum at
+ * compile time). */
+#define UPSTREAM_MAX_HEADERS 56
+/* Longest origin ("scheme://host[:port]", NUL excluded) a call may name:
+ * both transports keep it in a field of this + 1 bytes. config.c and
+ * config_resil.c refuse longer ones with --check. */
+#define UPSTREAM_ORIGIN_MAX 255
 
 enum upstream_result {
     UP_OK,       /* a response arrived (any status) */

@@ -1,3 +1,8 @@
+/*
+ * urlbuild: a backend call's URL from its template, the route params and
+ * the client's query (urlbuild.h): decode once, re-encode as one segment,
+ * forward the configured query names. Allocates only the output's growth.
+ */
 #include "gateway/urlbuild.h"
 
 #include <errno.h>

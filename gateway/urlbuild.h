@@ -18,7 +18,7 @@
  * Two forms: urlbuild() writes the whole URL; urlbuild_origin() and
  * urlbuild_path() write the fixed "scheme://host:port" and the per-request
  * "/path?query" apart, for a prebuilt CURLU whose path alone is set per
- * request (../shared/PERF-NOTES.md, knob 6). No allocation beyond the
+ * request (docs/perf.md K6). No allocation beyond the
  * output buffer's growth.
  */
 #ifndef GATEWAY_URLBUILD_H

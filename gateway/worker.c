@@ -18,6 +18,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "core/container_of.h"
 #include "core/coro.h"
 #include "core/ctx.h"
 #include "core/errgroup.h"
@@ -32,8 +33,6 @@
 #include "gateway/ugroup.h"
 #include "gateway/upstream.h"
 #include "gateway/urlbuild.h"
-
-#define container_of(p, type, member) ((type *)((char *)(p)-offsetof(type, member)))
 
 /* After the shutdown timeout cancels what runs, how long the answers get to
  * go out before the worker stops anyway. */

@@ -13,14 +13,13 @@
 
 #include <cmocka.h>
 
+#include "core/container_of.h"
 #include "core/loop.h"
 
 #define MS 1000000ull
 /* Upper bound for "wait until X happens" loops: a broken build fails after
  * this instead of hanging. Not a timing assertion. */
 #define PATIENCE_NS (20000 * MS)
-
-#define container_of(p, type, member) ((type *)((char *)(p)-offsetof(type, member)))
 
 /* Runs iterations until *done or PATIENCE_NS pass; returns *done. */
 static bool run_until(loop_t *loop, const int *done)

@@ -8,6 +8,7 @@
 
 #include <cmocka.h>
 
+#include "core/container_of.h"
 #include "core/mpsc.h"
 
 struct item {
@@ -18,7 +19,7 @@ struct item {
 
 static struct item *item_of(struct mpsc_node *n)
 {
-    return (struct item *)((char *)n - offsetof(struct item, node));
+    return container_of(n, struct item, node);
 }
 
 static void test_fifo_single_thread(void **state)

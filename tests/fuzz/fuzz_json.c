@@ -9,8 +9,9 @@
  * top-level type and nothing left over. For an accepted object, the member
  * iterator yields exactly cJSON's members, in order, with names that decode
  * to cJSON's and values that are themselves valid JSON of cJSON's type. The
- * input is also escaped with json_escape_string, which must stay within its
- * documented bound and decode back to the input.
+ * input is also written as a string with json_put_string, which must stay
+ * within its documented bound, agree with json_escape_len, be one valid JSON
+ * string, and decode back to the input when the input is valid UTF-8.
  */
 #include <cjson/cJSON.h>
 #include <stdbool.h>
@@ -59,11 +60,15 @@ static void check_members(const char *p, size_t n, const cJSON *root)
 
 static void check_escape(const char *s, size_t n)
 {
-    char *out = malloc(6 * n + 2);
+    char *out = malloc(JSON_STRING_MAX(n));
     if (!out) abort();
-    size_t k = json_escape_string(out, s, n);
-    if (k > 6 * n + 2 || k < 2 || out[0] != '"' || out[k - 1] != '"') abort();
-    if (!json_string_equals(out + 1, k - 2, s, n)) abort();
+    size_t k = json_put_string(out, s, n);
+    if (k > JSON_STRING_MAX(n) || k != json_escape_len(s, n)) abort();
+    if (json_check(out, k) != JSON_STRING) abort();
+    bool utf8 = true;
+    for (size_t i = 0, u; i < n && utf8; i += u)
+        utf8 = (u = json_utf8_len(s + i, n - i)) != 0;
+    if (utf8 && !json_string_equals(out + 1, k - 2, s, n)) abort();
     free(out);
 }
 

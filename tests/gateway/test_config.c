@@ -512,6 +512,56 @@ static void test_methods_and_paths(void **state)
 #undef P
 }
 
+/* n copies of c, NUL-terminated, in a static buffer (one at a time). */
+static const char *rep(char c, size_t n)
+{
+    static char b[4096];
+    assert_true(n < sizeof b);
+    memset(b, c, n);
+    b[n] = '\0';
+    return b;
+}
+
+/* The limits the code has, each a --check error with its JSON path and its
+ * number, one past the largest value that works. */
+static void test_limits(void **state)
+{
+    (void)state;
+    char *j = malloc(16384);
+    assert_non_null(j);
+    /* forward_headers: FWD_MAX names (what one call carries) */
+    char names[1024] = "";
+    for (int i = 0; i < FWD_MAX; i++)
+        snprintf(names + strlen(names), sizeof names - strlen(names), "%s'X-H%d'", i ? "," : "", i);
+    snprintf(j, 16384, EPF("'forward_headers':[%s]"), names);
+    expect_ok(j);
+    snprintf(j, 16384, EPF("'forward_headers':[%s,'X-One-More']"), names);
+    expect_line(j, "endpoints[0].forward_headers: at most 32 header names, got 33");
+    /* the origin: UPSTREAM_ORIGIN_MAX bytes ("http://" + host) */
+    snprintf(j, 16384, EP1("{'name':'b','url':'http://%s/x/{id}'}"), rep('h', 248));
+    expect_ok(j);
+    snprintf(j, 16384, EP1("{'name':'b','url':'http://%s/x/{id}'}"), rep('h', 249));
+    expect_line(j, "endpoints[0].backends[0].url: the origin (scheme://host:port) is 256 bytes, at "
+                   "most 255");
+    snprintf(j, 16384, EP1("{'name':'b','url':'http://%s:65535/x'}"), rep('h', 243));
+    expect_line(j, "endpoints[0].backends[0].url: the origin (scheme://host:port) is 256 bytes, at "
+                   "most 255");
+    /* the path: under URLBUILD_PATH_MAX bytes with the placeholders empty;
+     * the query is not counted */
+    snprintf(j, 16384, EP1("{'name':'b','url':'http://h/%s/{id}?q=%s'}"), rep('p', 2045),
+             "long-query-not-counted");
+    expect_ok(j);
+    snprintf(j, 16384, EP1("{'name':'b','url':'http://h/%s{id}'}"), rep('p', 2047));
+    expect_line(j, "endpoints[0].backends[0].url: the path is 2048 bytes without its placeholders, "
+                   "at most 2047");
+    /* a group host: "https://" + it must fit the origin */
+    snprintf(j, 16384, "{'upstreams':{'g':{'hosts':['%s:9001']}}," EPS(BE) "}", rep('g', 242));
+    expect_ok(j);
+    snprintf(j, 16384, "{'upstreams':{'g':{'hosts':['%s:9001']}}," EPS(BE) "}", rep('g', 243));
+    expect_line(j, "upstreams.g.hosts[0]: is 248 bytes, at most 247");
+    free(j);
+}
+
 static void test_urls(void **state)
 {
     (void)state;
@@ -1125,7 +1175,7 @@ static void test_shipped_configs_load(void **state)
 
 
 /* upstreams, breakers, retries, hedging: the parsed forms and every error
- * with its JSON path (../shared/DESIGN.md "Resilience"). */
+ * with its JSON path (README.md "Upstream groups"). */
 #define UPS(groups) "'upstreams':{" groups "}"
 static void test_resilience(void **state)
 {
@@ -1213,7 +1263,7 @@ int main(void)
         cmocka_unit_test(test_types_and_ranges),
         cmocka_unit_test(test_listen),
         cmocka_unit_test(test_methods_and_paths),
-        cmocka_unit_test(test_urls),
+        cmocka_unit_test(test_urls), cmocka_unit_test(test_limits),
         cmocka_unit_test(test_fallback_and_body),
         cmocka_unit_test(test_cache),
         cmocka_unit_test(test_forwarding_lists),

@@ -9,6 +9,7 @@
 #include <cmocka.h>
 #include <cjson/cJSON.h>
 
+#include "core/buf.h"
 #include "gateway/json.h"
 
 struct doc {
@@ -269,18 +270,86 @@ static void test_string_equals(void **state)
     assert_false(json_string_equals("a\\", 2, "a\\", 2));
 }
 
+/* json_put_string writes want for in[0..n), json_escape_len agrees, and the
+ * result is one valid JSON string. */
+static void check_put(const char *in, size_t n, const char *want)
+{
+    char out[256];
+    assert_true(JSON_STRING_MAX(n) <= sizeof out);
+    size_t k = json_put_string(out, in, n);
+    assert_int_equal(k, strlen(want));
+    assert_memory_equal(out, want, k);
+    assert_int_equal(json_escape_len(in, n), k);
+    assert_true(k <= JSON_STRING_MAX(n));
+    assert_int_equal(json_check(out, k), JSON_STRING);
+}
+
 static void test_escape(void **state)
 {
     (void)state;
-    char out[64];
-    size_t n = json_escape_string(out, "a\"b\\c\n\x01\x7f\xc3\xa9", 10);
-    const char *want = "\"a\\\"b\\\\c\\u000a\\u0001\\u007f\xc3\xa9\"";
-    assert_int_equal(n, strlen(want));
-    assert_memory_equal(out, want, n);
-    assert_true(json_valid(out, n));
-    n = json_escape_string(out, "", 0);
-    assert_int_equal(n, 2);
-    assert_memory_equal(out, "\"\"", 2);
+    check_put("", 0, "\"\"");
+    check_put("plain text", 10, "\"plain text\"");
+    check_put("a\"b\\c/", 6, "\"a\\\"b\\\\c/\"");
+    /* short escapes for the five that have one, \u00XX for the rest and DEL */
+    check_put("\b\f\n\r\t", 5, "\"\\b\\f\\n\\r\\t\"");
+    check_put("\x01\x1f\x7f", 3, "\"\\u0001\\u001f\\u007f\"");
+    check_put("a\0b", 3, "\"a\\u0000b\"");
+    /* well-formed UTF-8 is copied */
+    check_put("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", 14,
+              "\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\"");
+}
+
+/* Every byte that does not start a well-formed sequence becomes one \ufffd. */
+static void test_escape_bad_utf8(void **state)
+{
+    (void)state;
+    check_put("\xff", 1, "\"\\ufffd\"");
+    check_put("\xc3(", 2, "\"\\ufffd(\"");
+    check_put("\xc0\xaf", 2, "\"\\ufffd\\ufffd\"");                       /* overlong */
+    check_put("\xed\xa0\x80", 3, "\"\\ufffd\\ufffd\\ufffd\"");            /* surrogate */
+    check_put("\xf4\x90\x80\x80", 4, "\"\\ufffd\\ufffd\\ufffd\\ufffd\""); /* > U+10FFFF */
+    check_put("\xe2\x82", 2, "\"\\ufffd\\ufffd\"");                       /* cut short */
+    check_put("\xc3\xa9\xc3", 3, "\"\xc3\xa9\\ufffd\"");                  /* cut by n */
+    /* the worst case reaches the bound */
+    check_put("\x80\x80", 2, "\"\\ufffd\\ufffd\"");
+    assert_int_equal(json_escape_len("\x80\x80", 2), JSON_STRING_MAX(2));
+}
+
+static void test_utf8_len(void **state)
+{
+    (void)state;
+    assert_int_equal(json_utf8_len("a", 1), 1);
+    assert_int_equal(json_utf8_len("\x00", 1), 1);
+    assert_int_equal(json_utf8_len("a", 0), 0);
+    assert_int_equal(json_utf8_len("\xc2\x80", 2), 2);
+    assert_int_equal(json_utf8_len("\xdf\xbf", 2), 2);
+    assert_int_equal(json_utf8_len("\xe0\xa0\x80", 3), 3);
+    assert_int_equal(json_utf8_len("\xed\x9f\xbf", 3), 3);     /* U+D7FF */
+    assert_int_equal(json_utf8_len("\xf0\x90\x80\x80", 4), 4); /* U+10000 */
+    assert_int_equal(json_utf8_len("\xf4\x8f\xbf\xbf", 4), 4); /* U+10FFFF */
+    assert_int_equal(json_utf8_len("\x80", 1), 0);             /* continuation */
+    assert_int_equal(json_utf8_len("\xc1\xbf", 2), 0);         /* overlong */
+    assert_int_equal(json_utf8_len("\xe0\x9f\xbf", 3), 0);     /* overlong */
+    assert_int_equal(json_utf8_len("\xf0\x8f\xbf\xbf", 4), 0); /* overlong */
+    assert_int_equal(json_utf8_len("\xed\xa0\x80", 3), 0);     /* surrogate */
+    assert_int_equal(json_utf8_len("\xf4\x90\x80\x80", 4), 0); /* > U+10FFFF */
+    assert_int_equal(json_utf8_len("\xf5\x80\x80\x80", 4), 0);
+    assert_int_equal(json_utf8_len("\xc3(", 2), 0);
+    assert_int_equal(json_utf8_len("\xe2\x82\xac", 2), 0); /* cut by n */
+    assert_int_equal(json_utf8_len("\xf0\x9f\x98\x80", 3), 0);
+}
+
+/* json_buf_string appends, keeps the NUL, and agrees with json_put_string. */
+static void test_buf_string(void **state)
+{
+    (void)state;
+    buf_t b;
+    buf_init(&b, NULL);
+    assert_int_equal(buf_puts(&b, "x="), 0);
+    assert_int_equal(json_buf_string(&b, "a\n\xff", 3), 0);
+    assert_string_equal(b.data, "x=\"a\\n\\ufffd\"");
+    assert_int_equal(b.len, strlen(b.data));
+    buf_free(&b);
 }
 
 /* Deterministic mutation fuzzing: whatever we accept, cJSON must accept too,
@@ -352,10 +421,12 @@ static void test_mutations(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_table),  cmocka_unit_test(test_reads_only_n_bytes),
-        cmocka_unit_test(test_depth),  cmocka_unit_test(test_object_members),
-        cmocka_unit_test(test_iter),   cmocka_unit_test(test_string_equals),
-        cmocka_unit_test(test_escape), cmocka_unit_test(test_mutations),
+        cmocka_unit_test(test_table),     cmocka_unit_test(test_reads_only_n_bytes),
+        cmocka_unit_test(test_depth),     cmocka_unit_test(test_object_members),
+        cmocka_unit_test(test_iter),      cmocka_unit_test(test_string_equals),
+        cmocka_unit_test(test_escape),    cmocka_unit_test(test_escape_bad_utf8),
+        cmocka_unit_test(test_utf8_len),  cmocka_unit_test(test_buf_string),
+        cmocka_unit_test(test_mutations),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -166,7 +166,7 @@ static void test_key_escaping(void **state)
     (void)state;
     struct backend_conf b = backend("b", "we\"ird\\key\n", NULL, 0);
     struct merge_part p[] = {body(&b, "1")};
-    expect(p, 1, "{\"we\\\"ird\\\\key\\n\":1}", "{\"we\\\"ird\\\\key\\u000a\":1}");
+    expect(p, 1, "{\"we\\\"ird\\\\key\\n\":1}", "{\"we\\\"ird\\\\key\\n\":1}");
 }
 
 static void test_shape_errors(void **state)

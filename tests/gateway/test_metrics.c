@@ -226,6 +226,38 @@ static void test_attempts_summed(void **state)
     metrics_free(w[1]);
 }
 
+/* Each outcome is counted in its own counter and rendered with its own label,
+ * for backend calls and item calls alike; a value out of range is refused. */
+static void test_outcomes_by_index(void **state)
+{
+    (void)state;
+    struct metrics *m = metrics_new();
+    assert_non_null(m);
+    for (int o = 0; o < OUTCOME_COUNT; o++)
+        for (int k = 0; k <= o; k++) {
+            assert_int_equal(metrics_backend(m, "ep", "b", (enum outcome)o, -1), 0);
+            assert_int_equal(metrics_item(m, "ep", "b", (enum outcome)o), 0);
+        }
+    assert_int_equal(metrics_backend(m, "ep", "b", OUTCOME_COUNT, -1), -EINVAL);
+    assert_int_equal(metrics_item(m, "ep", "b", (enum outcome)-1), -EINVAL);
+    struct prom e;
+    render_parse(&e, &m, 1, NULL);
+    const char *names[] = {"ok", "error", "timeout", "cancelled", "open", "degraded", "static",
+                           "omitted"};
+    assert_int_equal(sizeof names / sizeof names[0], OUTCOME_COUNT);
+    for (int o = 0; o < OUTCOME_COUNT; o++) {
+        assert_string_equal(outcome_name((enum outcome)o), names[o]);
+        assert_true(get(&e, "gateway_backend_requests_total", "endpoint", "ep", "backend", "b",
+                        "outcome", names[o], NULL) == o + 1);
+        assert_true(get(&e, "gateway_backend_items_total", "endpoint", "ep", "backend", "b",
+                        "outcome", names[o], NULL) == o + 1);
+    }
+    assert_int_equal(prom_count(&e, "gateway_backend_requests_total"), OUTCOME_COUNT);
+    assert_string_equal(outcome_name(OUTCOME_COUNT), "?");
+    prom_free(&e);
+    metrics_free(m);
+}
+
 static void test_sum_three_workers(void **state)
 {
     (void)state;
@@ -242,13 +274,13 @@ static void test_sum_three_workers(void **state)
     assert_int_equal(metrics_request(w[0], "", 404, -1), 0); /* no duration */
     assert_int_equal(metrics_request(w[0], "dash", 200, NAN), 0);
 
-    assert_int_equal(metrics_backend(w[0], "dash", "user", "ok", 0.2), 0);
-    assert_int_equal(metrics_backend(w[1], "dash", "user", "ok", 0.3), 0);
-    assert_int_equal(metrics_backend(w[2], "dash", "user", "timeout", 0.3), 0);
-    assert_int_equal(metrics_backend(w[2], "dash", "recs", "static", -1), 0);
-    assert_int_equal(metrics_backend(w[0], "dash", "recs", "omitted", -1), 0);
-    assert_int_equal(metrics_backend(w[0], "dash", "recs", "bogus", 1), -EINVAL);
-    assert_int_equal(metrics_backend(w[0], "dash", NULL, "ok", 1), -EINVAL);
+    assert_int_equal(metrics_backend(w[0], "dash", "user", OUT_OK, 0.2), 0);
+    assert_int_equal(metrics_backend(w[1], "dash", "user", OUT_OK, 0.3), 0);
+    assert_int_equal(metrics_backend(w[2], "dash", "user", OUT_TIMEOUT, 0.3), 0);
+    assert_int_equal(metrics_backend(w[2], "dash", "recs", OUT_STATIC, -1), 0);
+    assert_int_equal(metrics_backend(w[0], "dash", "recs", OUT_OMITTED, -1), 0);
+    assert_int_equal(metrics_backend(w[0], "dash", "recs", OUTCOME_COUNT, 1), -EINVAL);
+    assert_int_equal(metrics_backend(w[0], "dash", NULL, OUT_OK, 1), -EINVAL);
 
     metrics_inflight_add(w[0], 3);
     metrics_inflight_add(w[1], 2);
@@ -362,7 +394,7 @@ static void test_many_series(void **state)
         for (int i = 0; i < N; i++) {
             snprintf(name, sizeof name, "ep%d", i);
             assert_int_equal(metrics_request(m, name, 200 + i % 3, 0.001 * (i % 50)), 0);
-            assert_int_equal(metrics_backend(m, name, "b", "ok", 0.01), 0);
+            assert_int_equal(metrics_backend(m, name, "b", OUT_OK, 0.01), 0);
         }
     struct prom e;
     render_parse(&e, &m, 1, NULL);
@@ -422,7 +454,7 @@ static void *writer(void *p)
                 sched_yield();
         metrics_inflight_add(m, 1);
         if (metrics_request(m, ep, 200, 0.0005 * (i % 40))) abort();
-        if (metrics_backend(m, ep, a->id ? "b1" : "b0", "ok", 0.001)) abort();
+        if (metrics_backend(m, ep, a->id ? "b1" : "b0", OUT_OK, 0.001)) abort();
         metrics_inflight_add(m, -1);
     }
     atomic_fetch_add(&a->r->done, 1);
@@ -489,6 +521,7 @@ int main(void)
         cmocka_unit_test(test_empty),
         cmocka_unit_test(test_cache_counters),
         cmocka_unit_test(test_attempts_summed),
+        cmocka_unit_test(test_outcomes_by_index),
         cmocka_unit_test(test_sum_three_workers), cmocka_unit_test(test_labels_copied_and_escaped),
         cmocka_unit_test(test_many_series),       cmocka_unit_test(test_series_limit),
         cmocka_unit_test(test_concurrent_scrape),

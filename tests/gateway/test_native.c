@@ -487,6 +487,41 @@ static void test_header_injection_refused(void **state)
     srv_stop(s);
 }
 
+/* A call carries up to UPSTREAM_MAX_HEADERS header lines (all that the
+ * configuration allows, upstream.h); one more is refused before connecting,
+ * never cut silently. */
+static void test_max_headers(void **state)
+{
+    loop_t *loop = *state;
+    struct srv *s = srv_start(M_KEEP);
+    struct native *n = native_new(loop, NULL, NULL);
+    static char lines[UPSTREAM_MAX_HEADERS + 1][24];
+    const char *h[UPSTREAM_MAX_HEADERS + 1];
+    for (int i = 0; i <= UPSTREAM_MAX_HEADERS; i++) {
+        snprintf(lines[i], sizeof lines[i], "X-H%d: %d", i, i);
+        h[i] = lines[i];
+    }
+    struct job j = {
+        .n = n, .origin = origin_of(s), .headers = h, .n_headers = UPSTREAM_MAX_HEADERS};
+    run_call(loop, &j);
+    assert_int_equal(j.resp.result, UP_OK);
+    buf_free(&j.body);
+    pthread_mutex_lock(&s->mu);
+    char last_line[32];
+    snprintf(last_line, sizeof last_line, "\r\nX-H%d: %d\r\n\r\n", UPSTREAM_MAX_HEADERS - 1,
+             UPSTREAM_MAX_HEADERS - 1);
+    assert_non_null(strstr(s->last, last_line));
+    pthread_mutex_unlock(&s->mu);
+    int before = atomic_load(&s->requests);
+    j.n_headers = UPSTREAM_MAX_HEADERS + 1;
+    run_call(loop, &j);
+    assert_int_equal(j.resp.result, UP_ERROR);
+    buf_free(&j.body);
+    assert_int_equal(atomic_load(&s->requests), before);
+    native_free(n);
+    srv_stop(s);
+}
+
 static void test_unresolvable_and_refused(void **state)
 {
     loop_t *loop = *state;
@@ -637,6 +672,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stale_retry_methods, loop_setup, loop_teardown),
         cmocka_unit_test_setup_teardown(test_cancel_closes_connection, loop_setup, loop_teardown),
         cmocka_unit_test_setup_teardown(test_too_big, loop_setup, loop_teardown),
+        cmocka_unit_test_setup_teardown(test_max_headers, loop_setup, loop_teardown),
         cmocka_unit_test_setup_teardown(test_header_injection_refused, loop_setup, loop_teardown),
         cmocka_unit_test_setup_teardown(test_unresolvable_and_refused, loop_setup, loop_teardown),
         cmocka_unit_test_setup_teardown(test_ipv6_literal, loop_setup, loop_teardown),

@@ -1,5 +1,5 @@
 /*
- * Active health checks (../shared/DESIGN.md "Upstream groups") against two
+ * Active health checks (README.md "Upstream groups") against two
  * real mock backends: a stopped instance is marked unhealthy within
  * interval_ms x unhealthy_after plus an interval (gateway_upstream_host_healthy
  * drops to 0) and gets no calls after that (every call answers 200 with no

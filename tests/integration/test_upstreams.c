@@ -1,6 +1,6 @@
 /*
- * Upstream groups, breakers, retries and hedging (../shared/DESIGN.md
- * "Resilience") against three real mock backends A, B and C:
+ * Upstream groups, breakers, retries and hedging (README.md "Upstream
+ * groups") against three real mock backends A, B and C:
  * round_robin alternates, least_inflight sends to the idle host, a 503 is
  * retried on the other host, POST is never retried, the retry budget bounds
  * the retries of 100 always-failing calls, a breaker opens after N failures
