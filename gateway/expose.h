@@ -1,6 +1,6 @@
 /*
  * expose: an endpoint's "expose_headers" -- backend response headers copied
- * onto the client's answer (../shared/DESIGN.md "Composition").
+ * onto the client's answer (README.md, "Endpoint" reference).
  *
  * Owns: which names may be exposed (expose_refused, for the config check),
  * the capture of their values from a backend's response header block (both
