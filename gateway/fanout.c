@@ -861,37 +861,3 @@ void fanout_run(void *arg)
     answer(r, err);
     r->done(r);
 }
-
-void fanout_cleanup(struct request *r)
-{
-    for (size_t i = 0; i < r->n_calls; i++) {
-        struct backend_call *c = &r->calls[i];
-        for (uint32_t k = 0; k < c->n_items; k++) {
-            buf_free(&c->items[k].path);
-            buf_free(&c->items[k].body);
-            buf_free(&c->items[k].shaped);
-        }
-        free(c->items);
-        c->items = NULL;
-        c->n_items = 0;
-        buf_free(&c->shaped);
-        buf_free(&c->body);
-        buf_free(&c->key);
-        buf_free(&c->path);
-        if (c->stale) degraded_release(r->degraded, c->stale);
-        c->stale = NULL;
-    }
-    fwd_free(&r->fwd);
-    buf_free(&r->out);
-    buf_free(&r->timing);
-    buf_free(&r->degraded_names);
-    buf_free(&r->body_in);
-    buf_free(&r->query_in);
-    buf_free(&r->auth_hdrs);
-    buf_free(&r->tracestate);
-    graph_sched_free(&r->sched);
-    if (r->ctx) {
-        ctx_release(r->ctx);
-        r->ctx = NULL;
-    }
-}
