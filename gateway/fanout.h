@@ -151,6 +151,7 @@ struct request {
     /* the call graph of this request (fanout_run) */
     struct graph_sched sched;
     struct errgroup *group;
+    const struct backend_call *failed; /* the required call that failed the group, or NULL */
     unsigned starting; /* workers spawned that have not taken a task yet */
 
     size_t n_calls;

@@ -438,16 +438,25 @@ int http_listen(struct worker *w, const struct config *cfg, const struct http_ha
         (unsigned)s->connection_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, w->conn_memory,
         MHD_OPTION_NOTIFY_CONNECTION, on_connection, w, MHD_OPTION_URI_LOG_CALLBACK, on_uri, w,
         MHD_OPTION_CONNECTION_LIMIT, per_worker, MHD_OPTION_END);
-    if (!w->mhd) {
-        fprintf(stderr, "gateway: cannot start the HTTP server for %s\n", s->listen);
+    if (!w->mhd) { /* libmicrohttpd printed why (MHD_USE_ERROR_LOG) */
+        fprintf(stderr, "gateway: worker %d: libmicrohttpd could not start its daemon for %s%s\n",
+                w->id, s->listen, w->tls ? " (TLS)" : "");
         return -EIO;
     }
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(w->mhd, MHD_DAEMON_INFO_EPOLL_FD);
-    if (!di || loop_io_start(w->loop, &w->mhd_io, di->epoll_fd, EPOLLIN, on_mhd_io) < 0)
+    if (!di) {
+        fprintf(stderr, "gateway: worker %d: libmicrohttpd gave no epoll fd\n", w->id);
         return -EIO;
+    }
+    int rc = loop_io_start(w->loop, &w->mhd_io, di->epoll_fd, EPOLLIN, on_mhd_io);
+    if (rc < 0) {
+        fprintf(stderr, "gateway: worker %d: cannot watch libmicrohttpd's epoll fd: %s\n", w->id,
+                strerror(-rc));
+        return rc;
+    }
     loop_timer_init(&w->mhd_timer, on_mhd_timer);
     loop_hook_add(w->loop, &w->mhd_prepare, on_mhd_prepare);
-    int rc = listener_open(w, s);
+    rc = listener_open(w, s);
     if (rc) return rc;
     mhd_run(w);
     return 0;

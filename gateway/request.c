@@ -25,6 +25,7 @@
 #include "core/loop.h"
 #include "gateway/accesslog.h"
 #include "gateway/auth.h"
+#include "gateway/builtin.h"
 #include "gateway/cors.h"
 #include "gateway/degraded.h"
 #include "gateway/fanout.h"
@@ -103,66 +104,10 @@ static void json_answer(struct conn_state *cs, int status, const char *msg)
     cs->state = RS_READY;
 }
 
-/* Sums every worker's counters; runs on the worker that got the scrape,
- * reading the others' with relaxed atomics (pool counters likewise). */
-static void render_metrics(struct gateway *gw, buf_t *out)
-{
-    struct metrics *per[gw->n_workers];
-    struct metrics_pool_stat pools[2 * gw->n_workers];
-    size_t np = 0;
-    size_t n = 0;
-    pthread_mutex_lock(&gw->scrape_lock);
-    for (int i = 0; i < gw->n_workers; i++) {
-        struct worker *w = gw->workers[i];
-        /* A worker still starting has no pools yet; ready is released
-         * after they are made. One that stops turns unready under
-         * scrape_lock before it frees them. */
-        if (!w || !atomic_load_explicit(&w->ready, memory_order_acquire)) continue;
-        per[n++] = w->metrics;
-        const pool_t *ps[2] = {w->buf_pool, w->handle_pool};
-        for (int j = 0; j < 2; j++)
-            if (ps[j])
-                pools[np++] = (struct metrics_pool_stat){pool_name(ps[j]), pool_hits(ps[j]),
-                                                         pool_misses(ps[j])};
-    }
-    pthread_mutex_unlock(&gw->scrape_lock);
-    size_t store_entries = 0, store_bytes = 0;
-    if (gw->degraded) degraded_stats(gw->degraded, &store_entries, &store_bytes);
-    struct metrics_globals g = {
-        .store_entries = store_entries,
-        .store_bytes = store_bytes,
-        .pools = pools,
-        .npools = np,
-        .access_log_dropped = accesslog_dropped(gw->log),
-        .reloads_ok = atomic_load_explicit(&gw->reloads_ok, memory_order_relaxed),
-        .reloads_error = atomic_load_explicit(&gw->reloads_error, memory_order_relaxed),
-        .spans_dropped = otel_dropped(gw->otel),
-    };
-    if (metrics_render(out, per, n, &g) != 0) buf_clear(out);
-}
-
 static void builtin(struct worker *w, struct conn_state *cs, const char *path)
 {
-    struct request *r = &cs->req;
-    bool draining = atomic_load_explicit(&w->gw->draining, memory_order_relaxed);
     cs->state = RS_READY;
-    if (strcmp(path, "/healthz") == 0) {
-        r->status = 200;
-        (void)buf_puts(&r->out, "{\"status\":\"ok\"}");
-    } else if (strcmp(path, "/readyz") == 0) {
-        r->status = draining ? 503 : 200;
-        (void)buf_puts(&r->out, draining ? "{\"status\":\"draining\"}" : "{\"status\":\"ready\"}");
-    } else {
-        r->status = 200;
-        cs->content_type = METRICS_CONTENT_TYPE;
-        render_metrics(w->gw, &r->out);
-    }
-}
-
-static bool is_builtin(const char *path)
-{
-    return strcmp(path, "/healthz") == 0 || strcmp(path, "/readyz") == 0 ||
-           strcmp(path, "/metrics") == 0;
+    cs->req.status = builtin_answer(w->gw, path, &cs->req.out, &cs->content_type);
 }
 
 /* Routes method and path; HEAD is answered like GET (RFC 9110 9.3.2): the
@@ -579,8 +524,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     return MHD_NO;
 }
 
-/* A request is over (answered, or its client gone): metrics and the
- * access-log record. */
+/* A request is over (answered, or its client gone): metrics, its span and
+ * the access-log record. */
 static void finish_request(struct worker *w, struct conn_state *cs,
                            enum MHD_RequestTerminationCode toe)
 {
@@ -594,37 +539,16 @@ static void finish_request(struct worker *w, struct conn_state *cs,
     metrics_request(w->metrics, ep, status, ms / 1e3);
     if (!cs->builtin) otel_request(w->gw->otel, r, cs->method, status);
     if (!w->gw->log) return;
-    const char *names[r->n_calls + 1];
-    size_t nd = 0;
-    /* A client that hung up (or half-closed: RFC 9112 9.6 allows it, but we
-     * cannot tell it from a hang-up, so it is one) is a 499, and the
-     * backends whose calls it cancelled are not named as degraded. */
-    for (size_t i = 0; i < r->n_calls && !cs->hung_up; i++)
-        if (r->calls[i].outcome >= OUT_DEGRADED) names[nd++] = r->calls[i].b->name;
-    const char *cnames[r->n_calls + 1], *cres[r->n_calls + 1];
-    size_t nc = 0;
-    for (size_t i = 0; i < r->n_calls; i++)
-        if (r->calls[i].cache != CACHE_NONE) {
-            cnames[nc] = r->calls[i].b->name;
-            cres[nc++] = cache_result_name(r->calls[i].cache);
-        }
-    char trace_id[2 * TRACE_ID_BYTES + 1];
-    trace_hex(r->trace.trace_id, TRACE_ID_BYTES, trace_id);
-    accesslog_record(w->gw->log, &(struct access_record){
-                                     .ts = cs->arrived,
-                                     .method = cs->method,
-                                     .path = cs->path,
-                                     .endpoint = ep,
-                                     .status = status,
-                                     .duration_ms = ms,
-                                     .request_id = r->request_id,
-                                     .trace_id = trace_id,
-                                     .degraded = names,
-                                     .ndegraded = nd,
-                                     .cache_backends = cnames,
-                                     .cache_results = cres,
-                                     .ncache = nc,
-                                 });
+    accesslog_request(w->gw->log, r, cs->hung_up,
+                      &(struct access_record){
+                          .ts = cs->arrived,
+                          .method = cs->method,
+                          .path = cs->path,
+                          .endpoint = ep,
+                          .status = status,
+                          .duration_ms = ms,
+                          .request_id = r->request_id,
+                      });
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
