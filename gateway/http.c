@@ -46,7 +46,7 @@ struct conn_watch {
     struct worker *w;
     int fd;
     int *reading;         /* the status of the request whose body is being read */
-    bool request_started;       /* its request line is in (on_uri) */
+    bool request_started; /* its request line is in (on_uri) */
 };
 
 /* ---- libmicrohttpd in the worker's loop ---- */
@@ -401,8 +401,8 @@ static struct MHD_Daemon *start_tls_daemon(struct worker *w, unsigned flags,
 {
     unsigned per_worker = s->max_connections + 256;
     return MHD_start_daemon(
-        flags, 0, NULL, NULL, w->handler->access, w, MHD_OPTION_UNESCAPE_CALLBACK, unescape_none, NULL,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, w, MHD_OPTION_CONNECTION_TIMEOUT,
+        flags, 0, NULL, NULL, w->handler->access, w, MHD_OPTION_UNESCAPE_CALLBACK, unescape_none,
+        NULL, MHD_OPTION_NOTIFY_COMPLETED, on_completed, w, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)s->connection_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, w->conn_memory,
         MHD_OPTION_NOTIFY_CONNECTION, on_connection, w, MHD_OPTION_URI_LOG_CALLBACK, on_uri, w,
         MHD_OPTION_CONNECTION_LIMIT, per_worker, MHD_OPTION_HTTPS_PRIORITIES, TLS_PRIORITIES,
@@ -433,8 +433,8 @@ int http_listen(struct worker *w, const struct config *cfg, const struct http_ha
         flags |= MHD_USE_TLS;
     }
     w->mhd = w->tls ? start_tls_daemon(w, flags, s) : MHD_start_daemon(
-        flags, 0, NULL, NULL, w->handler->access, w, MHD_OPTION_UNESCAPE_CALLBACK, unescape_none, NULL,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, w, MHD_OPTION_CONNECTION_TIMEOUT,
+        flags, 0, NULL, NULL, w->handler->access, w, MHD_OPTION_UNESCAPE_CALLBACK, unescape_none,
+        NULL, MHD_OPTION_NOTIFY_COMPLETED, on_completed, w, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)s->connection_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, w->conn_memory,
         MHD_OPTION_NOTIFY_CONNECTION, on_connection, w, MHD_OPTION_URI_LOG_CALLBACK, on_uri, w,
         MHD_OPTION_CONNECTION_LIMIT, per_worker, MHD_OPTION_END);
