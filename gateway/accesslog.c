@@ -1,5 +1,6 @@
-/* accesslog: JSON lines through an MPSC queue to one writer thread. The
- * design (bounding, waking the writer) is in accesslog.h. */
+/* accesslog: JSON lines through an MPSC queue to one writer thread, and
+ * the record of a request (accesslog_request). The design (bounding,
+ * waking the writer) is in accesslog.h. */
 #include "gateway/accesslog.h"
 
 #include <errno.h>
@@ -17,6 +18,9 @@
 #include "core/container_of.h"
 #include "core/mpsc.h"
 #include "gateway/json.h"
+#include "gateway/cache.h"
+#include "gateway/fanout.h"
+#include "gateway/trace.h"
 
 #define BATCH_BYTES  65536
 #define BUSY_WAIT_MS 10
@@ -436,4 +440,32 @@ void accesslog_close(struct accesslog *a)
     }
     free(a->path);
     free(a);
+}
+
+void accesslog_request(struct accesslog *a, const struct request *r, bool hung_up,
+                       struct access_record *rec)
+{
+    const char *names[r->n_calls + 1];
+    size_t nd = 0;
+    /* A client that hung up (or half-closed: RFC 9112 9.6 allows it, but we
+     * cannot tell it from a hang-up, so it is one) is a 499, and the
+     * backends whose calls it cancelled are not named as degraded. */
+    for (size_t i = 0; i < r->n_calls && !hung_up; i++)
+        if (r->calls[i].outcome >= OUT_DEGRADED) names[nd++] = r->calls[i].b->name;
+    const char *cnames[r->n_calls + 1], *cres[r->n_calls + 1];
+    size_t nc = 0;
+    for (size_t i = 0; i < r->n_calls; i++)
+        if (r->calls[i].cache != CACHE_NONE) {
+            cnames[nc] = r->calls[i].b->name;
+            cres[nc++] = cache_result_name(r->calls[i].cache);
+        }
+    char trace_id[2 * TRACE_ID_BYTES + 1];
+    trace_hex(r->trace.trace_id, TRACE_ID_BYTES, trace_id);
+    rec->trace_id = trace_id;
+    rec->degraded = names;
+    rec->ndegraded = nd;
+    rec->cache_backends = cnames;
+    rec->cache_results = cres;
+    rec->ncache = nc;
+    accesslog_record(a, rec);
 }

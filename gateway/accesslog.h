@@ -93,6 +93,15 @@ struct accesslog *accesslog_open_ex(const char *path, const struct accesslog_opt
  * counted. Must not race with accesslog_close. */
 void accesslog_record(struct accesslog *a, const struct access_record *r);
 
+/* Logs request r (gateway/fanout.h): rec holds what the HTTP side knows
+ * (arrival, method, path, endpoint, status, duration, request id); the
+ * trace id, the degraded backends and the cache results come from r. A
+ * client that hung up (hung_up) cancelled the calls it left: they are not
+ * named as degraded. */
+struct request;
+void accesslog_request(struct accesslog *a, const struct request *r, bool hung_up,
+                       struct access_record *rec);
+
 /* Records dropped so far: queue full, out of memory, or lost to a failed
  * write(2). Any thread. 0 for NULL. */
 uint64_t accesslog_dropped(const struct accesslog *a);

@@ -1,5 +1,5 @@
 /*
- * cors: the CORS answer headers (the decisions are in server.c: a preflight
+ * cors: the CORS answer headers (the decisions are in request.c: a preflight
  * OPTIONS with Access-Control-Request-Method for a route with "cors" is
  * answered 204 by the gateway, no backend called).
  */

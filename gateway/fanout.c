@@ -40,8 +40,8 @@ _Static_assert(OWN_HEADERS + FWD_MAX + EDGE_HEADERS + 1 <= UPSTREAM_MAX_HEADERS,
 const char fanout_key_trace[] = "trace";
 const char fanout_key_request_id[] = "request_id";
 
-/* errgroup error for "backend i failed": i + 1, so 0 stays success. */
-#define CALL_FAILED(i) ((int)(i) + 1)
+/* errgroup error for "a required backend failed": the call is r->failed. */
+#define ECALL_FAILED EREMOTEIO
 
 static int json_escape(buf_t *out, const char *s)
 {
@@ -246,8 +246,18 @@ static int accept_body(struct backend_call *c, const char *body, size_t len)
     return 0;
 }
 
+/* Required call c has nothing to fall back on: it fails the group. The
+ * first such call is the one the answer names; the errgroup keeps the
+ * first error, and nothing yields between here and the task's return, so
+ * both agree. */
+static int fail_group(struct backend_call *c)
+{
+    if (!c->req->failed) c->req->failed = c;
+    return -ECALL_FAILED;
+}
+
 /* The one place every call ends: classifies what happened and applies the
- * backend's fallback. Returns 0, or CALL_FAILED(i) to fail the group. */
+ * backend's fallback. Returns 0, or -ECALL_FAILED to fail the group. */
 static int call_finish(struct backend_call *c, const struct upstream_resp *resp)
 {
     const struct backend_conf *b = c->b;
@@ -315,7 +325,7 @@ static int call_finish(struct backend_call *c, const struct upstream_resp *resp)
         c->omit = true;
         return 0;
     }
-    return CALL_FAILED(c - c->req->calls);
+    return fail_group(c);
 }
 
 /* A fresh answer from the store (pinned in c->stale): the raw body, stored
@@ -328,7 +338,7 @@ static int cache_hit(struct backend_call *c)
     if (accept_body(c, c->stale->body, c->stale->len) != 0) c->outcome = OUT_ERROR;
     c->feed = c->stale->len ? c->stale->body : NULL;
     c->feed_len = c->stale->len;
-    return c->outcome == OUT_OK || !c->b->required ? 0 : CALL_FAILED(c - c->req->calls);
+    return c->outcome == OUT_OK || !c->b->required ? 0 : fail_group(c);
 }
 
 /* One HTTP exchange of backend b (a whole backend or one foreach item)
@@ -776,8 +786,8 @@ static void write_timing(struct request *r)
 static void answer(struct request *r, int err)
 {
     write_timing(r);
-    if (err > 0 && (size_t)err <= r->n_calls) {
-        const struct backend_call *c = &r->calls[err - 1];
+    if (err == -ECALL_FAILED && r->failed) {
+        const struct backend_call *c = r->failed;
         r->status = c->outcome == OUT_TIMEOUT ? 504 : 502;
         char msg[200];
         snprintf(msg, sizeof msg, "backend %s failed: %s", c->b->name, c->why ? c->why : "error");
@@ -855,40 +865,4 @@ void fanout_run(void *arg)
     mark_unended(r);
     answer(r, err);
     r->done(r);
-}
-
-void fanout_cleanup(struct request *r)
-{
-    for (size_t i = 0; i < r->n_calls; i++) {
-        struct backend_call *c = &r->calls[i];
-        for (uint32_t k = 0; k < c->n_items; k++) {
-            buf_free(&c->items[k].path);
-            buf_free(&c->items[k].body);
-            buf_free(&c->items[k].shaped);
-        }
-        free(c->items);
-        c->items = NULL;
-        c->n_items = 0;
-        buf_free(&c->shaped);
-        buf_free(&c->body);
-        buf_free(&c->key);
-        buf_free(&c->path);
-        if (c->stale) degraded_release(r->degraded, c->stale);
-        c->stale = NULL;
-    }
-    fwd_free(&r->fwd);
-    buf_free(&r->out);
-    buf_free(&r->timing);
-    buf_free(&r->degraded_names);
-    buf_free(&r->body_in);
-    buf_free(&r->query_in);
-    buf_free(&r->auth_hdrs);
-    buf_free(&r->tracestate);
-    graph_sched_free(&r->sched);
-    expose_free(r->expose);
-    r->expose = NULL;
-    if (r->ctx) {
-        ctx_release(r->ctx);
-        r->ctx = NULL;
-    }
 }

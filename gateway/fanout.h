@@ -6,7 +6,9 @@
  * concurrency); every call ends in call_finish, the one place where a
  * failure becomes a fallback (degraded, static, omitted) or fails the group,
  * which cancels the siblings at once. The bodies are then merged into the
- * response. server.c owns the HTTP side; this file never touches MHD.
+ * response. It fills the fields of a request that request.c set up (and
+ * frees: request_free) and calls nothing of request.c, http.c or gateway.c:
+ * the HTTP side comes in through r->header, r->header_each and r->done.
  */
 #ifndef GATEWAY_FANOUT_H
 #define GATEWAY_FANOUT_H
@@ -79,7 +81,7 @@ struct backend_call {
 };
 
 /* Looks up a request header (case-insensitive name); NULL when absent.
- * Provided by server.c. */
+ * Provided by the HTTP side (http_header). */
 typedef const char *(*header_fn)(void *conn, const char *name);
 
 struct request;
@@ -88,7 +90,7 @@ struct request;
  * Returns 0 to go on, anything else to stop (the walk returns it). */
 typedef int (*header_visit_fn)(void *arg, const char *name, const char *value, size_t len,
                                bool cut);
-/* Visits every request header in arrival order. Provided by server.c. */
+/* Visits every request header in arrival order. Provided by request.c. */
 typedef int (*header_each_fn)(struct request *r, header_visit_fn visit, void *arg);
 
 struct request {
@@ -139,6 +141,7 @@ struct request {
     /* the call graph of this request (fanout_run) */
     struct graph_sched sched;
     struct errgroup *group;
+    const struct backend_call *failed; /* the required call that failed the group, or NULL */
     unsigned starting; /* workers spawned that have not taken a task yet */
 
     size_t n_calls;
@@ -165,8 +168,6 @@ int fanout_check(struct request *r);
 /* The request coroutine: runs the calls, then fills status, out, timing,
  * degraded. Calls r->done(r) at the end. */
 void fanout_run(void *r);
-/* Frees what fanout allocated in r (not r itself). */
-void fanout_cleanup(struct request *r);
 
 /* Writes {"error":msg,"backend":backend|null,"request_id":id} into out. */
 void fanout_error_body(buf_t *out, const char *msg, const char *backend, const char *request_id);

@@ -2,7 +2,7 @@
  * framing: the request-framing rules (httpcheck.h) applied to what
  * libmicrohttpd parsed, in the access handler's first call, and the sizing
  * of libmicrohttpd's per-connection memory they rely on. Internal to the
- * HTTP side (server.c); listener.c checks a connection's first request on
+ * HTTP side (request.c); listener.c checks a connection's first request on
  * its raw bytes before libmicrohttpd reads it, this checks every request.
  */
 #ifndef GATEWAY_FRAMING_H

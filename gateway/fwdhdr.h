@@ -8,7 +8,7 @@
  * character other than HTAB (CR, LF, VT, FF, DEL, NUL...: a bare CR would
  * reach the backend byte for byte and start a header line of its own there),
  * or when the HTTP layer reports that it cut the value short (libmicrohttpd
- * ends a value at a NUL and drops the rest of the line; server.c tells).
+ * ends a value at a NUL and drops the rest of the line; http.c tells).
  *
  * A header the client sends more than once is forwarded as one line with
  * all of its values, in order, joined with ", " (RFC 9110 5.3), Cookie with

@@ -2,7 +2,7 @@
  * httpcheck: the request-framing rules the gateway enforces on a request's
  * header block before it reads a body or calls a backend (RFC 9112 §3.2,
  * §6.1, §6.3; RFC 9110 §5.1). A pure function over the header list, so it is
- * unit-tested without a server; server.c feeds it what libmicrohttpd parsed.
+ * unit-tested without a server; framing.c feeds it what libmicrohttpd parsed.
  *
  * Why: libmicrohttpd 0.9.75 is lenient (it takes the first of two
  * Transfer-Encoding or Host lines, reads a body as chunked next to a

@@ -21,16 +21,18 @@
  * With server.tls the bytes are encrypted: a connection goes to
  * libmicrohttpd (which does the handshake) at once, and every request on
  * it, the first too, is checked by the access handler only, as later
- * requests are below (server.c's header deadline covers the handshake).
+ * requests are below (http.c's header deadline covers the handshake).
  *
  * Later requests on a kept-alive connection are read by libmicrohttpd
- * directly: the access handler checks them (server.c) and only the few
+ * directly: the access handler checks them (request.c) and only the few
  * Content-Length values libmicrohttpd cannot parse still get its doubled
  * answer there (the connection is closed either way; nothing runs).
  *
  * Everything here runs on the worker's thread.
  */
-#include "gateway/worker.h"
+#include "gateway/http.h"
+
+#include <arpa/inet.h>
 
 #include <errno.h>
 #include <microhttpd.h>
@@ -82,7 +84,6 @@ static void pending_free(struct pending *p)
     if (p->next) p->next->prev = p->prev;
     w->n_conns--;
     free(p);
-    worker_maybe_stop(w);
 }
 
 /* Unregisters before closing: once closed, the fd number may already be
@@ -158,7 +159,6 @@ static void hand_over(struct pending *p)
     MHD_add_connection(w->mhd, fd, (struct sockaddr *)&addr, len);
     w->mhd_run_needed = true;
     w->n_conns--;
-    worker_maybe_stop(w);
 }
 
 static void drain_input(struct pending *p)
@@ -278,6 +278,27 @@ static void on_listen_io(loop_t *loop, loop_io_t *io, uint32_t revents)
         start_pending(w, fd, &addr, len);
     }
 }
+
+int server_sockaddr(const struct server_conf *s, struct sockaddr_storage *ss, socklen_t *len)
+{
+    memset(ss, 0, sizeof *ss);
+    struct sockaddr_in *a4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)ss;
+    if (inet_pton(AF_INET, s->host, &a4->sin_addr) == 1) {
+        a4->sin_family = AF_INET;
+        a4->sin_port = htons(s->port);
+        *len = sizeof *a4;
+    } else if (inet_pton(AF_INET6, s->host, &a6->sin6_addr) == 1) {
+        a6->sin6_family = AF_INET6;
+        a6->sin6_port = htons(s->port);
+        *len = sizeof *a6;
+    } else {
+        fprintf(stderr, "gateway: cannot listen on %s\n", s->listen);
+        return -EINVAL;
+    }
+    return 0;
+}
+
 
 int listener_open(struct worker *w, const struct server_conf *s)
 {

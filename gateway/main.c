@@ -14,7 +14,7 @@
 #include "gateway/config.h"
 #include "gateway/health.h"
 #include "gateway/reload.h"
-#include "gateway/server.h"
+#include "gateway/gateway.h"
 
 #define DEFAULT_CONFIG "conf/gateway.json"
 
@@ -107,7 +107,7 @@ static void wait_for_stop(struct gateway *gw, struct reloader *reloader, const s
         struct timespec ts = {.tv_sec = every ? every : 3600};
         int sig = sigtimedwait(sigs, NULL, &ts);
         if (sig < 0) {
-            if (errno == EAGAIN && every) server_snapshot(gw);
+            if (errno == EAGAIN && every) gateway_snapshot(gw);
             continue;
         }
         if (sig == SIGHUP) {
@@ -144,7 +144,7 @@ int main(int argc, char **argv)
     static struct gateway gw;
     const char *listen = cfg->server.listen;
     int workers = cfg->server.workers;
-    if (server_start(&gw, cfg) != 0) {
+    if (gateway_start(&gw, cfg) != 0) {
         curl_global_cleanup();
         return 1;
     }
@@ -157,7 +157,7 @@ int main(int argc, char **argv)
     wait_for_stop(&gw, reloader, &sigs);
     reloader_stop(reloader); /* a reload still running no longer touches gw */
     health_stop(health);
-    server_stop(&gw);
+    gateway_stop(&gw);
     curl_global_cleanup();
     fprintf(stderr, "gateway: stopped\n");
     return 0;

@@ -50,7 +50,7 @@ struct native_counts {
 };
 void native_counts(const struct native *n, struct native_counts *out);
 
-/* The sweep of gateway/worker.c for the pool of connection objects (kept
+/* The sweep of gateway/gateway.c for the pool of connection objects (kept
  * after a close for the next connect): pool_mark_idle / pool_free_idle of
  * core/pool.h. Owner thread. */
 size_t native_mark_idle(struct native *n);

@@ -11,7 +11,7 @@
 #define GATEWAY_RELOAD_H
 
 #include "gateway/config.h"
-#include "gateway/server.h"
+#include "gateway/gateway.h"
 
 struct reloader;
 

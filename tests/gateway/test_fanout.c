@@ -23,6 +23,7 @@
 #include "gateway/degraded.h"
 #include "gateway/fanout.h"
 #include "gateway/metrics.h"
+#include "gateway/request.h"
 #include "gateway/upstream.h"
 
 static unsigned calls_made;
@@ -148,21 +149,14 @@ static void driver(void *arg)
     struct run *run = arg;
     uint64_t t0 = mono_ns();
     for (int k = 0; k < run->rounds; k++) {
-        size_t n = run->ep->n_backends;
-        struct request *r = calloc(1, sizeof *r + n * sizeof(struct backend_call));
+        struct route_match m = {.ep = run->ep};
+        struct request *r = request_new(run->cfg, &m, NULL);
         assert_non_null(r);
-        r->cfg = run->cfg;
-        r->ep = run->ep;
         r->metrics = run->metrics;
         r->degraded = run->store;
         r->cache = run->cache;
         r->done = request_done;
-        r->n_calls = n;
         r->start_ns = mono_ns();
-        for (size_t i = 0; i < n; i++) {
-            r->calls[i].req = r;
-            r->calls[i].b = &run->ep->backends[i];
-        }
         assert_int_equal(fanout_prepare(r, NULL, NULL, NULL), 0);
         assert_int_equal(fanout_check(r), 0);
         fanout_run(r);
@@ -171,8 +165,7 @@ static void driver(void *arg)
         snprintf(run->timing, sizeof run->timing, "%s", r->timing.data ? r->timing.data : "");
         snprintf(run->degraded, sizeof run->degraded, "%s",
                  r->degraded_names.data ? r->degraded_names.data : "");
-        fanout_cleanup(r);
-        free(r);
+        request_free(r);
     }
     run->ns = mono_ns() - t0;
     loop_stop(loop_current());

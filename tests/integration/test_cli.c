@@ -1,7 +1,9 @@
 /*
  * The gateway's command line: --check on good and bad configs (exit codes,
  * one "json.path: message" line per problem, all at once), -c with a bad
- * config, --help and --version. No server is started here.
+ * config, a start that fails (it says what failed and exits 1; that it
+ * frees what it made is tests/gateway/test_gateway's), --help and
+ * --version. No server is left running here.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,6 +14,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -121,6 +126,69 @@ static void run_with_a_bad_config_prints_the_problems_and_exits_1(void **state)
     unlink(path);
 }
 
+/* A listening socket on 127.0.0.1 (a port the kernel picks), its port in
+ * *port; -1 on failure. */
+static int listen_any(int *port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, len) != 0 || listen(fd, 1) != 0 ||
+        getsockname(fd, (struct sockaddr *)&a, &len) != 0) {
+        if (fd >= 0) close(fd);
+        return -1;
+    }
+    *port = ntohs(a.sin_port);
+    return fd;
+}
+
+/* Runs the gateway (not --check) on a config listening on port with extra
+ * top-level keys; returns its exit code, its output in *out. */
+static int run_config(int port, const char *extra, char **out)
+{
+    char text[1024], path[256];
+    snprintf(text, sizeof text,
+             "{\"server\": {\"listen\": \"127.0.0.1:%d\", \"workers\": 2}, %s\n"
+             " \"endpoints\": [{\"name\": \"e\", \"path\": \"/api/e\",\n"
+             "   \"backends\": [{\"name\": \"b\", \"url\": \"http://127.0.0.1:1/e\"}]}]}\n",
+             port, extra);
+    assert_int_equal(h_write_temp(path, sizeof path, text), 0);
+    int code = run_gateway("-c", path, NULL, out);
+    if (code != 1) fprintf(stderr, "%s", *out);
+    unlink(path);
+    return code;
+}
+
+/* Each failure at start names what failed and exits 1. */
+static void start_failures_say_what_failed(void **state)
+{
+    (void)state;
+    int port = 0;
+    int fd = listen_any(&port);
+    assert_true(fd >= 0);
+    char *out, want[128];
+    /* the port is taken */
+    assert_int_equal(run_config(port, "", &out), 1);
+    snprintf(want, sizeof want, "gateway: cannot listen on 127.0.0.1:%d: ", port);
+    assert_true(has_line_starting(out, want));
+    free(out);
+    close(fd); /* free now: what follows fails after the port check */
+    /* the access log cannot be opened */
+    assert_int_equal(
+        run_config(port, "\"access_log\": {\"path\": \"/nonexistent-dir/a/access.log\"},", &out),
+        1);
+    assert_true(has_line_starting(out, "gateway: access_log.path: "));
+    free(out);
+    /* the JWKS cannot be read: after the access log and the degraded store */
+    assert_int_equal(run_config(port,
+                                "\"auth\": {\"jwks_path\": \"/nonexistent-dir/jwks.json\","
+                                " \"issuer\": \"i\", \"audience\": [\"a\"]},",
+                                &out),
+                     1);
+    assert_true(has_line_starting(out, "gateway: auth.jwks_path: "));
+    free(out);
+}
+
 static void check_on_unreadable_or_broken_files_exits_1(void **state)
 {
     (void)state;
@@ -223,6 +291,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(check_reports_every_problem_with_its_json_path),
         cmocka_unit_test(run_with_a_bad_config_prints_the_problems_and_exits_1),
         cmocka_unit_test(check_on_unreadable_or_broken_files_exits_1),
+        cmocka_unit_test(start_failures_say_what_failed),
         cmocka_unit_test(check_rejects_bad_utf8_and_nul_with_their_paths),
         cmocka_unit_test(check_on_thousands_of_duplicates_is_short),
         cmocka_unit_test(help_and_version),

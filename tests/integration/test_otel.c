@@ -223,7 +223,7 @@ static int own_teardown(void **state)
 /* The tests that scrape /metrics run one worker: a scrape reads every
  * worker's pools, and a worker frees its own as it stops, unsynchronised
  * with a scrape another worker did earlier (ThreadSanitizer reports it;
- * a known issue of worker.c, not of tracing). */
+ * a known issue of builtin.c and gateway.c, not of tracing). */
 static char *conf_for(int cport, const char *ratio, const char *workers)
 {
     char p[16];

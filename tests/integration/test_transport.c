@@ -354,7 +354,7 @@ static void env_client_switch(void **state)
     const char *client = getenv("GATEWAY_TEST_CLIENT");
     struct h_env e;
     /* One worker: a scrape served by one worker racing another's exit is
-     * a known TSan report of server.c, not what this test is about. */
+     * a known TSan report of builtin.c, not what this test is about. */
     char *conf1 = h_replace(h_conf_standard, "\"workers\": 2", "\"workers\": 1");
     assert_int_equal(h_env_start(&e, conf1), 0);
     free(conf1);

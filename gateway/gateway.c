@@ -1,15 +1,19 @@
 /*
- * worker: the process's worker threads and their lifecycle: start (one
- * loop, libmicrohttpd daemon, upstream and pools each), drain and stop, and
- * the degraded snapshot. The HTTP side of a request is server.c.
+ * gateway: the process and its worker threads (see gateway.h): start (the
+ * shared parts, then one loop, libmicrohttpd daemon, upstream, cache and
+ * pools per worker), the pools' sweep, drain and stop, the degraded
+ * snapshot.
+ *
+ * Invariants: gateway_start either starts everything or frees everything
+ * it made (one exit path, gateway_free); the workers array is immutable
+ * while any worker runs; a stopping worker's loop stops only once its live
+ * requests, connections and shared calls are all gone (stop_check runs
+ * before every poll while it stops). A request's own life is request.c's.
  */
-#include "gateway/worker.h"
-#include "gateway/tls.h"
+#include "gateway/gateway.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <malloc.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -27,10 +31,13 @@
 #include "gateway/auth.h"
 #include "gateway/cache.h"
 #include "gateway/degraded.h"
+#include "gateway/http.h"
 #include "gateway/metrics.h"
 #include "gateway/otel.h"
+#include "gateway/request.h"
 #include "gateway/resolver.h"
 #include "gateway/ugroup.h"
+#include "gateway/tls.h"
 #include "gateway/upstream.h"
 #include "gateway/urlbuild.h"
 
@@ -98,12 +105,21 @@ static void on_sweep(loop_t *loop, loop_timer_t *t)
     loop_timer_start(loop, t, loop_now(loop) + (w->sweeping ? SWEEP_BATCH_NS : SWEEP_NS));
 }
 
-void worker_maybe_stop(struct worker *w)
+/* Stops w's loop once it drains and has no live request. */
+static void worker_maybe_stop(struct worker *w)
 {
     if (!w->stopping || w->n_live != 0) return;
     /* A shared call whose callers all left ends by itself, soon after. */
     if (w->cache && cache_flights(w->cache) != 0) return;
     if (!w->accepting || (!w->listener_open && w->n_conns == 0)) loop_stop(w->loop);
+}
+
+/* While w stops, before every poll: whatever ended in the last iteration
+ * (a request, a connection, a pending connection) may have been the last. */
+static void on_stop_check(loop_t *loop, loop_hook_t *h)
+{
+    (void)loop;
+    worker_maybe_stop(container_of(h, struct worker, stop_check));
 }
 
 /* The drain window is over: close the listener. Connections accepted in the
@@ -135,7 +151,7 @@ static void on_stop_timer(loop_t *loop, loop_timer_t *t)
         loop_stop(loop);
         return;
     }
-    http_cancel_running(w);
+    request_cancel_running(w);
     w->stop_forced = true;
     loop_timer_start(loop, t, loop_now(loop) + STOP_GRACE_NS);
 }
@@ -157,6 +173,7 @@ static void worker_begin_stop(void *arg)
     w->accepting = true;
     w->listener_open = true;
     loop_timer_start(w->loop, &w->drain_timer, now + w->drain_ns);
+    loop_hook_add(w->loop, &w->stop_check, on_stop_check);
 }
 
 static void call_upstream(void *up, ctx_t *ctx, const struct attempt_plan *plan,
@@ -181,12 +198,14 @@ static void *worker_main(void *arg)
         loop_timer_init(&w->drain_timer, on_drain_timer);
         w->buf_pool = pool_new("buffer", BUF_BLOCK, BUF_POOL_MAX, NULL);
         w->up = w->buf_pool ? upstream_new(w->loop, w->gw->resolver, w->metrics) : NULL;
+        w->handle_pool = w->up ? upstream_handle_pool(w->up) : NULL;
         w->cache = w->up ? cache_new(w->loop, w->gw->degraded, call_upstream, w->up) : NULL;
         if (w->cache) cache_on_idle(w->cache, on_cache_idle, w);
         const struct config *cfg = av_acquire(&w->gw->config);
-        err = w->cache ? http_listen(w, cfg) : -ENOMEM;
+        err = w->cache ? http_listen(w, cfg, &request_http) : -ENOMEM;
         av_release(&w->gw->config, (void *)cfg);
     }
+    if (!w->cache) fprintf(stderr, "gateway: worker %d: out of memory at start\n", w->id);
     w->start_err = err;
     atomic_store_explicit(&w->ready, err == 0, memory_order_release);
     sem_post(&w->started);
@@ -200,6 +219,7 @@ static void *worker_main(void *arg)
 
     loop_timer_stop(w->loop, &w->stop_timer);
     loop_timer_stop(w->loop, &w->drain_timer);
+    if (w->stopping) loop_hook_remove(w->loop, &w->stop_check);
     /* Another worker's /metrics scrape may be reading our pools. */
     pthread_mutex_lock(&w->gw->scrape_lock);
     atomic_store_explicit(&w->ready, false, memory_order_relaxed);
@@ -207,7 +227,7 @@ static void *worker_main(void *arg)
     http_close(w);
     upstream_free(w->up);
     cache_free(w->cache); /* after the loop stopped: no shared call is left */
-    /* The loop itself is freed by server_stop after the join: a
+    /* The loop itself is freed by gateway_stop after the join: a
      * loop_submit from the main thread may still be touching it. */
     if (w->buf_pool) pool_free(w->buf_pool);
     eg_thread_cleanup();
@@ -225,26 +245,6 @@ static void config_free_snap(void *p)
 /* The workers bind with SO_REUSEPORT, which would let a second gateway
  * share a port that is in use: bind once without it first, so a taken port
  * is an error. */
-int server_sockaddr(const struct server_conf *s, struct sockaddr_storage *ss, socklen_t *len)
-{
-    memset(ss, 0, sizeof *ss);
-    struct sockaddr_in *a4 = (struct sockaddr_in *)ss;
-    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)ss;
-    if (inet_pton(AF_INET, s->host, &a4->sin_addr) == 1) {
-        a4->sin_family = AF_INET;
-        a4->sin_port = htons(s->port);
-        *len = sizeof *a4;
-    } else if (inet_pton(AF_INET6, s->host, &a6->sin6_addr) == 1) {
-        a6->sin6_family = AF_INET6;
-        a6->sin6_port = htons(s->port);
-        *len = sizeof *a6;
-    } else {
-        fprintf(stderr, "gateway: cannot listen on %s\n", s->listen);
-        return -EINVAL;
-    }
-    return 0;
-}
-
 static int check_port_free(const struct server_conf *s)
 {
     struct sockaddr_storage ss;
@@ -260,7 +260,7 @@ static int check_port_free(const struct server_conf *s)
     return rc;
 }
 
-int server_snapshot(struct gateway *gw)
+int gateway_snapshot(struct gateway *gw)
 {
     const struct config *cfg = av_acquire(&gw->config);
     const char *path = cfg->degraded.snapshot_path;
@@ -319,63 +319,43 @@ void gateway_resolver_config(struct gateway *gw, const struct config *cfg)
     prefetch_hosts(gw->resolver, cfg);
 }
 
-int server_start(struct gateway *gw, struct config *cfg)
+/* The parts every worker shares: access log, degraded store (and its
+ * snapshot), JWKS, span exporter, resolver. 0 or -errno (reported); what
+ * was made stays in gw for gateway_free. */
+static int start_shared(struct gateway *gw, const struct config *cfg)
 {
-    pthread_mutex_init(&gw->scrape_lock, NULL);
-    coro_configure(&(struct coro_config){.pool_max = CORO_POOL_MAX});
-    int rc = check_port_free(&cfg->server);
-    if (!rc && tls_start(cfg)) rc = -EINVAL;
-    if (rc) {
-        config_free(cfg);
-        return rc;
-    }
     char why[256] = "";
     gw->log = accesslog_open(cfg->access_log_path, why, sizeof why);
     if (!gw->log) {
         fprintf(stderr, "gateway: access_log.path: %s\n", why);
-        config_free(cfg);
         return -EINVAL;
     }
     gw->degraded = degraded_new(cfg->degraded.max_entries);
     if (!gw->degraded) {
-        accesslog_close(gw->log);
-        gw->log = NULL;
-        config_free(cfg);
+        fprintf(stderr, "gateway: cannot make the degraded store: out of memory\n");
         return -ENOMEM;
     }
     load_snapshot(gw, cfg);
-    if (auth_start(&gw->jwks, cfg) != 0 ||
-        (cfg->tracing.enabled && !(gw->otel = otel_start(&cfg->tracing)))) {
-        auth_stop(&gw->jwks);
-        degraded_free(gw->degraded);
-        gw->degraded = NULL;
-        accesslog_close(gw->log);
-        gw->log = NULL;
-        config_free(cfg);
-        return -EINVAL;
-    }
+    if (auth_start(&gw->jwks, cfg) != 0) return -EINVAL; /* reported */
+    if (cfg->tracing.enabled && !(gw->otel = otel_start(&cfg->tracing))) return -EINVAL;
     gw->resolver = resolver_new(cfg->upstream.dns_refresh_s ? cfg->upstream.dns_refresh_s : 30);
     if (!gw->resolver) {
         fprintf(stderr, "gateway: cannot start the resolver: %s\n", strerror(errno));
-        otel_stop(gw->otel);
-        gw->otel = NULL;
-        auth_stop(&gw->jwks);
-        degraded_free(gw->degraded);
-        gw->degraded = NULL;
-        accesslog_close(gw->log);
-        gw->log = NULL;
-        config_free(cfg);
         return -ENOMEM;
     }
     gateway_resolver_config(gw, cfg);
-    av_init(&gw->config, config_free_snap);
-    if (ugroup_attach(cfg))
-        fprintf(stderr, "gateway: out of memory for upstream state; some hosts go without\n");
-    av_store(&gw->config, cfg);
-    atomic_store(&gw->draining, false);
-    int n = cfg->server.workers > 0 ? cfg->server.workers : 1;
+    return 0;
+}
+
+/* Makes n workers, then starts their threads one after the other, each
+ * once the previous one listens. 0 or the first error (reported). */
+static int start_workers(struct gateway *gw, int n)
+{
     gw->workers = calloc((size_t)n, sizeof *gw->workers);
-    if (!gw->workers) return -ENOMEM;
+    if (!gw->workers) {
+        fprintf(stderr, "gateway: cannot make %d workers: out of memory\n", n);
+        return -ENOMEM;
+    }
     gw->n_workers = n;
     /* Workers take no signals: the main thread waits for them. */
     sigset_t all, old;
@@ -388,6 +368,7 @@ int server_start(struct gateway *gw, struct config *cfg)
         struct worker *w = calloc(1, sizeof *w);
         if (!w || !(w->metrics = metrics_new())) {
             free(w);
+            fprintf(stderr, "gateway: cannot make worker %d: out of memory\n", i);
             err = -ENOMEM;
             break;
         }
@@ -399,19 +380,20 @@ int server_start(struct gateway *gw, struct config *cfg)
     }
     for (int i = 0; i < n && !err; i++) {
         struct worker *w = gw->workers[i];
-        if ((err = -pthread_create(&w->thread, NULL, worker_main, w)) != 0)
+        if ((err = -pthread_create(&w->thread, NULL, worker_main, w)) != 0) {
+            fprintf(stderr, "gateway: cannot start worker %d: %s\n", i, strerror(-err));
             break;
+        }
         w->running = true;
         sem_wait(&w->started);
-        err = w->start_err;
+        err = w->start_err; /* reported by the worker */
     }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (err)
-        server_stop(gw);
     return err;
 }
 
-void server_stop(struct gateway *gw)
+/* Lets the running workers stop (they drain first) and joins them. */
+static void stop_workers(struct gateway *gw)
 {
     atomic_store(&gw->draining, true);
     for (int i = 0; i < gw->n_workers; i++) {
@@ -426,11 +408,12 @@ void server_stop(struct gateway *gw)
         if (w && w->running)
             pthread_join(w->thread, NULL);
     }
-    for (int i = 0; i < gw->n_workers; i++) {
-        struct worker *w = gw->workers[i];
-        if (w && w->running)
-            pthread_join(w->thread, NULL);
-    }
+}
+
+/* Frees whatever gateway_start made, workers joined (each part may be
+ * missing). */
+static void gateway_free(struct gateway *gw)
+{
     /* Before the loops go: the resolver thread may still hand a waiter's
      * done to one of them (loop_submit) until it is stopped. */
     resolver_free(gw->resolver);
@@ -449,7 +432,6 @@ void server_stop(struct gateway *gw)
     gw->workers = NULL;
     gw->n_workers = 0;
     tls_stop(); /* no handshake left */
-    server_snapshot(gw); /* every worker is gone: the final state */
     otel_stop(gw->otel); /* exports what the workers queued */
     gw->otel = NULL;
     auth_stop(&gw->jwks);
@@ -459,4 +441,35 @@ void server_stop(struct gateway *gw)
     accesslog_close(gw->log); /* flushes what the workers queued */
     gw->log = NULL;
     pthread_mutex_destroy(&gw->scrape_lock);
+}
+
+int gateway_start(struct gateway *gw, struct config *cfg)
+{
+    pthread_mutex_init(&gw->scrape_lock, NULL);
+    coro_configure(&(struct coro_config){.pool_max = CORO_POOL_MAX});
+    av_init(&gw->jwks, NULL); /* auth_start sets it up; gateway_free destroys it */
+    av_init(&gw->config, config_free_snap);
+    if (ugroup_attach(cfg))
+        fprintf(stderr, "gateway: out of memory for upstream state; some hosts go without\n");
+    av_store(&gw->config, cfg); /* gw owns cfg from here on */
+    atomic_store(&gw->draining, false);
+    int n = cfg->server.workers > 0 ? cfg->server.workers : 1;
+    int rc = check_port_free(&cfg->server);
+    if (!rc && tls_start(cfg)) rc = -EINVAL;
+    if (!rc) rc = start_shared(gw, cfg);
+    if (!rc) rc = start_workers(gw, n);
+    if (rc) {
+        stop_workers(gw);
+        gateway_free(gw);
+    }
+    return rc;
+}
+
+void gateway_stop(struct gateway *gw)
+{
+    stop_workers(gw);
+    /* The final state, written while the store is still there (every
+     * worker is gone). */
+    gateway_snapshot(gw);
+    gateway_free(gw);
 }
