@@ -1,11 +1,7 @@
 /*
- * native: HTTP/1.1 client on the worker's loop. See native.h.
- *
- * A connection (struct conn) lives from connect to close: registered once
- * with epoll for IN|OUT|RDHUP|ET, it records the events that arrive
- * (c->revents) and wakes the coroutine using it when one it waits for comes.
- * While idle in its origin's list, any event but OUT means the backend
- * closed it (or sent bytes nobody asked for): it is closed at once.
+ * native: one HTTP/1.1 exchange of the native transport (native.h) on a
+ * connection from native_pool.c: the request writer, the read loop feeding
+ * gateway/h1resp, the stale retry, and native_call.
  *
  * Reads: the request is written with one writev, then the call parks until
  * IN; a read shorter than the buffer drained the socket, so the call parks
@@ -13,14 +9,16 @@
  * reports every new arrival). Reads go into one per-worker buffer: feed
  * consumes all of it (h1resp keeps a cut line itself) before the call can
  * park again, so no call owns a buffer. The parser lives in the connection.
+ *
+ * Invariants: a call holds at most one connection, and gives it back (idle
+ * or closed) before native_call returns; only a reused connection that
+ * closed before any byte of an answer is retried, once, on a fresh one, and
+ * only for an idempotent method.
  */
 #include "gateway/native.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,297 +28,15 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#include "core/pool.h"
 #include "gateway/cachectl.h"
 #include "gateway/h1resp.h"
-#include "gateway/metrics.h"
-#include "gateway/resolver.h"
+#include "gateway/native_pool.h"
 
 #include "core/container_of.h"
 
-/* One read: a typical JSON answer arrives in one. */
-#define READ_BUF 16384
 /* iovecs of one request: line (3) + Host (3) + 2 per header + CL + body. */
 #define MAX_IOV  (8 + 2 * UPSTREAM_MAX_HEADERS)
 #define MAX_HDRS UPSTREAM_MAX_HEADERS
-/* Connection objects kept for reuse after a close. */
-#define CONN_POOL_MAX 256
-/* How often the idle sweep runs while any connection is idle. */
-#define SWEEP_NS 1000000000ull
-
-#define EV_ANY_IN  (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)
-#define EV_ANY_OUT (EPOLLOUT | EPOLLHUP | EPOLLERR)
-
-static const struct upstream_conf DEFAULT_CONF = {
-    .max_idle_per_origin = 256, .idle_timeout_s = 60, .connect_timeout_ms = 1000};
-
-struct native;
-
-/* A call parked until the resolver knows its origin's name. */
-struct dns_wait {
-    coro_t *co;
-    struct dns_wait *prev, *next;
-};
-
-struct conn {
-    loop_io_t io;
-    struct native *n;
-    struct origin *o;
-    struct conn *prev, *next;         /* the origin's idle list while idle */
-    struct conn *all_prev, *all_next; /* every open connection (native_free) */
-    coro_t *waiter;                   /* the call parked on it */
-    uint32_t want;                    /* events that wake the waiter */
-    uint32_t revents;                 /* events seen since the bits were cleared */
-    uint64_t idle_since;
-    bool idle;
-    bool reused; /* served a response before */
-    struct h1resp parser;
-};
-
-struct origin {
-    char key[UPSTREAM_ORIGIN_MAX + 1]; /* "http://host:port" as the call gives it */
-    char host[256];        /* without brackets */
-    const char *authority; /* into key: the Host header value */
-    size_t authority_len;
-    uint16_t port;
-    struct sockaddr_storage addr; /* a numeric host: parsed once */
-    socklen_t addr_len;
-    struct conn *idle_head, *idle_tail; /* head: most recently used */
-    unsigned n_idle;
-    struct dns_wait *dns_waiters; /* calls parked on this name's first lookup */
-    struct origin *next;
-};
-
-struct native {
-    loop_t *loop;
-    struct resolver *res;
-    struct metrics *metrics;
-    struct origin *origins;
-    struct origin *last; /* the origin of the last call: most calls repeat it */
-    struct conn *all;    /* every open connection, idle or in use */
-    pool_t *conns;
-    char *rbuf;
-    loop_timer_t sweep;
-    uint64_t idle_timeout_ns;
-    unsigned inflight;
-    unsigned n_idle;
-    _Atomic uint64_t c_connect, c_reuse, c_close, c_stale, c_idle;
-};
-
-/* One call, on the calling coroutine's stack. */
-struct call {
-    struct native *n;
-    coro_t *co;
-    ctx_hook_t on_done;
-    bool aborted;
-    bool too_big;
-    buf_t *body;
-    size_t max_bytes;
-    struct cache_control *cc; /* the answer's Cache-Control, for the cache */
-    struct expose_cap *exp;   /* expose_headers capture; NULL: none */
-};
-
-static inline void bump(_Atomic uint64_t *c, uint64_t v)
-{
-    atomic_store_explicit(c, v, memory_order_relaxed);
-}
-
-static void count(struct native *n, _Atomic uint64_t *c, enum metrics_up_event ev)
-{
-    bump(c, atomic_load_explicit(c, memory_order_relaxed) + 1);
-    if (n->metrics) metrics_upstream_event(n->metrics, METRICS_TRANSPORT_NATIVE, ev);
-}
-
-static void idle_count(struct native *n, int delta)
-{
-    n->n_idle += (unsigned)delta;
-    bump(&n->c_idle, n->n_idle);
-    if (n->metrics) metrics_upstream_idle_add(n->metrics, delta);
-}
-
-/* ---- connections ---- */
-
-static void idle_unlink(struct native *n, struct conn *c)
-{
-    struct origin *o = c->o;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        o->idle_head = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    else
-        o->idle_tail = c->prev;
-    c->prev = c->next = NULL;
-    c->idle = false;
-    o->n_idle--;
-    idle_count(n, -1);
-}
-
-static void all_link(struct native *n, struct conn *c)
-{
-    c->all_prev = NULL;
-    c->all_next = n->all;
-    if (n->all) n->all->all_prev = c;
-    n->all = c;
-}
-
-static void all_unlink(struct native *n, struct conn *c)
-{
-    if (c->all_prev)
-        c->all_prev->all_next = c->all_next;
-    else
-        n->all = c->all_next;
-    if (c->all_next) c->all_next->all_prev = c->all_prev;
-}
-
-static void conn_close(struct native *n, struct conn *c)
-{
-    if (c->idle) idle_unlink(n, c);
-    all_unlink(n, c);
-    loop_io_stop(n->loop, &c->io); /* also drops its events still in this batch */
-    close(c->io.fd);
-    count(n, &n->c_close, METRICS_UP_CLOSE);
-    pool_put(n->conns, c);
-}
-
-static void on_conn_event(loop_t *loop, loop_io_t *io, uint32_t revents)
-{
-    (void)loop;
-    struct conn *c = container_of(io, struct conn, io);
-    c->revents |= revents;
-    if (c->idle) {
-        /* Nothing may arrive on an idle connection but its close. An IN
-         * alone may still be the edge of the last response's bytes, read
-         * before this event was dispatched: look before closing. */
-        if (!(revents & EV_ANY_IN)) return;
-        if (!(revents & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))) {
-            char b;
-            if (recv(io->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) < 0 && errno == EAGAIN) {
-                c->revents &= ~(uint32_t)EPOLLIN;
-                return;
-            }
-        }
-        conn_close(c->n, c);
-        return;
-    }
-    if (c->waiter && (revents & c->want)) loop_wake(c->waiter);
-}
-
-static void on_sweep(loop_t *loop, loop_timer_t *t)
-{
-    struct native *n = container_of(t, struct native, sweep);
-    uint64_t now = loop_now(loop);
-    for (struct origin *o = n->origins; o; o = o->next) {
-        while (o->idle_tail && now - o->idle_tail->idle_since >= n->idle_timeout_ns)
-            conn_close(n, o->idle_tail);
-    }
-    if (n->n_idle) loop_timer_start(loop, t, now + SWEEP_NS);
-}
-
-/* Files c as idle (most recent first), or closes it when the origin has
- * enough idle ones. */
-static void conn_release(struct native *n, struct conn *c, const struct upstream_conf *conf)
-{
-    struct origin *o = c->o;
-    if (o->n_idle >= conf->max_idle_per_origin) {
-        conn_close(n, c);
-        return;
-    }
-    c->idle = true;
-    c->reused = true;
-    c->waiter = NULL;
-    c->idle_since = loop_now(n->loop);
-    c->prev = NULL;
-    c->next = o->idle_head;
-    if (o->idle_head)
-        o->idle_head->prev = c;
-    else
-        o->idle_tail = c;
-    o->idle_head = c;
-    o->n_idle++;
-    idle_count(n, +1);
-    n->idle_timeout_ns = (uint64_t)conf->idle_timeout_s * 1000000000ull;
-    if (!loop_timer_active(&n->sweep))
-        loop_timer_start(n->loop, &n->sweep, c->idle_since + SWEEP_NS);
-}
-
-static void *conn_new(void *ud)
-{
-    (void)ud;
-    return malloc(sizeof(struct conn));
-}
-
-/* ---- origins ---- */
-
-/* Splits "http://host[:port]" (host may be "[v6]"); false when malformed. */
-static bool origin_parse(struct origin *o, const char *key)
-{
-    size_t kl = strlen(key);
-    if (kl >= sizeof o->key || strncmp(key, "http://", 7) != 0) return false;
-    memcpy(o->key, key, kl + 1);
-    const char *a = o->key + 7;
-    o->authority = a;
-    o->authority_len = strlen(a);
-    if (!*a || strpbrk(a, "@/?# ")) return false;
-    const char *hs = a, *he, *port = NULL;
-    if (*a == '[') {
-        hs = a + 1;
-        he = strchr(hs, ']');
-        if (!he) return false;
-        if (he[1] == ':')
-            port = he + 2;
-        else if (he[1])
-            return false;
-    } else {
-        he = strchr(a, ':');
-        if (he)
-            port = he + 1;
-        else
-            he = a + strlen(a);
-    }
-    size_t hl = (size_t)(he - hs);
-    if (!hl || hl >= sizeof o->host) return false;
-    memcpy(o->host, hs, hl);
-    o->host[hl] = '\0';
-    o->port = 80;
-    if (port) {
-        char *end;
-        long p = strtol(port, &end, 10);
-        if (*end || end == port || p < 1 || p > 65535) return false;
-        o->port = (uint16_t)p;
-    }
-    struct sockaddr_in *a4 = (struct sockaddr_in *)&o->addr;
-    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&o->addr;
-    if (inet_pton(AF_INET, o->host, &a4->sin_addr) == 1) {
-        a4->sin_family = AF_INET;
-        a4->sin_port = htons(o->port);
-        o->addr_len = sizeof *a4;
-    } else if (inet_pton(AF_INET6, o->host, &a6->sin6_addr) == 1) {
-        a6->sin6_family = AF_INET6;
-        a6->sin6_port = htons(o->port);
-        o->addr_len = sizeof *a6;
-    }
-    return true;
-}
-
-static struct origin *origin_get(struct native *n, const char *key)
-{
-    if (n->last && strcmp(n->last->key, key) == 0) return n->last;
-    for (struct origin *o = n->origins; o; o = o->next)
-        if (strcmp(o->key, key) == 0) return n->last = o;
-    struct origin *o = calloc(1, sizeof *o);
-    if (!o) return NULL;
-    if (!origin_parse(o, key)) {
-        free(o);
-        return NULL;
-    }
-    o->next = n->origins;
-    n->origins = o;
-    return n->last = o;
-}
-
-/* ---- waiting ---- */
 
 static void on_ctx_done(ctx_t *ctx, ctx_hook_t *h)
 {
@@ -328,164 +44,6 @@ static void on_ctx_done(ctx_t *ctx, ctx_hook_t *h)
     struct call *k = container_of(h, struct call, on_done);
     k->aborted = true;
     loop_wake(k->co);
-}
-
-/* Parks until c has one of want (0), the call is aborted (-ECANCELED) or
- * deadline_ns passes (-ETIMEDOUT; 0 = none). */
-static int wait_conn(struct call *k, struct conn *c, uint32_t want, uint64_t deadline_ns)
-{
-    while (!(c->revents & want)) {
-        if (k->aborted) return -ECANCELED;
-        c->want = want;
-        c->waiter = k->co;
-        int rc = loop_park(deadline_ns);
-        c->waiter = NULL;
-        if (k->aborted) return -ECANCELED;
-        if (rc == -ETIMEDOUT) return -ETIMEDOUT;
-    }
-    return 0;
-}
-
-static void dns_done(void *arg)
-{
-    struct origin *o = arg;
-    for (struct dns_wait *w = o->dns_waiters; w; w = w->next)
-        loop_wake(w->co);
-}
-
-/* The addresses of o: 0, -ENOENT (does not resolve), -ECANCELED, or
- * another negative errno. */
-static int origin_addrs(struct call *k, struct origin *o, struct resolver_addrs *out)
-{
-    struct native *n = k->n;
-    if (o->addr_len) {
-        out->n = 1;
-        memcpy(&out->addr[0], &o->addr, o->addr_len);
-        out->len[0] = o->addr_len;
-        return 0;
-    }
-    if (!n->res) {
-        if (strcmp(o->host, "localhost") != 0) return -ENOENT;
-        struct sockaddr_in *a4 = (struct sockaddr_in *)&out->addr[0];
-        memset(a4, 0, sizeof *a4);
-        a4->sin_family = AF_INET;
-        a4->sin_port = htons(o->port);
-        a4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        out->len[0] = sizeof *a4;
-        out->n = 1;
-        return 0;
-    }
-    for (;;) {
-        int rc = resolver_lookup(n->res, o->host, o->port, out, n->loop, dns_done, o);
-        if (rc != -EAGAIN) return rc;
-        struct dns_wait w = {.co = k->co, .next = o->dns_waiters};
-        if (w.next) w.next->prev = &w;
-        o->dns_waiters = &w;
-        loop_park(0);
-        if (w.prev)
-            w.prev->next = w.next;
-        else
-            o->dns_waiters = w.next;
-        if (w.next) w.next->prev = w.prev;
-        if (k->aborted) return -ECANCELED;
-    }
-}
-
-/* ---- connect ---- */
-
-/* A new connection to one address, registered with the loop. NULL with
- * *err set (negative errno; -ETIMEDOUT for the connect timeout). */
-static struct conn *conn_open(struct call *k, struct origin *o, const struct sockaddr *sa,
-                              socklen_t len, uint64_t deadline_ns, int *err)
-{
-    struct native *n = k->n;
-    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        *err = -errno;
-        return NULL;
-    }
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    struct conn *c = pool_get(n->conns);
-    if (!c) {
-        close(fd);
-        *err = -ENOMEM;
-        return NULL;
-    }
-    c->n = n;
-    c->o = o;
-    c->prev = c->next = NULL;
-    c->waiter = NULL;
-    c->want = 0;
-    c->revents = 0;
-    c->idle = false;
-    c->reused = false;
-    int rc = connect(fd, sa, len) == 0 ? 0 : -errno;
-    if (rc == 0 || rc == -EINPROGRESS)
-        rc = loop_io_start(n->loop, &c->io, fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
-                           on_conn_event);
-    if (rc != 0) {
-        close(fd);
-        pool_put(n->conns, c);
-        *err = rc;
-        return NULL;
-    }
-    all_link(n, c);
-    rc = wait_conn(k, c, EV_ANY_OUT, deadline_ns);
-    if (rc == 0) {
-        int so = 0;
-        socklen_t sl = sizeof so;
-        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &so, &sl) != 0) so = errno;
-        rc = -so;
-    }
-    if (rc != 0) { /* never connected: counted neither as connect nor close */
-        all_unlink(n, c);
-        loop_io_stop(n->loop, &c->io);
-        close(fd);
-        pool_put(n->conns, c);
-        *err = rc;
-        return NULL;
-    }
-    count(n, &n->c_connect, METRICS_UP_CONNECT);
-    c->revents = 0;
-    return c;
-}
-
-/* A connection to o: an idle one (reuse), else a new one. NULL with *why
- * (static text) or with k->aborted / *timed_out. */
-static struct conn *conn_get(struct call *k, struct origin *o, const struct upstream_conf *conf,
-                             bool fresh, uint64_t ctx_deadline, const char **why, bool *timed_out)
-{
-    struct native *n = k->n;
-    if (!fresh && o->idle_head) {
-        struct conn *c = o->idle_head;
-        idle_unlink(n, c);
-        count(n, &n->c_reuse, METRICS_UP_REUSE);
-        return c;
-    }
-    struct resolver_addrs addrs;
-    int rc = origin_addrs(k, o, &addrs);
-    if (rc != 0) {
-        *why = rc == -ENOENT || rc == -EINVAL ? "cannot resolve host" : "resolver error";
-        return NULL;
-    }
-    uint64_t deadline = loop_now(n->loop) + (uint64_t)conf->connect_timeout_ms * 1000000ull;
-    if (ctx_deadline && ctx_deadline < deadline) deadline = ctx_deadline;
-    *why = "cannot connect";
-    for (unsigned i = 0; i < addrs.n; i++) {
-        struct conn *c =
-            conn_open(k, o, (const struct sockaddr *)&addrs.addr[i], addrs.len[i], deadline, &rc);
-        if (c) return c;
-        if (rc == -ECANCELED) return NULL;
-        if (rc == -ETIMEDOUT) {
-            /* The ctx's own deadline is the call's timeout; the connect
-             * timeout alone is a transport error. */
-            if (deadline == ctx_deadline) *timed_out = true;
-            *why = "connect timeout";
-            return NULL;
-        }
-    }
-    return NULL;
 }
 
 /* ---- the request ---- */
@@ -767,7 +325,7 @@ static void run_call(struct call *k, ctx_t *ctx, const struct upstream_req *req,
     bool fresh = false;
     for (;;) {
         bool timed_out = false;
-        struct conn *c = conn_get(k, o, conf, fresh, ctx_deadline(ctx), &why, &timed_out);
+        struct conn *c = native_conn_get(k, o, conf, fresh, ctx_deadline(ctx), &why, &timed_out);
         if (!c) {
             if (k->aborted)
                 fail(resp, ctx_result(ctx), NULL);
@@ -782,12 +340,12 @@ static void run_call(struct call *k, ctx_t *ctx, const struct upstream_req *req,
             resp->result = UP_OK;
             resp->status = c->parser.status;
             if (keep)
-                conn_release(n, c, conf);
+                native_conn_release(n, c, conf);
             else
-                conn_close(n, c);
+                native_conn_close(n, c);
             return;
         case X_STALE:
-            conn_close(n, c);
+            native_conn_close(n, c);
             if (!fresh && retryable(req->method)) {
                 count(n, &n->c_stale, METRICS_UP_STALE_RETRY);
                 fresh = true;
@@ -798,15 +356,15 @@ static void run_call(struct call *k, ctx_t *ctx, const struct upstream_req *req,
                  "connection closed before the answer (a non-idempotent request is not re-sent)");
             return;
         case X_ABORT:
-            conn_close(n, c);
+            native_conn_close(n, c);
             fail(resp, ctx_result(ctx), NULL);
             return;
         case X_TOO_BIG:
-            conn_close(n, c);
+            native_conn_close(n, c);
             fail(resp, UP_TOO_BIG, "response too large");
             return;
         case X_ERROR:
-            conn_close(n, c);
+            native_conn_close(n, c);
             fail(resp, UP_ERROR, why);
             return;
         }
@@ -840,66 +398,3 @@ void native_call(struct native *n, ctx_t *ctx, const struct upstream_req *req,
     ctx_hook_remove(ctx, &k.on_done);
 }
 
-/* ---- lifecycle ---- */
-
-struct native *native_new(loop_t *loop, struct resolver *res, struct metrics *m)
-{
-    struct native *n = calloc(1, sizeof *n);
-    if (!n) return NULL;
-    n->loop = loop;
-    n->res = res;
-    n->metrics = m;
-    n->idle_timeout_ns = (uint64_t)DEFAULT_CONF.idle_timeout_s * 1000000000ull;
-    struct pool_ops ops = {.new_fn = conn_new};
-    n->conns = pool_new("native_conn", sizeof(struct conn), CONN_POOL_MAX, &ops);
-    n->rbuf = malloc(READ_BUF);
-    if (!n->conns || !n->rbuf) {
-        native_free(n);
-        return NULL;
-    }
-    loop_timer_init(&n->sweep, on_sweep);
-    return n;
-}
-
-void native_free(struct native *n)
-{
-    if (!n) return;
-    /* Idle ones, and those of calls whose coroutines will never run again
-     * (a forced stop frees them parked). */
-    while (n->all)
-        conn_close(n, n->all);
-    struct origin *o = n->origins;
-    while (o) {
-        struct origin *next = o->next;
-        free(o);
-        o = next;
-    }
-    if (n->loop) loop_timer_stop(n->loop, &n->sweep);
-    if (n->conns) pool_free(n->conns);
-    free(n->rbuf);
-    free(n);
-}
-
-void native_counts(const struct native *n, struct native_counts *out)
-{
-    out->connect = atomic_load_explicit(&n->c_connect, memory_order_relaxed);
-    out->reuse = atomic_load_explicit(&n->c_reuse, memory_order_relaxed);
-    out->close = atomic_load_explicit(&n->c_close, memory_order_relaxed);
-    out->stale_retry = atomic_load_explicit(&n->c_stale, memory_order_relaxed);
-    out->idle = atomic_load_explicit(&n->c_idle, memory_order_relaxed);
-}
-
-size_t native_mark_idle(struct native *n)
-{
-    return pool_mark_idle(n->conns);
-}
-
-size_t native_free_idle(struct native *n, size_t max)
-{
-    return pool_free_idle(n->conns, max);
-}
-
-unsigned native_inflight(const struct native *n)
-{
-    return n->inflight;
-}

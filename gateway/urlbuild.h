@@ -33,7 +33,7 @@
 /* A route param longer than this (raw, still encoded) is refused. */
 #define URLBUILD_PARAM_MAX 1024
 /* A built path ("/a/b", without the query) must be shorter than this: the
- * longest the transports take (upstream.c copies it into 2 KiB). */
+ * longest the transports take (upstream_curl.c copies it into 2 KiB). */
 #define URLBUILD_PATH_MAX 2048
 
 /* Appends the backend URL for this request to out: origin, path with params

@@ -1,4 +1,4 @@
-/* Tests for gateway/native.c, the keep-alive pool of the native transport:
+/* Tests for gateway/native.c and native_pool.c, the native transport:
  * reuse, the idle timeout, a backend closing an idle connection (seen
  * without a probe), the keep-alive race (stale retry only for GET, HEAD,
  * PUT, DELETE, OPTIONS), cancellation closing the connection, header

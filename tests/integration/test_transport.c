@@ -1,4 +1,4 @@
-/* Integration tests of the native upstream transport (gateway/native.c):
+/* Integration tests of the native upstream transport (gateway/native*.c):
  * the real gateway against a raw-socket backend in this program that sends
  * exactly the bytes each case needs (chunked with extensions and trailers,
  * 1xx before the answer, Connection: close, a keep-alive connection closed
