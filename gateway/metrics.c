@@ -182,15 +182,6 @@ static void observe(struct series *s, double seconds)
     add(&s->v[HIST_SUM], ns);
 }
 
-/* The index of name in names[0..n), or n when it is not there. */
-static size_t name_index(const char *const *names, size_t n, const char *name)
-{
-    size_t i = 0;
-    while (i < n && strcmp(names[i], name) != 0)
-        i++;
-    return i;
-}
-
 /* Adds 1 to value o of table t's series (a, b). */
 static int count(struct metrics *m, int t, const char *a, const char *b, size_t o)
 {
@@ -241,11 +232,10 @@ void metrics_upstream_idle_add(struct metrics *m, int delta)
                           memory_order_relaxed);
 }
 
-int metrics_cache(struct metrics *m, const char *backend, const char *result)
+int metrics_cache(struct metrics *m, const char *backend, enum cache_result result)
 {
-    if (!backend || !result) return -EINVAL;
-    size_t o = name_index(CACHE_RESULTS, NCACHE_RESULTS, result);
-    if (o == NCACHE_RESULTS) return -EINVAL;
+    size_t o = (size_t)result - CACHE_HIT; /* CACHE_NONE wraps to out of range */
+    if (!backend || o >= NCACHE_RESULTS) return -EINVAL;
     return count(m, T_CACHE, backend, NULL, o);
 }
 

@@ -171,12 +171,12 @@ static int render_counters(buf_t *out, const struct merge *mg, enum family f)
         if (f == T_CACHE || f == T_ATTEMPTS) { /* {backend, one more label} */
             bool cache = f == T_CACHE;
             for (size_t o = 0; !rc && o < NVALS[f]; o++) {
+                const char *v = cache ? cache_result_name((enum cache_result)(CACHE_HIT + o))
+                                      : ATTEMPT_KINDS[o];
                 rc = buf_puts(out, cache ? "gateway_cache_requests_total{"
                                          : "gateway_backend_attempts_total{");
                 if (!rc) rc = put_label(out, "backend", e->a, true);
-                if (!rc)
-                    rc = put_label(out, cache ? "result" : "kind",
-                                   cache ? CACHE_RESULTS[o] : ATTEMPT_KINDS[o], false);
+                if (!rc) rc = put_label(out, cache ? "result" : "kind", v, false);
                 if (!rc) rc = buf_printf(out, "} %" PRIu64 "\n", e->v[o]);
             }
             continue;

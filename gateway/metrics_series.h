@@ -24,11 +24,9 @@
 enum family { T_REQ, T_REQ_HIST, T_BACKEND, T_BACKEND_HIST, T_CACHE, T_ITEMS, T_ATTEMPTS, T_COUNT };
 
 #define NOUTCOMES      ((size_t)OUTCOME_COUNT) /* gateway/outcome.h */
-#define NCACHE_RESULTS ((size_t)3)             /* hit, miss, coalesced */
+/* Value k of a T_CACHE series counts result CACHE_HIT + k (gateway/cache_result.h). */
+#define NCACHE_RESULTS ((size_t)(CACHE_RESULT_COUNT - CACHE_HIT))
 #define NATTEMPT_KINDS ((size_t)3)             /* first, retry, hedge */
-
-/* The labels of the cache counters, in value order. */
-static const char *const CACHE_RESULTS[NCACHE_RESULTS] = {"hit", "miss", "coalesced"};
 
 /* Histogram values: METRICS_BUCKETS + 1 (+Inf) non-cumulative bucket counts,
  * then the sum in ns. */
