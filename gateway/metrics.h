@@ -1,6 +1,7 @@
 /*
- * metrics: per-worker counters and histograms, rendered in the Prometheus
- * text exposition format (version 0.0.4) when /metrics is scraped.
+ * metrics: per-worker counters and histograms (recorded by metrics.c),
+ * rendered in the Prometheus text exposition format (version 0.0.4) when
+ * /metrics is scraped (metrics_render.c).
  *
  * Each worker thread owns one struct metrics and is its only writer; a
  * scrape may run on any thread at any time. The request path takes no lock

@@ -1,6 +1,7 @@
-/* Tests for gateway/metrics.c: the exposition is checked by a strict parser
- * of the Prometheus text format 0.0.4, values are checked after summing
- * workers, and writers race a scraper (run under TSan). */
+/* Tests for gateway/metrics.c and metrics_render.c: the exposition is
+ * checked by a strict parser of the Prometheus text format 0.0.4, values are
+ * checked after summing workers, and writers race a scraper (run under
+ * TSan). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
