@@ -67,12 +67,6 @@ struct cache {
     struct flight *table[FLIGHT_BUCKETS];
 };
 
-const char *cache_result_name(enum cache_result r)
-{
-    static const char *const names[] = {NULL, "miss", "hit", "coalesced"};
-    return names[r];
-}
-
 struct cache *cache_new(loop_t *loop, struct degraded *store, cache_backend_fn call, void *arg)
 {
     struct cache *c = calloc(1, sizeof *c);

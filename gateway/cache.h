@@ -32,18 +32,13 @@
 #include "core/ctx.h"
 #include "core/loop.h"
 #include "gateway/attempt.h"
+#include "gateway/cache_result.h" /* enum cache_result, cache_result_name */
 #include "gateway/config.h"
 #include "gateway/upstream.h"
 
 struct cache;
 struct degraded;
 struct degraded_entry;
-
-/* How a call was answered (CACHE_NONE: the backend has no cache). */
-enum cache_result { CACHE_NONE, CACHE_MISS, CACHE_HIT, CACHE_COALESCED };
-
-/* "hit", "miss", "coalesced"; NULL for CACHE_NONE. */
-const char *cache_result_name(enum cache_result r);
 
 /* The backend call the cache wraps: attempt_call in the gateway, a fake in
  * tests. Must fill resp and info whatever happens and return once ctx is

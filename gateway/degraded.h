@@ -41,7 +41,7 @@
  * healthy backend answering the same thing -- allocates nothing, and eviction
  * takes the answer confirmed longest ago.
  *
- * Snapshot file (little-endian throughout):
+ * Snapshot file (gateway/degraded_snapshot.c; little-endian throughout):
  *     header, 40 bytes:
  *       "GWDEGRAD"          magic, 8 bytes
  *       u32 version = 1, u32 reserved = 0

@@ -510,7 +510,7 @@ static int call_backend(ctx_t *gctx, struct backend_call *c)
     int rc = c->cache == CACHE_HIT ? cache_hit(c) : call_finish(c, &resp);
     /* only a fresh 2xx answer's headers count; a hedge's were not captured */
     if (c->outcome != OUT_OK || c->cache == CACHE_HIT || resp.exp != exp) expose_reset(exp);
-    if (c->cache != CACHE_NONE) metrics_cache(c->req->metrics, b->name, cache_result_name(c->cache));
+    if (c->cache != CACHE_NONE) metrics_cache(c->req->metrics, b->name, c->cache);
     call_ended(c);
     return rc;
 }

@@ -1,83 +1,29 @@
-/* metrics: per-worker series tables and the Prometheus text renderer. The
- * concurrency contract is in metrics.h. */
+/*
+ * metrics: recording on the request path. Owns the per-worker series tables
+ * (gateway/metrics_series.h): their creation on first use of a label
+ * combination, the writer's private hash index, and the counter and
+ * histogram updates. The exposition is metrics_render.c.
+ *
+ * Invariants: only the owning worker calls anything here but metrics_new
+ * and metrics_free; an update takes no lock and, after warm-up, allocates
+ * nothing; a series or array, once published, is neither moved nor freed
+ * before metrics_free (a scraper may hold it). The concurrency contract is
+ * in metrics.h.
+ */
 #include "gateway/metrics.h"
-#include "gateway/ugroup.h"
+#include "gateway/metrics_series.h"
 
 #include <errno.h>
-#include <inttypes.h>
-#include <math.h>
-#include <stdalign.h>
 #include <stdatomic.h>
 #include <stdbool.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-enum family { T_REQ, T_REQ_HIST, T_BACKEND, T_BACKEND_HIST, T_CACHE, T_ITEMS, T_ATTEMPTS, T_COUNT };
-
-#define NOUTCOMES ((size_t)OUTCOME_COUNT) /* gateway/outcome.h */
-
-static const char *const CACHE_RESULTS[] = {"hit", "miss", "coalesced"};
-#define NCACHE_RESULTS (sizeof CACHE_RESULTS / sizeof CACHE_RESULTS[0])
-
-static const char *const ATTEMPT_KINDS[] = {"first", "retry", "hedge"};
-#define NATTEMPT_KINDS (sizeof ATTEMPT_KINDS / sizeof ATTEMPT_KINDS[0])
-
 /* Bucket bounds in ns, so that an observation is placed by integer compare
- * (0.001 s is not exact in binary), and their label text. */
+ * (0.001 s is not exact in binary); their label text is in metrics_render.c. */
 static const uint64_t BOUNDS_NS[METRICS_BUCKETS] = {
     1000000,   2500000,   5000000,    10000000,   25000000,   50000000,   100000000,
     250000000, 500000000, 1000000000, 2500000000, 5000000000, 10000000000};
-static const char *const BOUNDS_LE[METRICS_BUCKETS] = {"0.001", "0.0025", "0.005", "0.01", "0.025",
-                                                       "0.05",  "0.1",    "0.25",  "0.5",  "1",
-                                                       "2.5",   "5",      "10"};
-
-/* Histogram values: METRICS_BUCKETS + 1 (+Inf) non-cumulative bucket counts,
- * then the sum in ns. */
-#define HIST_VALS (METRICS_BUCKETS + 2)
-#define HIST_SUM  (METRICS_BUCKETS + 1)
-
-static const size_t NVALS[T_COUNT] = {
-    [T_REQ] = 1,
-    [T_REQ_HIST] = HIST_VALS,
-    [T_BACKEND] = NOUTCOMES,
-    [T_BACKEND_HIST] = HIST_VALS,
-    [T_CACHE] = NCACHE_RESULTS,
-    [T_ITEMS] = NOUTCOMES,
-    [T_ATTEMPTS] = NATTEMPT_KINDS,
-};
-
-/* One label combination. Everything but v is immutable once published. */
-struct series {
-    uint64_t hash;
-    char *a;  /* endpoint (backend for T_BACKEND_HIST, T_CACHE and T_ATTEMPTS) */
-    char *b;  /* backend for T_BACKEND, else NULL */
-    int code; /* T_REQ, else 0 */
-    _Atomic uint64_t v[];
-};
-
-/* A published array of series pointers. Grown by copying into a bigger one;
- * the old one stays reachable through prev until metrics_free, because a
- * scraper that loaded it may still be reading it. */
-struct arr {
-    struct arr *prev;
-    struct series *s[];
-};
-
-struct table {
-    _Atomic(struct arr *) arr; /* release-published by the writer */
-    _Atomic size_t n;          /* release-published after arr->s[n-1] */
-    size_t cap;                /* writer only */
-    uint32_t *idx;             /* writer only: open addressing, series index + 1 */
-    size_t idx_mask;           /* writer only */
-};
-
-struct metrics {
-    _Atomic int64_t inflight;
-    _Atomic uint64_t up_events[METRICS_TRANSPORTS][METRICS_UP_EVENTS];
-    _Atomic int64_t up_idle;
-    struct table t[T_COUNT];
-};
 
 /* Series and the metrics struct are cache-line aligned and padded so that
  * two workers' counters never share a line. */
@@ -107,12 +53,6 @@ static uint64_t hash_key(const char *a, const char *b, int code)
             h = (h ^ *p) * 1099511628211ull;
     h = (h ^ (uint32_t)code) * 1099511628211ull;
     return h ^ (h >> 29);
-}
-
-static bool key_eq(const struct series *s, uint64_t h, const char *a, const char *b, int code)
-{
-    return s->hash == h && s->code == code && strcmp(s->a, a) == 0 &&
-           (s->b == NULL ? b == NULL : b != NULL && strcmp(s->b, b) == 0);
 }
 
 struct metrics *metrics_new(void)
@@ -178,7 +118,7 @@ static struct series *lookup(struct table *t, size_t nvals, const char *a, const
     if (t->idx) {
         for (j = h & t->idx_mask; t->idx[j]; j = (j + 1) & t->idx_mask) {
             struct series *s = arr->s[t->idx[j] - 1];
-            if (key_eq(s, h, a, b, code)) return s;
+            if (series_key_eq(s, h, a, b, code)) return s;
         }
     }
     if (n >= METRICS_MAX_SERIES) {
@@ -242,15 +182,6 @@ static void observe(struct series *s, double seconds)
     add(&s->v[HIST_SUM], ns);
 }
 
-/* The index of name in names[0..n), or n when it is not there. */
-static size_t name_index(const char *const *names, size_t n, const char *name)
-{
-    size_t i = 0;
-    while (i < n && strcmp(names[i], name) != 0)
-        i++;
-    return i;
-}
-
 /* Adds 1 to value o of table t's series (a, b). */
 static int count(struct metrics *m, int t, const char *a, const char *b, size_t o)
 {
@@ -301,11 +232,10 @@ void metrics_upstream_idle_add(struct metrics *m, int delta)
                           memory_order_relaxed);
 }
 
-int metrics_cache(struct metrics *m, const char *backend, const char *result)
+int metrics_cache(struct metrics *m, const char *backend, enum cache_result result)
 {
-    if (!backend || !result) return -EINVAL;
-    size_t o = name_index(CACHE_RESULTS, NCACHE_RESULTS, result);
-    if (o == NCACHE_RESULTS) return -EINVAL;
+    size_t o = (size_t)result - CACHE_HIT; /* CACHE_NONE wraps to out of range */
+    if (!backend || o >= NCACHE_RESULTS) return -EINVAL;
     return count(m, T_CACHE, backend, NULL, o);
 }
 
@@ -336,369 +266,4 @@ void metrics_inflight_add(struct metrics *m, int delta)
     atomic_store_explicit(&m->inflight,
                           atomic_load_explicit(&m->inflight, memory_order_relaxed) + delta,
                           memory_order_relaxed);
-}
-
-/* ---- rendering ---- */
-
-/* One label combination summed over the workers; the strings belong to a
- * worker's series, valid until metrics_free. */
-struct merged {
-    uint64_t hash;
-    const char *a, *b;
-    int code;
-    uint64_t *v;
-};
-
-struct merge {
-    struct merged *e;
-    uint64_t *vals;
-    size_t n;
-    uint32_t *idx;
-    size_t mask;
-};
-
-static int merged_cmp(const void *x, const void *y)
-{
-    const struct merged *p = x, *q = y;
-    int c = strcmp(p->a, q->a);
-    if (c) return c;
-    if (p->b && q->b && (c = strcmp(p->b, q->b))) return c;
-    return (p->code > q->code) - (p->code < q->code);
-}
-
-static void merge_free(struct merge *mg)
-{
-    free(mg->e);
-    free(mg->vals);
-    free(mg->idx);
-}
-
-/* Sums family f of the workers into mg, sorted by labels. */
-static int merge_family(struct merge *mg, struct metrics *const *w, size_t nw, enum family f)
-{
-    size_t nvals = NVALS[f];
-    memset(mg, 0, sizeof *mg);
-    /* Counts may grow while we read; take each table's snapshot once. */
-    struct arr **arrs = calloc(nw ? nw : 1, sizeof *arrs);
-    size_t *ns = calloc(nw ? nw : 1, sizeof *ns);
-    size_t total = 0;
-    if (!arrs || !ns) goto nomem;
-    for (size_t i = 0; i < nw; i++) {
-        if (!w[i]) continue;
-        ns[i] = atomic_load_explicit(&w[i]->t[f].n, memory_order_acquire);
-        arrs[i] = atomic_load_explicit(&w[i]->t[f].arr, memory_order_acquire);
-        total += ns[i];
-    }
-    size_t size = 16;
-    while (size < total * 2)
-        size *= 2;
-    mg->e = calloc(total ? total : 1, sizeof *mg->e);
-    mg->vals = calloc(total ? total * nvals : 1, sizeof *mg->vals);
-    mg->idx = calloc(size, sizeof *mg->idx);
-    mg->mask = size - 1;
-    if (!mg->e || !mg->vals || !mg->idx) goto nomem;
-    for (size_t i = 0; i < nw; i++) {
-        for (size_t k = 0; k < ns[i]; k++) {
-            struct series *s = arrs[i]->s[k];
-            size_t j = s->hash & mg->mask;
-            struct merged *e = NULL;
-            for (; mg->idx[j]; j = (j + 1) & mg->mask) {
-                struct merged *c = &mg->e[mg->idx[j] - 1];
-                if (c->hash == s->hash && key_eq(s, c->hash, c->a, c->b, c->code)) {
-                    e = c;
-                    break;
-                }
-            }
-            if (!e) {
-                e = &mg->e[mg->n];
-                *e = (struct merged){.hash = s->hash,
-                                     .a = s->a,
-                                     .b = s->b,
-                                     .code = s->code,
-                                     .v = mg->vals + mg->n * nvals};
-                mg->idx[j] = (uint32_t)++mg->n;
-            }
-            for (size_t v = 0; v < nvals; v++)
-                e->v[v] += atomic_load_explicit(&s->v[v], memory_order_relaxed);
-        }
-    }
-    /* The index is not needed after this; sorting moves entries, not vals. */
-    qsort(mg->e, mg->n, sizeof *mg->e, merged_cmp);
-    free(arrs);
-    free(ns);
-    return 0;
-nomem:
-    free(arrs);
-    free(ns);
-    merge_free(mg);
-    return -ENOMEM;
-}
-
-/* Appends a label value escaped per the exposition format. */
-static int put_label(buf_t *out, const char *name, const char *value, bool first)
-{
-    int rc = buf_printf(out, "%s%s=\"", first ? "" : ",", name);
-    for (const char *p = value; !rc && *p; p++) {
-        switch (*p) {
-        case '\\':
-            rc = buf_append(out, "\\\\", 2);
-            break;
-        case '"':
-            rc = buf_append(out, "\\\"", 2);
-            break;
-        case '\n':
-            rc = buf_append(out, "\\n", 2);
-            break;
-        default:
-            rc = buf_putc(out, *p);
-        }
-    }
-    return rc ? rc : buf_putc(out, '"');
-}
-
-static int header(buf_t *out, const char *name, const char *type, const char *help)
-{
-    return buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
-}
-
-/* name{label="a"[,label2="b"]} value for a merged counter. */
-static int render_counters(buf_t *out, const struct merge *mg, enum family f)
-{
-    int rc = 0;
-    for (size_t i = 0; !rc && i < mg->n; i++) {
-        const struct merged *e = &mg->e[i];
-        if (f == T_REQ) {
-            char code[16];
-            snprintf(code, sizeof code, "%d", e->code);
-            rc = buf_puts(out, "gateway_requests_total{");
-            if (!rc) rc = put_label(out, "endpoint", e->a, true);
-            if (!rc) rc = put_label(out, "code", code, false);
-            if (!rc) rc = buf_printf(out, "} %" PRIu64 "\n", e->v[0]);
-            continue;
-        }
-        if (f == T_CACHE || f == T_ATTEMPTS) { /* {backend, one more label} */
-            bool cache = f == T_CACHE;
-            for (size_t o = 0; !rc && o < NVALS[f]; o++) {
-                rc = buf_puts(out, cache ? "gateway_cache_requests_total{"
-                                         : "gateway_backend_attempts_total{");
-                if (!rc) rc = put_label(out, "backend", e->a, true);
-                if (!rc)
-                    rc = put_label(out, cache ? "result" : "kind",
-                                   cache ? CACHE_RESULTS[o] : ATTEMPT_KINDS[o], false);
-                if (!rc) rc = buf_printf(out, "} %" PRIu64 "\n", e->v[o]);
-            }
-            continue;
-        }
-        for (size_t o = 0; !rc && o < NOUTCOMES; o++) {
-            rc = buf_puts(out, f == T_ITEMS ? "gateway_backend_items_total{"
-                                            : "gateway_backend_requests_total{");
-            if (!rc) rc = put_label(out, "endpoint", e->a, true);
-            if (!rc) rc = put_label(out, "backend", e->b, false);
-            if (!rc) rc = put_label(out, "outcome", outcome_name((enum outcome)o), false);
-            if (!rc) rc = buf_printf(out, "} %" PRIu64 "\n", e->v[o]);
-        }
-    }
-    return rc;
-}
-
-static int render_hists(buf_t *out, const struct merge *mg, const char *name, const char *label)
-{
-    int rc = 0;
-    for (size_t i = 0; !rc && i < mg->n; i++) {
-        const struct merged *e = &mg->e[i];
-        uint64_t cum = 0;
-        for (size_t k = 0; !rc && k <= METRICS_BUCKETS; k++) {
-            cum += e->v[k];
-            rc = buf_printf(out, "%s_bucket{", name);
-            if (!rc) rc = put_label(out, label, e->a, true);
-            if (!rc) rc = put_label(out, "le", k < METRICS_BUCKETS ? BOUNDS_LE[k] : "+Inf", false);
-            if (!rc) rc = buf_printf(out, "} %" PRIu64 "\n", cum);
-        }
-        uint64_t sum = e->v[HIST_SUM];
-        if (!rc) rc = buf_printf(out, "%s_sum{", name);
-        if (!rc) rc = put_label(out, label, e->a, true);
-        if (!rc)
-            rc = buf_printf(out, "} %" PRIu64 ".%09" PRIu64 "\n", sum / 1000000000,
-                            sum % 1000000000);
-        if (!rc) rc = buf_printf(out, "%s_count{", name);
-        if (!rc) rc = put_label(out, label, e->a, true);
-        if (!rc) rc = buf_printf(out, "} %" PRIu64 "\n", cum);
-    }
-    return rc;
-}
-
-/* gateway_upstream_connections_total and gateway_upstream_idle_connections,
- * summed over the workers. */
-static int render_upstream(buf_t *out, struct metrics *const *w, size_t nw)
-{
-    static const char *const tn[METRICS_TRANSPORTS] = {"curl", "native"};
-    static const char *const en[METRICS_UP_EVENTS] = {"connect", "reuse", "close", "stale_retry"};
-    int rc = header(out, "gateway_upstream_connections_total", "counter",
-                    "Backend connection events, by transport and event.");
-    for (int t = 0; t < METRICS_TRANSPORTS && !rc; t++) {
-        for (int e = 0; e < METRICS_UP_EVENTS && !rc; e++) {
-            uint64_t v = 0;
-            for (size_t i = 0; i < nw; i++)
-                if (w[i]) v += atomic_load_explicit(&w[i]->up_events[t][e], memory_order_relaxed);
-            rc = buf_printf(out,
-                            "gateway_upstream_connections_total{transport=\"%s\",event=\"%s\"} "
-                            "%" PRIu64 "\n",
-                            tn[t], en[e], v);
-        }
-    }
-    int64_t idle = 0;
-    for (size_t i = 0; i < nw; i++)
-        if (w[i]) idle += atomic_load_explicit(&w[i]->up_idle, memory_order_relaxed);
-    if (!rc)
-        rc = header(out, "gateway_upstream_idle_connections", "gauge",
-                    "Idle keep-alive backend connections (native transport).");
-    if (!rc) rc = buf_printf(out, "gateway_upstream_idle_connections %" PRId64 "\n", idle);
-    return rc;
-}
-
-static int pool_cmp(const void *x, const void *y)
-{
-    const struct metrics_pool_stat *p = x, *q = y;
-    return strcmp(p->name, q->name);
-}
-
-static int render_pools(buf_t *out, const struct metrics_globals *g)
-{
-    size_t n = 0, np = g ? g->npools : 0;
-    struct metrics_pool_stat *sum = calloc(np ? np : 1, sizeof *sum);
-    if (!sum) return -ENOMEM;
-    for (size_t i = 0; i < np; i++) {
-        const struct metrics_pool_stat *p = &g->pools[i];
-        if (!p->name) continue;
-        size_t k = 0;
-        while (k < n && strcmp(sum[k].name, p->name) != 0)
-            k++;
-        if (k == n) sum[n++] = (struct metrics_pool_stat){.name = p->name};
-        sum[k].hits += p->hits;
-        sum[k].misses += p->misses;
-    }
-    qsort(sum, n, sizeof *sum, pool_cmp);
-    int rc = header(out, "gateway_pool_hits_total", "counter",
-                    "Objects served from a worker pool's cache.");
-    for (size_t k = 0; !rc && k < n; k++) {
-        rc = buf_puts(out, "gateway_pool_hits_total{");
-        if (!rc) rc = put_label(out, "pool", sum[k].name, true);
-        if (!rc) rc = buf_printf(out, "} %" PRIu64 "\n", sum[k].hits);
-    }
-    if (!rc)
-        rc = header(out, "gateway_pool_misses_total", "counter",
-                    "Objects a worker pool had to create.");
-    for (size_t k = 0; !rc && k < n; k++) {
-        rc = buf_puts(out, "gateway_pool_misses_total{");
-        if (!rc) rc = put_label(out, "pool", sum[k].name, true);
-        if (!rc) rc = buf_printf(out, "} %" PRIu64 "\n", sum[k].misses);
-    }
-    free(sum);
-    return rc;
-}
-
-/* The per-worker families, in exposition order. label: the histogram's
- * label (NULL for counters). help NULL: built from the outcome names. */
-static const struct family_doc {
-    enum family f;
-    const char *name, *type, *help, *label;
-} FAMILY_DOCS[] = {
-    {T_REQ, "gateway_requests_total", "counter", "Requests answered, by endpoint and status code.",
-     NULL},
-    {T_REQ_HIST, "gateway_request_duration_seconds", "histogram",
-     "Time from a request's arrival to its response, by endpoint.", "endpoint"},
-    {T_BACKEND, "gateway_backend_requests_total", "counter", NULL, NULL},
-    {T_ITEMS, "gateway_backend_items_total", "counter",
-     "Item calls of foreach backends by endpoint, backend and outcome.", NULL},
-    {T_BACKEND_HIST, "gateway_backend_duration_seconds", "histogram",
-     "Duration of backend calls, by backend.", "backend"},
-    {T_CACHE, "gateway_cache_requests_total", "counter",
-     "Cached backend calls by backend and result (hit, miss, coalesced).", NULL},
-    {T_ATTEMPTS, "gateway_backend_attempts_total", "counter",
-     "Backend attempts by backend and kind (first, retry, hedge).", NULL},
-};
-
-/* The HELP of gateway_backend_requests_total, naming every outcome. */
-static void outcomes_help(char *help, size_t cap)
-{
-    size_t n = (size_t)snprintf(help, cap, "Backend calls by endpoint, backend and outcome (");
-    for (size_t o = 0; o < NOUTCOMES && n < cap; o++)
-        n += (size_t)snprintf(help + n, cap - n, "%s%s", o ? ", " : "",
-                              outcome_name((enum outcome)o));
-    if (n < cap) snprintf(help + n, cap - n, ").");
-}
-
-/* One per-worker family: its header, then its series summed over workers. */
-static int render_family(buf_t *out, struct metrics *const *w, size_t nw,
-                         const struct family_doc *d)
-{
-    char help[256];
-    if (!d->help) outcomes_help(help, sizeof help);
-    int rc = header(out, d->name, d->type, d->help ? d->help : help);
-    struct merge mg;
-    if (!rc && !(rc = merge_family(&mg, w, nw, d->f))) {
-        rc = d->label ? render_hists(out, &mg, d->name, d->label) : render_counters(out, &mg, d->f);
-        merge_free(&mg);
-    }
-    return rc;
-}
-
-/* The store gauges and the in-flight gauge summed over workers. */
-static int render_gauges(buf_t *out, struct metrics *const *w, size_t nw,
-                         const struct metrics_globals *g)
-{
-    int rc = header(out, "gateway_store_entries", "gauge",
-                    "Answers held by the store the cache and the degraded fallback share.");
-    if (!rc)
-        rc = buf_printf(out, "gateway_store_entries %" PRIu64 "\n", g ? g->store_entries : 0);
-    if (!rc)
-        rc = header(out, "gateway_store_bytes", "gauge",
-                    "Bytes held by the store's entries (headers, keys and bodies).");
-    if (!rc) rc = buf_printf(out, "gateway_store_bytes %" PRIu64 "\n", g ? g->store_bytes : 0);
-    if (!rc) {
-        int64_t inflight = 0;
-        for (size_t i = 0; i < nw; i++)
-            if (w[i]) inflight += atomic_load_explicit(&w[i]->inflight, memory_order_relaxed);
-        rc = header(out, "gateway_inflight_requests", "gauge", "Requests being served now.");
-        if (!rc) rc = buf_printf(out, "gateway_inflight_requests %" PRId64 "\n", inflight);
-    }
-    return rc;
-}
-
-/* The process-wide counters of g: access log, reloads, spans. */
-static int render_process(buf_t *out, const struct metrics_globals *g)
-{
-    int rc = header(out, "gateway_access_log_dropped_total", "counter",
-                    "Access-log records dropped because the writer's queue was full.");
-    if (!rc)
-        rc = buf_printf(out, "gateway_access_log_dropped_total %" PRIu64 "\n",
-                        g ? g->access_log_dropped : 0);
-    if (!rc)
-        rc = header(out, "gateway_config_reloads_total", "counter",
-                    "Configuration reloads, by result.");
-    if (!rc)
-        rc = buf_printf(out,
-                        "gateway_config_reloads_total{result=\"ok\"} %" PRIu64 "\n"
-                        "gateway_config_reloads_total{result=\"error\"} %" PRIu64 "\n",
-                        g ? g->reloads_ok : 0, g ? g->reloads_error : 0);
-    if (!rc)
-        rc = header(out, "gateway_spans_dropped_total", "counter",
-                    "Trace spans dropped: exporter queue full or the collector did not take them.");
-    if (!rc)
-        rc = buf_printf(out, "gateway_spans_dropped_total %" PRIu64 "\n",
-                        g ? g->spans_dropped : 0);
-    return rc;
-}
-
-int metrics_render(buf_t *out, struct metrics *const *w, size_t nw, const struct metrics_globals *g)
-{
-    int rc = 0;
-    for (size_t i = 0; !rc && i < sizeof FAMILY_DOCS / sizeof FAMILY_DOCS[0]; i++)
-        rc = render_family(out, w, nw, &FAMILY_DOCS[i]);
-    if (!rc) rc = render_gauges(out, w, nw, g);
-    if (!rc) rc = render_upstream(out, w, nw);
-    if (!rc) rc = render_pools(out, g);
-    if (!rc) rc = ugroup_render(out);
-    if (!rc) rc = render_process(out, g);
-    return rc;
 }

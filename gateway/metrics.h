@@ -1,6 +1,7 @@
 /*
- * metrics: per-worker counters and histograms, rendered in the Prometheus
- * text exposition format (version 0.0.4) when /metrics is scraped.
+ * metrics: per-worker counters and histograms (recorded by metrics.c),
+ * rendered in the Prometheus text exposition format (version 0.0.4) when
+ * /metrics is scraped (metrics_render.c).
  *
  * Each worker thread owns one struct metrics and is its only writer; a
  * scrape may run on any thread at any time. The request path takes no lock
@@ -47,6 +48,7 @@
 #include <stdint.h>
 
 #include "core/buf.h"
+#include "gateway/cache_result.h"
 #include "gateway/outcome.h"
 
 /* The Content-Type of metrics_render's output. */
@@ -98,10 +100,11 @@ int metrics_request(struct metrics *m, const char *endpoint, int code, double se
 int metrics_backend(struct metrics *m, const char *endpoint, const char *backend,
                     enum outcome outcome, double seconds);
 
-/* Counts one call of a cached backend: cache_requests_total{backend,result},
- * result one of hit, miss, coalesced. Owner thread only. Returns 0,
- * -EINVAL for an unknown result or a NULL name, -ENOMEM or -ENOSPC. */
-int metrics_cache(struct metrics *m, const char *backend, const char *result);
+/* Counts one call of a cached backend: cache_requests_total{backend,result}.
+ * The result is the index of its counter (gateway/cache_result.h; no name
+ * lookup). Owner thread only. Returns 0, -EINVAL for CACHE_NONE, a result
+ * out of range or a NULL name, -ENOMEM or -ENOSPC. */
+int metrics_cache(struct metrics *m, const char *backend, enum cache_result result);
 
 /* Counts the attempts of one backend call (gateway/attempt.h):
  * backend_attempts_total{backend,kind}, kind first, retry, hedge. Owner

@@ -1,6 +1,7 @@
-/* Tests for gateway/metrics.c: the exposition is checked by a strict parser
- * of the Prometheus text format 0.0.4, values are checked after summing
- * workers, and writers race a scraper (run under TSan). */
+/* Tests for gateway/metrics.c and metrics_render.c: the exposition is
+ * checked by a strict parser of the Prometheus text format 0.0.4, values are
+ * checked after summing workers, and writers race a scraper (run under
+ * TSan). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -182,11 +183,14 @@ static void test_cache_counters(void **state)
 {
     (void)state;
     struct metrics *w[2] = {metrics_new(), metrics_new()};
-    assert_int_equal(metrics_cache(w[0], "users", "hit"), 0);
-    assert_int_equal(metrics_cache(w[1], "users", "hit"), 0);
-    assert_int_equal(metrics_cache(w[1], "users", "coalesced"), 0);
-    assert_int_equal(metrics_cache(w[0], "users", "miss"), 0);
-    assert_int_equal(metrics_cache(w[0], "users", "stale"), -EINVAL);
+    assert_int_equal(metrics_cache(w[0], "users", CACHE_HIT), 0);
+    assert_int_equal(metrics_cache(w[1], "users", CACHE_HIT), 0);
+    assert_int_equal(metrics_cache(w[1], "users", CACHE_COALESCED), 0);
+    assert_int_equal(metrics_cache(w[0], "users", CACHE_MISS), 0);
+    assert_int_equal(metrics_cache(w[0], "users", CACHE_NONE), -EINVAL);
+    assert_int_equal(metrics_cache(w[0], "users", CACHE_RESULT_COUNT), -EINVAL);
+    assert_int_equal(metrics_cache(w[0], "users", (enum cache_result)-1), -EINVAL);
+    assert_int_equal(metrics_cache(w[0], NULL, CACHE_HIT), -EINVAL);
     struct metrics_globals g = {.store_entries = 7, .store_bytes = 1234};
     struct prom e;
     render_parse(&e, w, 2, &g);
