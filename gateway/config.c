@@ -229,6 +229,35 @@ static void too_big(struct loader *L, const char *source, size_t len)
             CONFIG_MAX_BYTES >> 20, CONFIG_MAX_BYTES);
 }
 
+/* json[0..len) into L->root: one JSON value and only whitespace after it;
+ * else reports where the syntax breaks (false). */
+static bool parse_json(struct loader *L, const char *json, size_t len, const char *source)
+{
+    const char *end = NULL;
+    L->root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
+    if (L->root) {
+        /* cJSON stops after the first value; anything but whitespace after it
+         * is a syntax error too. (cJSON's error position can be one byte past
+         * the culprit, hence "near".) */
+        while (end < json + len && isspace((unsigned char)*end))
+            end++;
+        if (end < json + len) {
+            cJSON_Delete(L->root);
+            L->root = NULL;
+        }
+    }
+    if (!L->root) {
+        if (!end || end < json || end > json + len) end = json + len;
+        size_t line = 1, col = 1;
+        for (const char *c = json; c < end; c++, col++)
+            if (*c == '\n') line++, col = 0;
+        cfg_err(L, source, "invalid JSON near line %zu, column %zu (byte %zu)", line, col,
+                (size_t)(end - json));
+        return false;
+    }
+    return true;
+}
+
 /* source names the input in a syntax error ("<input>" for a string). */
 static struct config *parse(const char *json, size_t len, const char *source,
                             struct config_errors *errs)
@@ -257,29 +286,7 @@ static struct config *parse(const char *json, size_t len, const char *source,
         too_big(&L, source, len);
         return NULL;
     }
-    const char *end = NULL;
-    L.root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
-    if (L.root) {
-        /* cJSON stops after the first value; anything but whitespace after it
-         * is a syntax error too. (cJSON's error position can be one byte past
-         * the culprit, hence "near".) */
-        while (end < json + len && isspace((unsigned char)*end))
-            end++;
-        if (end < json + len) {
-            cJSON_Delete(L.root);
-            L.root = NULL;
-        }
-    }
-    if (!L.root) {
-        if (!end || end < json || end > json + len) end = json + len;
-        size_t line = 1, col = 1;
-        for (const char *c = json; c < end; c++, col++)
-            if (*c == '\n') line++, col = 0;
-        cfg_err(&L, source, "invalid JSON near line %zu, column %zu (byte %zu)", line, col,
-                (size_t)(end - json));
-        return NULL;
-    }
-
+    if (!parse_json(&L, json, len, source)) return NULL;
     cfg_check_strings(&L, json, len);
     struct config *cfg = cfg_alloc(&L, sizeof(*cfg));
     if (!cJSON_IsObject(L.root)) {

@@ -75,8 +75,7 @@ static const char *get_method(struct loader *L, const cJSON *obj, const char *pa
 
 /* Optional "client": "auto" | "curl" | "native" of obj; *out unchanged when
  * absent or wrong (reported). */
-void cfg_get_client(struct loader *L, const cJSON *obj, const char *path,
-                       enum upstream_client *out)
+void cfg_get_client(struct loader *L, const cJSON *obj, const char *path, enum upstream_client *out)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, "client");
     if (!v) return;
@@ -278,34 +277,11 @@ static void parse_foreach(struct loader *L, const cJSON *b, const char *path,
                 "must be \"fail\", \"null\" or \"omit\", got \"%s\"", s);
 }
 
-static void parse_backend(struct loader *L, const cJSON *b, const char *path,
-                          const struct config *cfg, const struct endpoint_conf *ep, bool route_ok,
-                          struct backend_conf *be)
+/* "fallback" and the "static" value it may need. */
+static void parse_fallback(struct loader *L, const cJSON *b, const char *path,
+                           struct backend_conf *be)
 {
     char p[PATH_MAX_LEN];
-    be->method = "GET";
-    be->timeout_ms = cfg->defaults.backend_timeout_ms;
-    be->required = true;
-    be->max_response_bytes = cfg->defaults.max_response_bytes;
-    be->foreach_backend = -1;
-    be->max_items = 100;
-    if (!cJSON_IsObject(b)) {
-        cfg_err(L, path, "expected an object, got %s", cfg_type_name(b));
-        return;
-    }
-    cfg_check_keys(L, b, path, BACKEND_KEYS);
-    be->name = get_name(L, b, path);
-    if (!cJSON_GetObjectItemCaseSensitive(b, "url"))
-        cfg_err(L, cfg_key_path(p, path, "url"), "is required");
-    be->url = cfg_get_str(L, b, path, "url", false);
-    if (be->url) cfg_parse_url(L, cfg_key_path(p, path, "url"), be->url, ep, route_ok, be);
-    backend_client(L, b, path, cfg, be);
-    be->method = get_method(L, b, path);
-    CFG_GET_INT(L, b, path, "timeout_ms", 1, INT_LIMIT, be->timeout_ms);
-    cfg_resil_backend(L, b, path, cfg, be);
-    be->key = cfg_get_str(L, b, path, "key", true);
-    cfg_get_bool(L, b, path, "required", &be->required);
-
     const cJSON *fb = cJSON_GetObjectItemCaseSensitive(b, "fallback");
     bool fb_bad = false; /* already reported: say nothing more about static */
     cfg_key_path(p, path, "fallback");
@@ -336,7 +312,37 @@ static void parse_backend(struct loader *L, const cJSON *b, const char *path,
     } else if (!st && be->fallback == FALLBACK_STATIC) {
         cfg_err(L, p, "is required when fallback is \"static\"");
     }
+}
 
+static void parse_backend(struct loader *L, const cJSON *b, const char *path,
+                          const struct config *cfg, const struct endpoint_conf *ep, bool route_ok,
+                          struct backend_conf *be)
+{
+    char p[PATH_MAX_LEN];
+    be->method = "GET";
+    be->timeout_ms = cfg->defaults.backend_timeout_ms;
+    be->required = true;
+    be->max_response_bytes = cfg->defaults.max_response_bytes;
+    be->foreach_backend = -1;
+    be->max_items = 100;
+    if (!cJSON_IsObject(b)) {
+        cfg_err(L, path, "expected an object, got %s", cfg_type_name(b));
+        return;
+    }
+    cfg_check_keys(L, b, path, BACKEND_KEYS);
+    be->name = get_name(L, b, path);
+    if (!cJSON_GetObjectItemCaseSensitive(b, "url"))
+        cfg_err(L, cfg_key_path(p, path, "url"), "is required");
+    be->url = cfg_get_str(L, b, path, "url", false);
+    if (be->url) cfg_parse_url(L, cfg_key_path(p, path, "url"), be->url, ep, route_ok, be);
+    backend_client(L, b, path, cfg, be);
+    be->method = get_method(L, b, path);
+    CFG_GET_INT(L, b, path, "timeout_ms", 1, INT_LIMIT, be->timeout_ms);
+    cfg_resil_backend(L, b, path, cfg, be);
+    be->key = cfg_get_str(L, b, path, "key", true);
+    cfg_get_bool(L, b, path, "required", &be->required);
+
+    parse_fallback(L, b, path, be);
     parse_shape(L, b, path, be);
     parse_foreach(L, b, path, be);
 
@@ -387,10 +393,54 @@ static void parse_expose(struct loader *L, const cJSON *e, const char *path,
     }
 }
 
+/* e's "backends" into ep->backends: names and keys unique. false when
+ * the array is missing, not an array or empty (reported). */
+static bool parse_backends(struct loader *L, const cJSON *e, const char *path,
+                           const struct config *cfg, struct endpoint_conf *ep, bool route_ok)
+{
+    char p[PATH_MAX_LEN], q[PATH_MAX_LEN];
+    const cJSON *bs = cJSON_GetObjectItemCaseSensitive(e, "backends");
+    cfg_key_path(p, path, "backends");
+    if (!bs) {
+        cfg_err(L, p, "is required");
+        return false;
+    }
+    if (!cJSON_IsArray(bs)) {
+        cfg_err(L, p, "expected an array of backends, got %s", cfg_type_name(bs));
+        return false;
+    }
+    size_t n = (size_t)cJSON_GetArraySize(bs);
+    if (n == 0) {
+        cfg_err(L, p, "must not be empty");
+        return false;
+    }
+    ep->backends = cfg_alloc(L, n * sizeof(*ep->backends));
+    ep->n_backends = n;
+    struct cfg_seen names, keys;
+    cfg_seen_init(L, &names, n);
+    cfg_seen_init(L, &keys, n);
+    parse_on_conflict(L, e, path, ep);
+    size_t i = 0;
+    for (const cJSON *b = bs->child; b; b = b->next, i++) {
+        struct backend_conf *be = &ep->backends[i];
+        char r[PATH_MAX_LEN];
+        size_t j;
+        cfg_index_path(q, p, i);
+        parse_backend(L, b, q, cfg, ep, route_ok, be);
+        if (be->name && (j = cfg_seen_add(&names, be->name, i)) != SIZE_MAX)
+            cfg_err(L, cfg_key_path(r, q, "name"), "duplicate backend name \"%s\" (also %s[%zu])",
+                    be->name, p, j);
+        if (be->key && (j = cfg_seen_add(&keys, be->key, i)) != SIZE_MAX)
+            cfg_err(L, cfg_key_path(r, q, "key"), "key \"%s\" is already used by %s[%zu]", be->key,
+                    p, j);
+    }
+    return true;
+}
+
 static void parse_endpoint(struct loader *L, const cJSON *e, const char *path,
                            const struct config *cfg, struct endpoint_conf *ep, bool *route_ok)
 {
-    char p[PATH_MAX_LEN], q[PATH_MAX_LEN];
+    char p[PATH_MAX_LEN];
     ep->method = "GET";
     ep->timeout_ms = cfg->defaults.timeout_ms;
     ep->concurrency = cfg->defaults.concurrency;
@@ -420,42 +470,7 @@ static void parse_endpoint(struct loader *L, const cJSON *e, const char *path,
     const struct cors_conf *cors = cfg_parse_cors(L, e, path);
     ep->cors = cors ? cors : cfg->defaults.cors;
 
-    const cJSON *bs = cJSON_GetObjectItemCaseSensitive(e, "backends");
-    cfg_key_path(p, path, "backends");
-    if (!bs) {
-        cfg_err(L, p, "is required");
-        return;
-    }
-    if (!cJSON_IsArray(bs)) {
-        cfg_err(L, p, "expected an array of backends, got %s", cfg_type_name(bs));
-        return;
-    }
-    size_t n = (size_t)cJSON_GetArraySize(bs);
-    if (n == 0) {
-        cfg_err(L, p, "must not be empty");
-        return;
-    }
-    ep->backends = cfg_alloc(L, n * sizeof(*ep->backends));
-    ep->n_backends = n;
-    struct cfg_seen names, keys;
-    cfg_seen_init(L, &names, n);
-    cfg_seen_init(L, &keys, n);
-    parse_on_conflict(L, e, path, ep);
-    size_t i = 0;
-    for (const cJSON *b = bs->child; b; b = b->next, i++) {
-        struct backend_conf *be = &ep->backends[i];
-        char r[PATH_MAX_LEN];
-        size_t j;
-        cfg_index_path(q, p, i);
-        parse_backend(L, b, q, cfg, ep, *route_ok, be);
-        if (be->name && (j = cfg_seen_add(&names, be->name, i)) != SIZE_MAX)
-            cfg_err(L, cfg_key_path(r, q, "name"), "duplicate backend name \"%s\" (also %s[%zu])",
-                    be->name, p, j);
-        if (be->key && (j = cfg_seen_add(&keys, be->key, i)) != SIZE_MAX)
-            cfg_err(L, cfg_key_path(r, q, "key"), "key \"%s\" is already used by %s[%zu]", be->key,
-                    p, j);
-    }
-    graph_resolve(L, ep, path);
+    if (parse_backends(L, e, path, cfg, ep, *route_ok)) graph_resolve(L, ep, path);
 }
 
 /* The route's shape as a string: method, then the path with every

@@ -56,6 +56,52 @@ static int param_index(const struct endpoint_conf *ep, const char *name, size_t 
     return -1;
 }
 
+/* The segment seg[0..len) = "{name}" of route s into rs and ep->params. */
+static bool route_param(struct loader *L, const char *path, const char *s, const char *seg,
+                        size_t len, struct endpoint_conf *ep, struct route_seg *rs)
+{
+    if (!is_ident(seg + 1, len - 2)) {
+        cfg_err(L, path,
+                "bad parameter \"%.*s\" in \"%s\" (expected {name}, name a letter or "
+                "'_' then letters, digits or '_')",
+                (int)len, seg, s);
+        return false;
+    }
+    if (param_index(ep, seg + 1, len - 2) >= 0) {
+        cfg_err(L, path, "duplicate parameter {%.*s} in \"%s\"", (int)len - 2, seg + 1, s);
+        return false;
+    }
+    if (ep->n_params == ROUTE_MAX_PARAMS) {
+        cfg_err(L, path, "more than %d parameters in \"%s\"", ROUTE_MAX_PARAMS, s);
+        return false;
+    }
+    rs->literal = NULL;
+    rs->param = (int)ep->n_params;
+    ep->params[ep->n_params++] = cfg_strndup(L, seg + 1, len - 2);
+    return true;
+}
+
+/* The literal segment seg[0..len) of route s into rs. */
+static bool route_literal(struct loader *L, const char *path, const char *s, const char *seg,
+                          size_t len, struct route_seg *rs)
+{
+    for (size_t i = 0; i < len; i++) {
+        if (seg[i] == '{' || seg[i] == '}') {
+            cfg_err(L, path, "a parameter must be a whole segment, as in /a/{id}, in \"%s\"", s);
+            return false;
+        }
+        if (!is_route_char((unsigned char)seg[i])) {
+            cfg_err(L, path, "character '%c' (0x%02x) not allowed in \"%s\"",
+                    isprint((unsigned char)seg[i]) ? seg[i] : '?', (unsigned char)seg[i], s);
+            return false;
+        }
+    }
+    rs->literal = cfg_strndup(L, seg, len);
+    rs->literal_len = len;
+    rs->param = -1;
+    return true;
+}
+
 /* Splits the route pattern into ep->segs and ep->params. Reports the first
  * problem only: later ones in the same path are usually consequences. */
 bool cfg_parse_route(struct loader *L, const char *path, const char *s, struct endpoint_conf *ep)
@@ -87,43 +133,9 @@ bool cfg_parse_route(struct loader *L, const char *path, const char *s, struct e
             cfg_err(L, path, "empty segment in \"%s\" (no \"//\" and no trailing '/')", s);
             return false;
         }
-        if (seg[0] == '{' && seg[len - 1] == '}') {
-            if (!is_ident(seg + 1, len - 2)) {
-                cfg_err(L, path,
-                        "bad parameter \"%.*s\" in \"%s\" (expected {name}, name a letter or "
-                        "'_' then letters, digits or '_')",
-                        (int)len, seg, s);
-                return false;
-            }
-            if (param_index(ep, seg + 1, len - 2) >= 0) {
-                cfg_err(L, path, "duplicate parameter {%.*s} in \"%s\"", (int)len - 2, seg + 1, s);
-                return false;
-            }
-            if (ep->n_params == ROUTE_MAX_PARAMS) {
-                cfg_err(L, path, "more than %d parameters in \"%s\"", ROUTE_MAX_PARAMS, s);
-                return false;
-            }
-            rs->literal = NULL;
-            rs->param = (int)ep->n_params;
-            ep->params[ep->n_params++] = cfg_strndup(L, seg + 1, len - 2);
-        } else {
-            for (size_t i = 0; i < len; i++) {
-                if (seg[i] == '{' || seg[i] == '}') {
-                    cfg_err(L, path,
-                            "a parameter must be a whole segment, as in /a/{id}, in \"%s\"", s);
-                    return false;
-                }
-                if (!is_route_char((unsigned char)seg[i])) {
-                    cfg_err(L, path, "character '%c' (0x%02x) not allowed in \"%s\"",
-                            isprint((unsigned char)seg[i]) ? seg[i] : '?', (unsigned char)seg[i],
-                            s);
-                    return false;
-                }
-            }
-            rs->literal = cfg_strndup(L, seg, len);
-            rs->literal_len = len;
-            rs->param = -1;
-        }
+        bool ok = seg[0] == '{' && seg[len - 1] == '}' ? route_param(L, path, s, seg, len, ep, rs)
+                                                       : route_literal(L, path, s, seg, len, rs);
+        if (!ok) return false;
         ep->n_segs++;
         if (!*end) return true;
         seg = end + 1;
@@ -253,7 +265,8 @@ static void add_placeholder(struct loader *L, const char *path, const char *name
         else
             idx = param_index(ep, name, nlen);
     } else if (!is_ident(name, nlen)) {
-        cfg_err(L, path, "bad placeholder {%.*s} (expected {param}, {backend.field} or {item.field})",
+        cfg_err(L, path,
+                "bad placeholder {%.*s} (expected {param}, {backend.field} or {item.field})",
                 (int)nlen, name);
     } else if (route_ok && (idx = param_index(ep, name, nlen)) < 0) {
         cfg_err(L, path, "{%.*s} is not a parameter of %s", (int)nlen, name, ep->path);
@@ -268,7 +281,7 @@ static void add_placeholder(struct loader *L, const char *path, const char *name
  * names are checked against the endpoint's params only when its route was
  * valid (route_ok), so one bad path does not cascade. */
 void cfg_parse_url(struct loader *L, const char *path, const char *u,
-                      const struct endpoint_conf *ep, bool route_ok, struct backend_conf *be)
+                   const struct endpoint_conf *ep, bool route_ok, struct backend_conf *be)
 {
     const char *c = url_origin(L, path, u);
     if (!c || !url_lengths_ok(L, path, u, c)) return;
