@@ -1,8 +1,8 @@
 /*
  * config_edge: the loader's part for the edge features owned by jwt/auth and
  * otel: the top-level "auth" and "tracing" objects and the endpoint "auth"
- * member. Internal to the config loader (config.c calls these during its
- * walk); errors are reported with their JSON paths like every other key.
+ * member. Internal to the config loader (config.c and config_endpoint.c
+ * call these during the walk); errors are reported with their JSON paths like every other key.
  */
 #ifndef GATEWAY_CONFIG_EDGE_H
 #define GATEWAY_CONFIG_EDGE_H

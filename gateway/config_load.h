@@ -1,8 +1,8 @@
 /*
  * config_load: the config loader's machinery, shared by the files of the
- * loader (config.c): one arena that owns the whole snapshot, problems
+ * loader (config*.c): one arena that owns the whole snapshot, problems
  * collected as "<json path>: <message>" lines, and typed getters that report
- * a wrong type or a missing key with its path. Internal to config.c.
+ * a wrong type or a missing key with its path. Internal to the loader.
  *
  * Out of memory anywhere longjmps to the loader's entry point, which frees
  * the arena and the cJSON tree in one place.

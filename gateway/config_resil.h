@@ -1,6 +1,6 @@
 /*
  * config_resil: the loader's part for resilience keys (internal to
- * config.c): `upstreams`, `defaults.breaker`, `retries`, `retry_on`,
+ * config.c and config_endpoint.c): `upstreams`, `defaults.breaker`, `retries`, `retry_on`,
  * `hedge_after_ms`, `defaults.retry_budget_percent`. Same conventions as
  * config_load.h: problems are "<json path>: <message>" lines.
  */

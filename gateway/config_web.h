@@ -1,6 +1,7 @@
 /*
  * config_web: parses and validates server.tls, server.gzip and "cors" (in
- * defaults or an endpoint). Internal to the loader (config.c).
+ * defaults or an endpoint). Internal to the loader (config.c,
+ * config_endpoint.c).
  */
 #ifndef GATEWAY_CONFIG_WEB_H
 #define GATEWAY_CONFIG_WEB_H

@@ -31,7 +31,7 @@
 
 #include "core/buf.h"
 
-/* Most forward_headers one endpoint may have (config.c enforces it):
+/* Most forward_headers one endpoint may have (config_endpoint.c enforces it):
  * with the gateway's own headers a call sends at most 36 lines. */
 #define FWD_MAX 32
 

@@ -79,7 +79,7 @@ static void resolve_backend(struct loader *L, struct endpoint_conf *ep, size_t i
     if (!b->foreach_path) return;
     cfg_key_path(p, bpath, "foreach");
     const char *f = b->foreach_path;
-    if (!jpath_valid(f, strlen(f))) return; /* reported by config.c */
+    if (!jpath_valid(f, strlen(f))) return; /* reported by config_endpoint.c */
     int d = -1;
     for (size_t j = 0; j < ep->n_backends; j++) /* "orders" alone: the body is the array */
         if (ep->backends[j].name && strcmp(ep->backends[j].name, f) == 0) d = (int)j;

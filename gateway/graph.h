@@ -4,7 +4,7 @@
  * scheduling state that starts a backend once every backend it reads has
  * ended.
  *
- * Config time (config.c calls graph_resolve once an endpoint's backends are
+ * Config time (config_endpoint.c calls graph_resolve once an endpoint's backends are
  * parsed): placeholders and foreach sources are resolved to backend
  * indices (the longest backend name followed by '.' wins, so a backend may
  * be called "a.b"), dependencies and children are listed once each, and
