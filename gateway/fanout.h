@@ -169,6 +169,15 @@ int fanout_check(struct request *r);
  * degraded. Calls r->done(r) at the end. */
 void fanout_run(void *r);
 
+/* private: the failure table, for compose.c */
+struct upstream_resp;
+/* The one place every call ends: classifies resp and applies the backend's
+ * fallback. Returns 0, or -EREMOTEIO (r->failed set) to fail the group. */
+int call_finish(struct backend_call *c, const struct upstream_resp *resp);
+/* c answered from the cache (c->stale pinned): shaped and fed like a fresh
+ * answer. Returns 0, or -EREMOTEIO as call_finish. */
+int cache_hit(struct backend_call *c);
+
 /* Writes {"error":msg,"backend":backend|null,"request_id":id} into out. */
 void fanout_error_body(buf_t *out, const char *msg, const char *backend, const char *request_id);
 
