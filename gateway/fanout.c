@@ -58,6 +58,15 @@ void fanout_error_body(buf_t *out, const char *msg, const char *backend, const c
     (void)rc; /* out of memory leaves a short body; the status still tells */
 }
 
+/* The client's request is refused before any call: status (400 or 414)
+ * and the JSON error go into r; returns the matching negative errno. */
+static int refuse(struct request *r, int status, const char *msg)
+{
+    fanout_error_body(&r->out, msg, NULL, r->request_id);
+    r->status = status;
+    return status == 414 ? -ENAMETOOLONG : -EINVAL;
+}
+
 int fanout_prepare(struct request *r, const char *timeout_hdr, const char *traceparent_hdr,
                    const char *request_id_hdr)
 {
@@ -81,10 +90,8 @@ int fanout_prepare(struct request *r, const char *timeout_hdr, const char *trace
     uint64_t ms = r->ep->timeout_ms;
     if (timeout_hdr) {
         uint32_t client_ms;
-        if (trace_parse_timeout_ms(timeout_hdr, &client_ms) != 0) {
-            fanout_error_body(&r->out, "invalid X-Request-Timeout-Ms", NULL, r->request_id);
-            return 400;
-        }
+        if (trace_parse_timeout_ms(timeout_hdr, &client_ms) != 0)
+            return refuse(r, 400, "invalid X-Request-Timeout-Ms");
         if (client_ms < ms) ms = client_ms;
     }
     if (ms > d->max_timeout_ms) ms = d->max_timeout_ms;
@@ -97,18 +104,13 @@ int fanout_prepare(struct request *r, const char *timeout_hdr, const char *trace
     if (dl) ctx_release(dl);
     if (!r->ctx) {
         fanout_error_body(&r->out, "out of memory", NULL, r->request_id);
-        return 503;
+        r->status = 503;
+        return -ENOMEM;
     }
     return 0;
 }
 
 /* ---- what the client sent, checked before any call ---- */
-
-static int refuse(struct request *r, int status, const char *msg)
-{
-    fanout_error_body(&r->out, msg, NULL, r->request_id);
-    return status;
-}
 
 /* Route params: each must decode (once, when it is put into a backend URL)
  * and be at most URLBUILD_PARAM_MAX bytes as sent. */
@@ -168,10 +170,10 @@ static int build_paths(struct request *r)
 int fanout_check(struct request *r)
 {
     if (!r->ep) return 0;
-    int st = check_params(r);
-    if (!st) st = check_headers(r);
-    if (!st) st = build_paths(r);
-    return st;
+    int err = check_params(r);
+    if (!err) err = check_headers(r);
+    if (!err) err = build_paths(r);
+    return err;
 }
 
 /* The body the merge gets from a good answer body[0..len): the raw bytes,

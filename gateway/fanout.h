@@ -153,7 +153,8 @@ extern const char fanout_key_trace[];      /* struct trace_parent * */
 extern const char fanout_key_request_id[]; /* const char * */
 
 /* Sets up r's ids from the client's headers and, when r->ep is set, its
- * context (deadline, trace values). Returns 0, or an HTTP status (400) with
+ * context (deadline, trace values). Returns 0, or a negative errno with
+ * r->status (400: -EINVAL, a bad X-Request-Timeout-Ms; 503: -ENOMEM) and
  * r->out holding the JSON error. */
 int fanout_prepare(struct request *r, const char *timeout_hdr, const char *traceparent_hdr,
                    const char *request_id_hdr);
@@ -162,8 +163,9 @@ int fanout_prepare(struct request *r, const char *timeout_hdr, const char *trace
  * URLBUILD_PARAM_MAX), forwarded headers (gateway/fwdhdr.h: 400), the
  * forwarded query values (400) and the length of each backend path (414);
  * builds every call's path and the forwarded header lines. Call once r->ep,
- * r->match, r->query and r->header_each are set. Returns 0, or an HTTP status
- * with r->out holding the JSON error. */
+ * r->match, r->query and r->header_each are set. Returns 0, or a negative
+ * errno (-ENAMETOOLONG for a 414, else -EINVAL) with r->status and r->out
+ * holding the JSON error. */
 int fanout_check(struct request *r);
 /* The request coroutine: runs the calls, then fills status, out, timing,
  * degraded. Calls r->done(r) at the end. */

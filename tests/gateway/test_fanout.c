@@ -6,6 +6,7 @@
  * the fallback table), and measures the whole fan-out's CPU cost per
  * backend call for a flat endpoint and a chained one (the difference is
  * what the graph costs). */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -384,6 +385,24 @@ static int teardown(void **state)
     return 0;
 }
 
+/* A refusal before any call: a negative errno, the status in r->status
+ * and the JSON error in r->out. */
+static void test_refusal_convention(void **state)
+{
+    (void)state;
+    struct config *cfg = load();
+    struct route_match m = {.ep = &cfg->endpoints[EP_FLAT]};
+    struct request *r = request_new(cfg, &m, NULL);
+    assert_non_null(r);
+    r->start_ns = mono_ns();
+    assert_int_equal(fanout_prepare(r, "soon", NULL, "rid-1"), -EINVAL);
+    assert_int_equal(r->status, 400);
+    assert_string_equal(r->out.data, "{\"error\":\"invalid X-Request-Timeout-Ms\","
+                                     "\"backend\":null,\"request_id\":\"rid-1\"}");
+    request_free(r);
+    config_free(cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -395,6 +414,7 @@ int main(void)
         cmocka_unit_test(test_row_deadline_with_fallback_is_200),
         cmocka_unit_test(test_chain_and_foreach),
         cmocka_unit_test(test_failures_through_fallbacks),
+        cmocka_unit_test(test_refusal_convention),
         cmocka_unit_test(test_cost),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
