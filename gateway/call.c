@@ -113,7 +113,12 @@ void do_call(struct backend_call *c, ctx_t *gctx, const buf_t *path, int path_rc
         };
         if (req.body == NULL && b->forward_body) req.body = "";
         struct attempt_plan plan = {
-            .cfg = r->cfg, .b = b, .deadline_ns = r->deadline_ns, .metrics = r->metrics};
+            .cfg = r->cfg,
+            .b = b,
+            .deadline_ns = r->deadline_ns,
+            .metrics = r->metrics,
+            .transport = r->transport,
+        };
         if (r->cache)
             c->cache = cache_call(r->cache, &b->cache, key ? key->data : NULL,
                                   key ? key->len : 0, gctx, &plan, &req, resp, &c->att, &c->stale);

@@ -97,6 +97,7 @@ struct request {
     struct request *prev, *next; /* the worker's live requests */
     struct worker *w;
     struct upstream *up;
+    attempt_transport_fn transport; /* every call's exchange; NULL: upstream_call */
     struct pool *buf_pool;     /* the worker's buffer blocks */
     struct degraded *degraded; /* last good bodies, shared by all workers */
     struct cache *cache;       /* the worker's cache and coalescing table */

@@ -1,7 +1,8 @@
-/* Tests for gateway/fanout.c without a network: this program defines
- * upstream_call (a fake backend answering from the path, at once or after a
- * wait on the loop that a cancellation ends), so the static gwlib links it
- * instead of upstream.c. It checks every row of the failure table (one case
+/* Tests for gateway/fanout.c without a network: every request's calls go
+ * through r->transport to fake_upstream (a fake backend answering from the
+ * path, at once or after a wait on the loop that a cancellation ends), so
+ * the whole policy (cache, attempt loop, failure table) runs on a loop with
+ * no socket and no link-order trick. It checks every row of the failure table (one case
  * each), a chain and a foreach end to end (order, values, failures through
  * the fallback table), and measures the whole fan-out's CPU cost per
  * backend call for a flat endpoint and a chained one (the difference is
@@ -47,8 +48,8 @@ static void slow_call(ctx_t *ctx, const char *ms, struct upstream_resp *resp)
 /* The fake backend: /a is the parent, /i/N an item (N = 13 fails), /x/V
  * echoes V, /fail answers 500, /flip {"v":1} or 500 (flip_fails), /slow/MS
  * waits. */
-void upstream_call(struct upstream *up, ctx_t *ctx, const struct upstream_req *req,
-                   struct upstream_resp *resp)
+static void fake_upstream(struct upstream *up, ctx_t *ctx, const struct upstream_req *req,
+                          struct upstream_resp *resp)
 {
     (void)up;
     calls_made++;
@@ -157,6 +158,7 @@ static void driver(void *arg)
         r->degraded = run->store;
         r->cache = run->cache;
         r->done = request_done;
+        r->transport = fake_upstream;
         r->start_ns = mono_ns();
         assert_int_equal(fanout_prepare(r, NULL, NULL, NULL), 0);
         assert_int_equal(fanout_check(r), 0);
@@ -175,7 +177,7 @@ static void driver(void *arg)
 static struct degraded *store; /* last good answers, shared by runs */
 
 /* The cache's backend, as gateway.c wires it: the attempt loop, which
- * reaches the fake upstream_call. */
+ * reaches fake_upstream through the plan's transport. */
 static void cache_backend(void *up, ctx_t *ctx, const struct attempt_plan *plan,
                           const struct upstream_req *req, struct upstream_resp *resp,
                           struct attempt_info *info)
