@@ -58,13 +58,14 @@ void fanout_error_body(buf_t *out, const char *msg, const char *backend, const c
     (void)rc; /* out of memory leaves a short body; the status still tells */
 }
 
-/* The client's request is refused before any call: status (400 or 414)
- * and the JSON error go into r; returns the matching negative errno. */
+/* The client's request is refused before any call: status (400, 414, or
+ * 503 when out of memory) and the JSON error go into r; returns the
+ * matching negative errno. */
 static int refuse(struct request *r, int status, const char *msg)
 {
     fanout_error_body(&r->out, msg, NULL, r->request_id);
     r->status = status;
-    return status == 414 ? -ENAMETOOLONG : -EINVAL;
+    return status == 414 ? -ENAMETOOLONG : status == 503 ? -ENOMEM : -EINVAL;
 }
 
 int fanout_prepare(struct request *r, const char *timeout_hdr, const char *traceparent_hdr,

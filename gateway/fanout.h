@@ -165,8 +165,8 @@ int fanout_prepare(struct request *r, const char *timeout_hdr, const char *trace
  * forwarded query values (400) and the length of each backend path (414);
  * builds every call's path and the forwarded header lines. Call once r->ep,
  * r->match, r->query and r->header_each are set. Returns 0, or a negative
- * errno (-ENAMETOOLONG for a 414, else -EINVAL) with r->status and r->out
- * holding the JSON error. */
+ * errno (-ENAMETOOLONG for a 414, -ENOMEM for a 503, else -EINVAL) with
+ * r->status and r->out holding the JSON error. */
 int fanout_check(struct request *r);
 /* The request coroutine: runs the calls, then fills status, out, timing,
  * degraded. Calls r->done(r) at the end. */
