@@ -22,6 +22,7 @@ enum fail { F_NONE, F_CONNECT, F_RESET, F_5XX, F_TIMEOUT, F_CANCEL, F_OTHER };
 /* One call: what every attempt shares. */
 struct run {
     struct upstream *up;
+    attempt_transport_fn transport; /* never NULL */
     const struct config *cfg;
     const struct backend_conf *b;
     const struct upstream_req *req;
@@ -174,7 +175,7 @@ static void attempt_once(ctx_t *parent, struct attempt *a)
         r.n_headers = attempt_headers(a, ctx_remaining(ctx), own, hdrs);
         if (a->host) atomic_fetch_add_explicit(&a->host->inflight, 1, memory_order_relaxed);
         buf_clear(a->resp.body);
-        upstream_call(run->up, ctx, &r, &a->resp);
+        run->transport(run->up, ctx, &r, &a->resp);
         if (a->host) atomic_fetch_sub_explicit(&a->host->inflight, 1, memory_order_relaxed);
         /* the parent's cancellation is the caller's, not the host's fault */
         if (a->resp.result == UP_TIMEOUT && ctx_err(parent) && ctx_deadline(parent) > now())
@@ -280,7 +281,12 @@ void attempt_call(struct upstream *up, ctx_t *gctx, const struct attempt_plan *p
     *info = (struct attempt_info){0};
     const struct config *cfg = plan->cfg;
     const struct backend_conf *b = plan->b;
-    struct run run = {.up = up, .cfg = cfg, .b = b, .req = req, .deadline_ns = plan->deadline_ns};
+    struct run run = {.up = up,
+                      .transport = plan->transport ? plan->transport : upstream_call,
+                      .cfg = cfg,
+                      .b = b,
+                      .req = req,
+                      .deadline_ns = plan->deadline_ns};
     count(&run, ATTEMPT_FIRST);
     bool again = idempotent(req->method);
     /* only calls that may retry or hedge fund the budget: a plain call

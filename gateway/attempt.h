@@ -36,12 +36,19 @@ struct attempt_info {
     bool hedged;      /* the answer came from a hedge */
 };
 
+/* One exchange on the wire, as upstream_call documents it. */
+typedef void (*attempt_transport_fn)(struct upstream *up, ctx_t *ctx,
+                                     const struct upstream_req *req, struct upstream_resp *resp);
+
 /* What the attempt loop needs of one call besides the request. */
 struct attempt_plan {
     const struct config *cfg;     /* pinned by the caller (a shared call retains it) */
     const struct backend_conf *b; /* in cfg */
     uint64_t deadline_ns;         /* the request's */
     struct metrics *metrics;      /* the worker's (attempt counters); NULL: none */
+    /* Every attempt's exchange; NULL: upstream_call. A unit test puts a
+     * fake here and runs the whole policy on a loop without sockets. */
+    attempt_transport_fn transport;
 };
 
 /* Performs the call req (req->origin is the backend's origin as written:

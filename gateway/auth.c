@@ -4,6 +4,7 @@
 #include "gateway/auth.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -156,7 +157,8 @@ static int unauthorized(struct request *r, const char *www, const char *msg)
 {
     r->www_auth = www;
     fanout_error_body(&r->out, msg, NULL, r->request_id);
-    return 401;
+    r->status = 401;
+    return -EACCES;
 }
 
 /* The claim as a header value into out; false when it is absent, not a

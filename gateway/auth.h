@@ -44,8 +44,9 @@ void auth_stop(avalue_t *jwks);
 int auth_check_config(const struct config *cfg);
 
 /* Checks r's Authorization header against r->ep->auth. Returns 0 (go on;
- * r->auth_hdrs holds the claim headers), or 401 with r->out (JSON error) and
- * r->www_auth set. Runs on the worker, synchronously. */
+ * r->auth_hdrs holds the claim headers), or -EACCES with r->status 401,
+ * r->out (JSON error) and r->www_auth set. Runs on the worker,
+ * synchronously. */
 int auth_request(struct request *r, avalue_t *jwks, const char *authorization);
 
 /* Tokens accepted from this thread's cache of verified tokens so far (for

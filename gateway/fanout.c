@@ -1,21 +1,26 @@
 /*
- * fanout: one request's backend calls and its answer (fanout.h): the checks
- * of what the client sent before any call, the call graph and its errgroup,
- * call_finish (the failure table: fallback or fail the group), foreach
- * items, the merge into the response and the error body. Owns the request's
- * calls from fanout_check to the answer; never touches libmicrohttpd.
+ * fanout: one request's backend calls and its answer (fanout.h).
+ *
+ * Owns the checks of what the client sent before any call, the request's
+ * errgroup (fanout_run), the failure table of DESIGN.md (call_finish: a
+ * failed call gets its backend's fallback, degraded, static or omitted, or
+ * fails the group, which cancels its siblings at once), the merge into the
+ * response and the error body. The call graph's workers live in compose.c,
+ * the request one call sends in call.c. Invariants: every call ends in
+ * call_finish or cache_hit; the call that failed the group is r->failed and
+ * is the one the answer names; r->done runs exactly once; never touches
+ * libmicrohttpd.
  */
 #include "gateway/fanout.h"
 
 #include <errno.h>
-#include <inttypes.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "core/errgroup.h"
 #include "core/loop.h"
 #include "gateway/auth.h"
+#include "gateway/compose.h"
 #include "gateway/degraded.h"
 #include "gateway/expose.h"
 #include "gateway/graph.h"
@@ -28,14 +33,6 @@
 #include "gateway/shape.h"
 #include "gateway/upstream.h"
 #include "gateway/urlbuild.h"
-
-/* Headers one backend call sends beyond the forwarded ones. */
-#define OWN_HEADERS 2
-/* ... and after the forwarded ones: tracestate, claim headers (auth.c) */
-#define EDGE_HEADERS (1 + AUTH_MAX_CLAIM_HDRS)
-/* + 1: attempt.c adds X-Gateway-Attempt; none may be dropped or refused. */
-_Static_assert(OWN_HEADERS + FWD_MAX + EDGE_HEADERS + 1 <= UPSTREAM_MAX_HEADERS,
-               "a backend call's header lines must fit the transports");
 
 const char fanout_key_trace[] = "trace";
 const char fanout_key_request_id[] = "request_id";
@@ -61,6 +58,16 @@ void fanout_error_body(buf_t *out, const char *msg, const char *backend, const c
     (void)rc; /* out of memory leaves a short body; the status still tells */
 }
 
+/* The client's request is refused before any call: status (400, 414, or
+ * 503 when out of memory) and the JSON error go into r; returns the
+ * matching negative errno. */
+static int refuse(struct request *r, int status, const char *msg)
+{
+    fanout_error_body(&r->out, msg, NULL, r->request_id);
+    r->status = status;
+    return status == 414 ? -ENAMETOOLONG : status == 503 ? -ENOMEM : -EINVAL;
+}
+
 int fanout_prepare(struct request *r, const char *timeout_hdr, const char *traceparent_hdr,
                    const char *request_id_hdr)
 {
@@ -84,10 +91,8 @@ int fanout_prepare(struct request *r, const char *timeout_hdr, const char *trace
     uint64_t ms = r->ep->timeout_ms;
     if (timeout_hdr) {
         uint32_t client_ms;
-        if (trace_parse_timeout_ms(timeout_hdr, &client_ms) != 0) {
-            fanout_error_body(&r->out, "invalid X-Request-Timeout-Ms", NULL, r->request_id);
-            return 400;
-        }
+        if (trace_parse_timeout_ms(timeout_hdr, &client_ms) != 0)
+            return refuse(r, 400, "invalid X-Request-Timeout-Ms");
         if (client_ms < ms) ms = client_ms;
     }
     if (ms > d->max_timeout_ms) ms = d->max_timeout_ms;
@@ -100,18 +105,13 @@ int fanout_prepare(struct request *r, const char *timeout_hdr, const char *trace
     if (dl) ctx_release(dl);
     if (!r->ctx) {
         fanout_error_body(&r->out, "out of memory", NULL, r->request_id);
-        return 503;
+        r->status = 503;
+        return -ENOMEM;
     }
     return 0;
 }
 
 /* ---- what the client sent, checked before any call ---- */
-
-static int refuse(struct request *r, int status, const char *msg)
-{
-    fanout_error_body(&r->out, msg, NULL, r->request_id);
-    return status;
-}
 
 /* Route params: each must decode (once, when it is put into a backend URL)
  * and be at most URLBUILD_PARAM_MAX bytes as sent. */
@@ -171,59 +171,10 @@ static int build_paths(struct request *r)
 int fanout_check(struct request *r)
 {
     if (!r->ep) return 0;
-    int st = check_params(r);
-    if (!st) st = check_headers(r);
-    if (!st) st = build_paths(r);
-    return st;
-}
-
-/* The headers of one backend call, as "Name: value" lines in hdrs: its
- * own, then the forwarded ones (checked and joined once per request). The
- * attempt loop adds each attempt's X-Gateway-Attempt and
- * X-Request-Timeout-Ms (gateway/attempt.h). */
-_Static_assert(14 + TRACE_REQUEST_ID_MAX < 192 && 13 + TRACEPARENT_LEN < 192,
-               "call_headers' own lines fit");
-static size_t call_headers(struct backend_call *c, char own[OWN_HEADERS][192],
-                           const char **hdrs)
-{
-    struct request *r = c->req;
-    size_t n = 0;
-    struct trace_parent span;
-    trace_child(&r->trace, &span);
-    memcpy(c->span_id, span.span_id, sizeof c->span_id);
-    char tp[TRACEPARENT_LEN + 1];
-    trace_format(&span, tp);
-    /* by hand: this runs for every call */
-    memcpy(own[0], "traceparent: ", 13);
-    memcpy(own[0] + 13, tp, sizeof tp);
-    size_t idl = strnlen(r->request_id, TRACE_REQUEST_ID_MAX);
-    memcpy(own[1], "X-Request-Id: ", 14);
-    memcpy(own[1] + 14, r->request_id, idl);
-    own[1][14 + idl] = '\0';
-    for (; n < OWN_HEADERS; n++)
-        hdrs[n] = own[n];
-    for (size_t i = 0; i < r->fwd.n_lines; i++)
-        hdrs[n++] = fwd_line(&r->fwd, i);
-    if (r->tracestate.len) hdrs[n++] = r->tracestate.data;
-    return n + auth_call_headers(r, hdrs + n, AUTH_MAX_CLAIM_HDRS);
-}
-
-/* The degraded-store key of a call: backend name, resolved URL and the
- * forwarded header values, NUL-separated, so an answer is never served
- * across different params or credentials. */
-static void degraded_key(buf_t *k, struct request *r, const struct backend_conf *b,
-                         const char *origin, const buf_t *path)
-{
-    int rc = buf_append(k, b->name, strlen(b->name) + 1);
-    rc = rc ? rc : buf_puts(k, origin);
-    rc = rc ? rc : buf_append(k, path->data, path->len + 1);
-    for (size_t i = 0; i < r->ep->n_forward_headers && i < FWD_MAX && !rc; i++) {
-        const char *v = r->fwd.value[i];
-        rc = v ? buf_append(k, v, r->fwd.value_len[i]) : 0;
-        rc = rc ? rc : buf_putc(k, '\0');
-    }
-    rc = rc ? rc : auth_key_append(r, k); /* the claims: never served across users */
-    if (rc) buf_clear(k); /* no key: neither stored nor served */
+    int err = check_params(r);
+    if (!err) err = check_headers(r);
+    if (!err) err = build_paths(r);
+    return err;
 }
 
 /* The body the merge gets from a good answer body[0..len): the raw bytes,
@@ -265,7 +216,7 @@ static int fail_group(struct backend_call *c)
 
 /* The one place every call ends: classifies what happened and applies the
  * backend's fallback. Returns 0, or -ECALL_FAILED to fail the group. */
-static int call_finish(struct backend_call *c, const struct upstream_resp *resp)
+int call_finish(struct backend_call *c, const struct upstream_resp *resp)
 {
     const struct backend_conf *b = c->b;
     switch (resp->result) {
@@ -338,7 +289,7 @@ static int call_finish(struct backend_call *c, const struct upstream_resp *resp)
 /* A fresh answer from the store (pinned in c->stale): the raw body, stored
  * only after call_finish found it good; shaped again here and fed to the
  * children like a fresh one. */
-static int cache_hit(struct backend_call *c)
+int cache_hit(struct backend_call *c)
 {
     c->outcome = OUT_OK;
     c->status = 200;
@@ -348,383 +299,6 @@ static int cache_hit(struct backend_call *c)
     return c->outcome == OUT_OK || !c->b->required ? 0 : fail_group(c);
 }
 
-/* One HTTP exchange of backend b (a whole backend or one foreach item)
- * under the group's context (bounded by the request's deadline): through
- * the cache (a whole backend: key, which may hit or coalesce), then the
- * attempt loop, which bounds every attempt by the backend's timeout. The
- * degraded key is written into key (NULL: none) once the URL is known. */
-static void do_call(struct backend_call *c, ctx_t *gctx, const buf_t *path, int path_rc, buf_t *key,
-                    struct upstream_resp *resp)
-{
-    struct request *r = c->req;
-    const struct backend_conf *b = c->b;
-    char origin[256];
-    if (urlbuild_origin(b, origin, sizeof origin) < 0 || path_rc) {
-        resp->result = UP_ERROR;
-        resp->error = path_rc == -ENOMEM ? "out of memory" : "cannot build URL";
-    } else if (ctx_done(gctx) || loop_now(loop_current()) >= r->deadline_ns) {
-        /* the deadline passed while it waited: no call */
-        resp->result = !ctx_done(gctx) || ctx_err(gctx) == CTX_DEADLINE_EXCEEDED ? UP_TIMEOUT
-                                                                               : UP_CANCELED;
-    } else {
-        if (key) degraded_key(key, r, b, origin, path);
-        char own[OWN_HEADERS][192];
-        const char *hdrs[OWN_HEADERS + FWD_MAX + EDGE_HEADERS];
-        struct upstream_req req = {
-            .method = b->method,
-            .origin = origin,
-            .path = path->data,
-            .headers = hdrs,
-            .n_headers = call_headers(c, own, hdrs),
-            .body = b->forward_body ? r->body : NULL,
-            .body_len = b->forward_body ? r->body_len : 0,
-            .max_bytes = b->max_response_bytes,
-            .native = b->client == CLIENT_NATIVE,
-            .conf = &r->cfg->upstream,
-        };
-        if (req.body == NULL && b->forward_body) req.body = "";
-        struct attempt_plan plan = {
-            .cfg = r->cfg, .b = b, .deadline_ns = r->deadline_ns, .metrics = r->metrics};
-        if (r->cache)
-            c->cache = cache_call(r->cache, &b->cache, key ? key->data : NULL,
-                                  key ? key->len : 0, gctx, &plan, &req, resp, &c->att, &c->stale);
-        else /* a request without a worker's cache (unit tests) */
-            attempt_call(r->up, gctx, &plan, &req, resp, &c->att);
-    }
-}
-
-/* ---- the call graph: workers take ready tasks (gateway/graph.h) ---- */
-
-/* Renders {backend.path} from that backend's feed and {item...} from the
- * element; remembers which placeholder failed. */
-struct render_arg {
-    struct request *r;
-    const char *elem;
-    size_t elem_len;
-    const struct url_part *failed;
-};
-
-static int render_field(void *arg, buf_t *out, const struct url_part *part)
-{
-    struct render_arg *ra = arg;
-    int rc;
-    if (part->backend == URL_PART_ITEM) {
-        rc = graph_render(out, part, ra->elem, ra->elem_len);
-    } else {
-        const struct backend_call *p = &ra->r->calls[part->backend];
-        rc = graph_render(out, part, p->feed, p->feed_len);
-    }
-    if (rc) ra->failed = part;
-    return rc;
-}
-
-/* Builds the path of a call whose URL reads bodies. Returns 0, or -1 with
- * why_buf set. */
-static int render_path(struct backend_call *c, buf_t *path, const char *elem, size_t elem_len)
-{
-    struct request *r = c->req;
-    struct render_arg ra = {.r = r, .elem = elem, .elem_len = elem_len};
-    buf_clear(path);
-    int rc = urlbuild_path_fields(path, r->ep, c->b, &r->match, r->query, r->query_len,
-                                  render_field, &ra);
-    if (!rc) return 0;
-    if (rc == -ENOENT && ra.failed)
-        snprintf(c->why_buf, sizeof c->why_buf, "missing field %s", graph_part_name(ra.failed));
-    else if (rc == -ENAMETOOLONG)
-        snprintf(c->why_buf, sizeof c->why_buf, "URL path too long (limit %d bytes)",
-                 URLBUILD_PATH_MAX - 1);
-    else
-        snprintf(c->why_buf, sizeof c->why_buf, "%s",
-                 rc == -ENOMEM ? "out of memory" : "cannot build URL");
-    return -1;
-}
-
-/* A dependency left out (optional and failed): its children fail. */
-static const struct backend_call *failed_dep(const struct backend_call *c)
-{
-    for (size_t k = 0; k < c->b->n_deps; k++) {
-        const struct backend_call *p = &c->req->calls[c->b->deps[k]];
-        if (p->omit) return p;
-    }
-    return NULL;
-}
-
-static int worker(ctx_t *gctx, void *arg);
-
-static int out_of_memory(ctx_t *gctx, void *arg)
-{
-    (void)gctx;
-    (void)arg;
-    return -ENOMEM;
-}
-
-/* More workers while tasks wait and slots are free (never parks). */
-static void spawn_workers(struct request *r)
-{
-    while (graph_sched_ready(&r->sched) > r->starting && eg_try_go(r->group, worker, r))
-        r->starting++;
-}
-
-/* Backend c has ended (any outcome): timing, metrics, children. */
-static void call_ended(struct backend_call *c)
-{
-    struct request *r = c->req;
-    c->ended = true;
-    c->dur_ns = loop_now(loop_current()) - c->t0;
-    metrics_backend(r->metrics, r->ep->name, c->b->name, c->outcome,
-                    (double)c->dur_ns / 1e9);
-    if (c->b->n_children) {
-        if (graph_sched_ended(&r->sched, r->ep, (size_t)(c - r->calls)) != 0)
-            eg_try_go(r->group, out_of_memory, NULL); /* fails the group: 503 */
-        spawn_workers(r);
-    }
-}
-
-/* Ends c with a failure that happened before any call. */
-static int fail_early(struct backend_call *c, const char *why)
-{
-    if (why != c->why_buf) snprintf(c->why_buf, sizeof c->why_buf, "%s", why);
-    struct upstream_resp resp = {.result = UP_ERROR, .error = c->why_buf, .body = &c->body};
-    int rc = call_finish(c, &resp);
-    call_ended(c);
-    return rc;
-}
-
-static int call_backend(ctx_t *gctx, struct backend_call *c)
-{
-    const struct backend_conf *b = c->b;
-    const struct backend_call *dep = failed_dep(c);
-    if (dep) {
-        snprintf(c->why_buf, sizeof c->why_buf, "dependency %s failed", dep->b->name);
-        return fail_early(c, c->why_buf);
-    }
-    if (b->n_deps) {
-        if (render_path(c, &c->path, NULL, 0) != 0) return fail_early(c, c->why_buf);
-        c->path_rc = 0; /* the check's build had the values left empty */
-    }
-    struct expose_cap *exp = expose_cap(c->req->expose, (size_t)(c - c->req->calls));
-    struct upstream_resp resp = {.body = &c->body, .exp = exp};
-    do_call(c, gctx, &c->path, c->path_rc,
-            b->fallback == FALLBACK_DEGRADED || b->cache.enabled ? &c->key : NULL, &resp);
-    c->status = resp.status;
-    int rc = c->cache == CACHE_HIT ? cache_hit(c) : call_finish(c, &resp);
-    /* only a fresh 2xx answer's headers count; a hedge's were not captured */
-    if (c->outcome != OUT_OK || c->cache == CACHE_HIT || resp.exp != exp) expose_reset(exp);
-    if (c->cache != CACHE_NONE) metrics_cache(c->req->metrics, b->name, c->cache);
-    call_ended(c);
-    return rc;
-}
-
-/* ---- foreach ---- */
-
-/* The last item has ended: the array (or the failure) is the backend's. */
-static int foreach_finish(struct backend_call *c)
-{
-    struct request *r = c->req;
-    const struct backend_conf *b = c->b;
-    struct upstream_resp resp = {.result = UP_OK, .status = 200, .body = &c->body};
-    if (c->items_ctx) ctx_release(c->items_ctx); /* every item has ended */
-    c->items_ctx = NULL;
-    const struct item_call *bad = c->items_failed ? &c->items[c->first_bad] : NULL;
-    if (bad) {
-        resp.result = bad->outcome == OUT_TIMEOUT     ? UP_TIMEOUT
-                      : bad->outcome == OUT_CANCELLED ? UP_CANCELED
-                                                      : UP_ERROR;
-        char why[120]; /* bad->why may be c->why_buf itself */
-        snprintf(why, sizeof why, "%s", bad->why ? bad->why : "error");
-        snprintf(c->why_buf, sizeof c->why_buf, "item %zu failed: %s", (size_t)(bad - c->items),
-                 why);
-        resp.error = c->why_buf;
-    } else {
-        buf_clear(&c->body);
-        int rc = buf_putc(&c->body, '[');
-        bool first = true;
-        for (uint32_t k = 0; k < c->n_items && !rc; k++) {
-            const struct item_call *it = &c->items[k];
-            if (it->outcome != OUT_OK && b->item_failure == ITEM_OMIT) continue;
-            if (!first) rc = buf_putc(&c->body, ',');
-            first = false;
-            if (!rc)
-                rc = it->outcome == OUT_OK && it->part ? buf_append(&c->body, it->part, it->part_len)
-                                                       : buf_puts(&c->body, "null");
-        }
-        if (!rc) rc = buf_putc(&c->body, ']');
-        if (rc) {
-            resp.result = UP_ERROR;
-            resp.error = "out of memory";
-        }
-    }
-    /* degraded key: name, every item URL, forwarded header values */
-    buf_clear(&c->key);
-    if (b->fallback == FALLBACK_DEGRADED) {
-        char origin[256];
-        if (urlbuild_origin(b, origin, sizeof origin) >= 0)
-            for (uint32_t k = 0; k < c->n_items; k++) {
-                if (!c->items[k].path.len) { /* an item never resolved: no key */
-                    buf_clear(&c->key);
-                    break;
-                }
-                degraded_key(&c->key, r, b, origin, &c->items[k].path);
-            }
-    }
-    int rc = call_finish(c, &resp);
-    call_ended(c);
-    return rc;
-}
-
-/* Out of memory while the items were being set up. */
-static int foreach_abort(struct backend_call *c)
-{
-    if (c->items_ctx) ctx_release(c->items_ctx);
-    c->items_ctx = NULL;
-    c->n_items = 0; /* none was started; the ones queued find c ended */
-    return fail_early(c, "out of memory");
-}
-
-/* Reads the source array and queues one task per element. */
-static int foreach_open(ctx_t *gctx, struct backend_call *c)
-{
-    struct request *r = c->req;
-    const struct backend_conf *b = c->b;
-    const struct backend_call *dep = failed_dep(c);
-    if (dep) {
-        snprintf(c->why_buf, sizeof c->why_buf, "dependency %s failed", dep->b->name);
-        return fail_early(c, c->why_buf);
-    }
-    const struct backend_call *src = &r->calls[b->foreach_backend];
-    const char *v;
-    size_t vn;
-    enum json_type t = src->feed ? jpath_get(src->feed, src->feed_len, b->foreach_path,
-                                             strlen(b->foreach_path), &v, &vn)
-                                 : JSON_NULL;
-    if (t != JSON_ARRAY) {
-        snprintf(c->why_buf, sizeof c->why_buf, "%s %s%s%s",
-                 t == JSON_INVALID || t == JSON_NULL ? "missing field" : "not an array:",
-                 src->b->name, *b->foreach_path ? "." : "", b->foreach_path);
-        return fail_early(c, c->why_buf);
-    }
-    struct jpath_iter it;
-    struct json_member m;
-    size_t n = 0;
-    jpath_iter_start(&it, v, vn);
-    while (jpath_iter_next(&it, &m) > 0)
-        n++;
-    if (n > b->max_items) {
-        snprintf(c->why_buf, sizeof c->why_buf, "too many items (%zu, max_items %u)", n,
-                 b->max_items);
-        return fail_early(c, c->why_buf);
-    }
-    if (n == 0) return foreach_finish(c);
-    c->items = calloc(n, sizeof *c->items);
-    c->items_ctx = ctx_with_cancel(gctx);
-    if (!c->items || !c->items_ctx) return foreach_abort(c);
-    c->n_items = c->items_left = (uint32_t)n;
-    jpath_iter_start(&it, v, vn);
-    for (size_t k = 0; k < n && jpath_iter_next(&it, &m) > 0; k++) {
-        c->items[k].elem = m.value;
-        c->items[k].elem_len = m.value_len;
-        buf_init(&c->items[k].body, r->buf_pool);
-        if (graph_sched_push(&r->sched, (struct graph_task){(uint32_t)(c - r->calls), (uint32_t)k}))
-            return foreach_abort(c); /* queued items find it ended */
-    }
-    spawn_workers(r);
-    return 0;
-}
-
-static void item_classify(struct backend_call *c, struct item_call *it,
-                          const struct upstream_resp *resp)
-{
-    it->status = resp->status;
-    it->outcome = OUT_ERROR;
-    switch (resp->result) {
-    case UP_OK:
-        if (resp->status < 200 || resp->status > 299) {
-            it->why = "bad status";
-        } else if (it->body.len && json_check(it->body.data, it->body.len) == JSON_INVALID) {
-            it->why = "invalid JSON";
-        } else if (c->b->shape) {
-            if (shape_apply(&it->shaped, c->b->shape, it->body.data, it->body.len, &it->why) == 0) {
-                it->outcome = OUT_OK;
-                it->part = it->shaped.data;
-                it->part_len = it->shaped.len;
-            }
-        } else {
-            it->outcome = OUT_OK;
-            it->part = it->body.len ? it->body.data : NULL;
-            it->part_len = it->body.len;
-        }
-        break;
-    case UP_TIMEOUT:
-        it->outcome = OUT_TIMEOUT;
-        it->why = "timeout";
-        break;
-    case UP_CANCELED:
-        it->outcome = OUT_CANCELLED;
-        it->why = "cancelled";
-        break;
-    case UP_TOO_BIG:
-    case UP_ERROR:
-        it->why = resp->error;
-        break;
-    }
-}
-
-static int run_item(struct backend_call *c, uint32_t k)
-{
-    struct request *r = c->req;
-    struct item_call *it = &c->items[k];
-    if (c->ended) return 0; /* the backend already failed */
-    if (c->items_failed) {
-        it->outcome = OUT_CANCELLED;
-        it->why = "cancelled";
-    } else {
-        struct upstream_resp resp = {.body = &it->body};
-        buf_init(&it->path, NULL);
-        if (render_path(c, &it->path, it->elem, it->elem_len) != 0) {
-            it->outcome = OUT_ERROR;
-            it->why = c->why_buf;
-        } else {
-            do_call(c, c->items_ctx, &it->path, 0, NULL, &resp);
-            item_classify(c, it, &resp);
-        }
-        metrics_item(r->metrics, r->ep->name, c->b->name, it->outcome);
-        if (it->outcome != OUT_OK && c->b->item_failure == ITEM_FAIL && !c->items_failed) {
-            /* the backend has failed: its other items in flight stop now */
-            c->items_failed = true;
-            c->first_bad = k;
-            ctx_cancel(c->items_ctx, 0);
-        }
-    }
-    if (--c->items_left) return 0;
-    return foreach_finish(c);
-}
-
-/* Runs one ready task. A request cancelled (first error, client gone)
- * starts nothing more; after the deadline tasks still end, at once,
- * through their fallback tables (degraded parts). */
-static int run_task(ctx_t *gctx, struct request *r, struct graph_task t)
-{
-    struct backend_call *c = &r->calls[t.call];
-    if (ctx_err(gctx) == CTX_CANCELED) return 0;
-    if (t.item != GRAPH_WHOLE) return run_item(c, t.item);
-    c->started = true;
-    c->t0 = c->start_ns = loop_now(loop_current());
-    if (c->b->foreach_path) return foreach_open(gctx, c);
-    return call_backend(gctx, c);
-}
-
-static int worker(ctx_t *gctx, void *arg)
-{
-    struct request *r = arg;
-    r->starting--;
-    struct graph_task t;
-    while (graph_sched_pop(&r->sched, &t)) {
-        spawn_workers(r);
-        int rc = run_task(gctx, r, t);
-        if (rc) return rc;
-    }
-    return 0;
-}
 
 /* Appends "NAME;dur=MS" with MS in milliseconds to one decimal (rounded). */
 static int timing_dur(buf_t *t, const char *sep, const char *name, uint64_t dur_ns)

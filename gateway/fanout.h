@@ -97,6 +97,7 @@ struct request {
     struct request *prev, *next; /* the worker's live requests */
     struct worker *w;
     struct upstream *up;
+    attempt_transport_fn transport; /* every call's exchange; NULL: upstream_call */
     struct pool *buf_pool;     /* the worker's buffer blocks */
     struct degraded *degraded; /* last good bodies, shared by all workers */
     struct cache *cache;       /* the worker's cache and coalescing table */
@@ -153,7 +154,8 @@ extern const char fanout_key_trace[];      /* struct trace_parent * */
 extern const char fanout_key_request_id[]; /* const char * */
 
 /* Sets up r's ids from the client's headers and, when r->ep is set, its
- * context (deadline, trace values). Returns 0, or an HTTP status (400) with
+ * context (deadline, trace values). Returns 0, or a negative errno with
+ * r->status (400: -EINVAL, a bad X-Request-Timeout-Ms; 503: -ENOMEM) and
  * r->out holding the JSON error. */
 int fanout_prepare(struct request *r, const char *timeout_hdr, const char *traceparent_hdr,
                    const char *request_id_hdr);
@@ -162,12 +164,22 @@ int fanout_prepare(struct request *r, const char *timeout_hdr, const char *trace
  * URLBUILD_PARAM_MAX), forwarded headers (gateway/fwdhdr.h: 400), the
  * forwarded query values (400) and the length of each backend path (414);
  * builds every call's path and the forwarded header lines. Call once r->ep,
- * r->match, r->query and r->header_each are set. Returns 0, or an HTTP status
- * with r->out holding the JSON error. */
+ * r->match, r->query and r->header_each are set. Returns 0, or a negative
+ * errno (-ENAMETOOLONG for a 414, -ENOMEM for a 503, else -EINVAL) with
+ * r->status and r->out holding the JSON error. */
 int fanout_check(struct request *r);
 /* The request coroutine: runs the calls, then fills status, out, timing,
  * degraded. Calls r->done(r) at the end. */
 void fanout_run(void *r);
+
+/* private: the failure table, for compose.c */
+struct upstream_resp;
+/* The one place every call ends: classifies resp and applies the backend's
+ * fallback. Returns 0, or -EREMOTEIO (r->failed set) to fail the group. */
+int call_finish(struct backend_call *c, const struct upstream_resp *resp);
+/* c answered from the cache (c->stale pinned): shaped and fed like a fresh
+ * answer. Returns 0, or -EREMOTEIO as call_finish. */
+int cache_hit(struct backend_call *c);
 
 /* Writes {"error":msg,"backend":backend|null,"request_id":id} into out. */
 void fanout_error_body(buf_t *out, const char *msg, const char *backend, const char *request_id);

@@ -294,22 +294,22 @@ static void unrouted(struct conn_state *cs, int rc, const char *allow)
     json_answer(cs, 405, "method not allowed");
 }
 
-/* An endpoint's request: what fanout_prepare found (st), then JWT (401),
+/* An endpoint's request: what fanout_prepare found (err), then JWT (401),
  * params, forwarded headers and query (400/414), all before any backend
- * call. The fan-out starts once the body is in. */
-static void admit(struct worker *w, struct conn_state *cs, int st)
+ * call; a refusal has set r->status and r->out. The fan-out starts once the
+ * body is in. */
+static void admit(struct worker *w, struct conn_state *cs, int err)
 {
     struct request *r = &cs->req;
-    if (!st && r->ep->auth != AUTH_NONE)
-        st = auth_request(r, &w->gw->jwks, http_header(cs->conn, "Authorization"));
-    if (!st && r->ep->n_forward_query) {
+    if (!err && r->ep->auth != AUTH_NONE)
+        err = auth_request(r, &w->gw->jwks, http_header(cs->conn, "Authorization"));
+    if (!err && r->ep->n_forward_query) {
         http_query(cs->conn, &r->query_in);
         r->query = r->query_in.data;
         r->query_len = r->query_in.len;
     }
-    if (!st) st = fanout_check(r);
-    if (st) {
-        r->status = st;
+    if (!err) err = fanout_check(r);
+    if (err) {
         cs->state = RS_READY;
         return;
     }
@@ -331,7 +331,7 @@ static struct conn_state *begin(struct worker *w, struct MHD_Connection *conn, c
     }
     struct conn_state *cs = state_of(r);
     attach(w, cs, conn, url, method);
-    int st =
+    int err =
         fanout_prepare(r, http_header(conn, "X-Request-Timeout-Ms"),
                        http_header(conn, "traceparent"), http_header(conn, "X-Request-Id"));
     if (refused(w, cs, url, version)) return cs;
@@ -343,7 +343,7 @@ static struct conn_state *begin(struct worker *w, struct MHD_Connection *conn, c
     if (rc != 200)
         unrouted(cs, rc, m.allow);
     else
-        admit(w, cs, st);
+        admit(w, cs, err);
     return cs;
 }
 

@@ -8,6 +8,7 @@
  */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <time.h>
@@ -118,18 +119,19 @@ static void test_answers_and_claim_headers(void **state)
 {
     (void)state;
     struct request *r = req(cfg, 0);
-    assert_int_equal(auth_request(r, &jwks, NULL), 401);
+    assert_int_equal(auth_request(r, &jwks, NULL), -EACCES);
+    assert_int_equal(r->status, 401);
     assert_string_equal(r->www_auth, "Bearer");
     assert_non_null(strstr(r->out.data, "\"missing bearer token\""));
     req_free(r);
 
     r = req(cfg, 0);
-    assert_int_equal(auth_request(r, &jwks, "Basic dXNlcjpwdw=="), 401); /* another scheme */
+    assert_int_equal(auth_request(r, &jwks, "Basic dXNlcjpwdw=="), -EACCES); /* another scheme */
     assert_string_equal(r->www_auth, "Bearer");
     req_free(r);
 
     r = req(cfg, 0);
-    assert_int_equal(auth_request(r, &jwks, "Bearer x.y.z"), 401);
+    assert_int_equal(auth_request(r, &jwks, "Bearer x.y.z"), -EACCES);
     assert_string_equal(r->www_auth, "Bearer error=\"invalid_token\"");
     assert_non_null(strstr(r->out.data, "\"invalid token: malformed token\""));
     assert_non_null(strstr(r->out.data, "\"request_id\":\"rid\""));
@@ -138,7 +140,7 @@ static void test_answers_and_claim_headers(void **state)
     r = req(cfg, 1); /* optional: no token is fine, a bad one is not */
     assert_int_equal(auth_request(r, &jwks, NULL), 0);
     assert_int_equal(r->auth_hdrs.len, 0);
-    assert_int_equal(auth_request(r, &jwks, "Bearer nope"), 401);
+    assert_int_equal(auth_request(r, &jwks, "Bearer nope"), -EACCES);
     req_free(r);
 
     char *h = bearer(ec, "ES256", "e1", ",\"n\":12345678901,\"f\":1.5,\"x\":true");
@@ -154,7 +156,7 @@ static void test_answers_and_claim_headers(void **state)
     /* a claim that would smuggle a header line refuses the token */
     char *bad = bearer(rsa, "RS256", "r1", ",\"n\":\"1\\r\\nX-Admin: 1\"");
     r = req(cfg, 0);
-    assert_int_equal(auth_request(r, &jwks, bad), 401);
+    assert_int_equal(auth_request(r, &jwks, bad), -EACCES);
     req_free(r);
     free(bad);
 }
@@ -192,11 +194,11 @@ static void test_cache(void **state)
     EVP_PKEY *other = tk_rsa(2048);
     store_keys(other, ec);
     r = req(cfg, 0);
-    assert_int_equal(auth_request(r, &jwks, h), 401);
+    assert_int_equal(auth_request(r, &jwks, h), -EACCES);
     assert_int_equal(auth_cache_hits(), hits + 1);
     req_free(r);
     r = req(cfg, 0); /* and a rejection is not cached either */
-    assert_int_equal(auth_request(r, &jwks, h), 401);
+    assert_int_equal(auth_request(r, &jwks, h), -EACCES);
     req_free(r);
     store_keys(rsa, ec);
     EVP_PKEY_free(other);

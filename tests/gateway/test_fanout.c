@@ -1,11 +1,13 @@
-/* Tests for gateway/fanout.c without a network: this program defines
- * upstream_call (a fake backend answering from the path, at once or after a
- * wait on the loop that a cancellation ends), so the static gwlib links it
- * instead of upstream.c. It checks every row of the failure table (one case
+/* Tests for gateway/fanout.c without a network: every request's calls go
+ * through r->transport to fake_upstream (a fake backend answering from the
+ * path, at once or after a wait on the loop that a cancellation ends), so
+ * the whole policy (cache, attempt loop, failure table) runs on a loop with
+ * no socket and no link-order trick. It checks every row of the failure table (one case
  * each), a chain and a foreach end to end (order, values, failures through
  * the fallback table), and measures the whole fan-out's CPU cost per
  * backend call for a flat endpoint and a chained one (the difference is
  * what the graph costs). */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -46,8 +48,8 @@ static void slow_call(ctx_t *ctx, const char *ms, struct upstream_resp *resp)
 /* The fake backend: /a is the parent, /i/N an item (N = 13 fails), /x/V
  * echoes V, /fail answers 500, /flip {"v":1} or 500 (flip_fails), /slow/MS
  * waits. */
-void upstream_call(struct upstream *up, ctx_t *ctx, const struct upstream_req *req,
-                   struct upstream_resp *resp)
+static void fake_upstream(struct upstream *up, ctx_t *ctx, const struct upstream_req *req,
+                          struct upstream_resp *resp)
 {
     (void)up;
     calls_made++;
@@ -156,6 +158,7 @@ static void driver(void *arg)
         r->degraded = run->store;
         r->cache = run->cache;
         r->done = request_done;
+        r->transport = fake_upstream;
         r->start_ns = mono_ns();
         assert_int_equal(fanout_prepare(r, NULL, NULL, NULL), 0);
         assert_int_equal(fanout_check(r), 0);
@@ -174,7 +177,7 @@ static void driver(void *arg)
 static struct degraded *store; /* last good answers, shared by runs */
 
 /* The cache's backend, as gateway.c wires it: the attempt loop, which
- * reaches the fake upstream_call. */
+ * reaches fake_upstream through the plan's transport. */
 static void cache_backend(void *up, ctx_t *ctx, const struct attempt_plan *plan,
                           const struct upstream_req *req, struct upstream_resp *resp,
                           struct attempt_info *info)
@@ -384,6 +387,24 @@ static int teardown(void **state)
     return 0;
 }
 
+/* A refusal before any call: a negative errno, the status in r->status
+ * and the JSON error in r->out. */
+static void test_refusal_convention(void **state)
+{
+    (void)state;
+    struct config *cfg = load();
+    struct route_match m = {.ep = &cfg->endpoints[EP_FLAT]};
+    struct request *r = request_new(cfg, &m, NULL);
+    assert_non_null(r);
+    r->start_ns = mono_ns();
+    assert_int_equal(fanout_prepare(r, "soon", NULL, "rid-1"), -EINVAL);
+    assert_int_equal(r->status, 400);
+    assert_string_equal(r->out.data, "{\"error\":\"invalid X-Request-Timeout-Ms\","
+                                     "\"backend\":null,\"request_id\":\"rid-1\"}");
+    request_free(r);
+    config_free(cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -395,6 +416,7 @@ int main(void)
         cmocka_unit_test(test_row_deadline_with_fallback_is_200),
         cmocka_unit_test(test_chain_and_foreach),
         cmocka_unit_test(test_failures_through_fallbacks),
+        cmocka_unit_test(test_refusal_convention),
         cmocka_unit_test(test_cost),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
