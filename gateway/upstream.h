@@ -40,7 +40,7 @@ struct metrics;
  * transports send this many. Every call the configuration allows fits: the
  * gateway's own lines (traceparent, X-Request-Timeout-Ms, X-Request-Id,
  * tracestate, X-Gateway-Attempt), at most FWD_MAX forward_headers lines and
- * at most AUTH_MAX_CLAIM_HDRS claim headers (fanout.c asserts the sum at
+ * at most AUTH_MAX_CLAIM_HDRS claim headers (call.c asserts the sum at
  * compile time). */
 #define UPSTREAM_MAX_HEADERS 56
 /* Longest origin ("scheme://host[:port]", NUL excluded) a call may name:
