@@ -44,7 +44,7 @@ struct metrics;
  * compile time). */
 #define UPSTREAM_MAX_HEADERS 56
 /* Longest origin ("scheme://host[:port]", NUL excluded) a call may name:
- * both transports keep it in a field of this + 1 bytes. config.c and
+ * both transports keep it in a field of this + 1 bytes. config_route.c and
  * config_resil.c refuse longer ones with --check. */
 #define UPSTREAM_ORIGIN_MAX 255
 
